@@ -1,0 +1,1 @@
+//! sea-orm entities and tenant-scoped repositories of Tributary (SQLite and PostgreSQL).

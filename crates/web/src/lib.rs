@@ -1,0 +1,1 @@
+//! actix-web routes, auth, JSON API and pages of Tributary.

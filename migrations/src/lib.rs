@@ -1,0 +1,2 @@
+//! Tributary database migrations.
+pub use sea_orm_migration::prelude::*;
