@@ -382,7 +382,6 @@ fn idempotency_key() -> String {
 ///
 /// ```no_run
 /// # async fn f(client: tributary_stripe_connect::AccountClient) -> Result<(), tributary_stripe_connect::StripeError> {
-/// use stripe_client_core::StripeRequest;
 /// let customer = stripe_core::customer::RetrieveCustomer::new("cus_123").send(&client).await?;
 /// # let _ = customer; Ok(()) }
 /// ```
