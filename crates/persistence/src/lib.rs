@@ -1,1 +1,172 @@
-//! sea-orm entities and tenant-scoped repositories of Tributary (SQLite and PostgreSQL).
+//! sea-orm entities and tenant-scoped repositories of Tributary, on SQLite and PostgreSQL.
+//!
+//! Every finder and writer takes the business id, so no caller can read or write another
+//! tenant's rows by forgetting a filter. Mirror writes are batched upserts keyed by
+//! `(business_id, stripe_id)` that keep the newer version (see [`mirror::upsert`]).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), tributary_persistence::PersistenceError> {
+//! use tributary_domain::BusinessId;
+//! use tributary_persistence::{Database, entities::stripe_customers, mirror};
+//!
+//! let db = Database::connect("sqlite://tributary.db?mode=rwc").await?;
+//! db.migrate().await?;
+//! let business = BusinessId::parse("biz_1").expect("valid id");
+//! let customers = mirror::all::<stripe_customers::Entity, _>(db.conn(), &business).await?;
+//! println!("{} customers mirrored", customers.len());
+//! # Ok(()) }
+//! ```
+
+pub mod access;
+pub mod businesses;
+pub mod entities;
+pub mod jobs;
+pub mod mirror;
+pub mod oauth_states;
+pub mod testing;
+pub mod webhooks;
+
+use std::time::Duration;
+
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DbErr, SqlErr, TransactionTrait,
+};
+use tributary_domain::BusinessId;
+use tributary_migrations::MigratorTrait;
+
+pub use sea_orm;
+
+/// Errors of the persistence layer.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistenceError {
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    #[error("{0} is already taken")]
+    Conflict(&'static str),
+    #[error("tenant scope violated: {0}")]
+    Scope(String),
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
+}
+
+impl PersistenceError {
+    /// Maps a unique-constraint violation to [`PersistenceError::Conflict`] naming `what`.
+    pub(crate) fn unique(err: DbErr, what: &'static str) -> Self {
+        match err.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => Self::Conflict(what),
+            _ => Self::Db(err),
+        }
+    }
+}
+
+/// Current time as unix seconds.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A connection pool to the Tributary database.
+#[derive(Debug, Clone)]
+pub struct Database {
+    conn: DatabaseConnection,
+}
+
+impl Database {
+    /// Connects to `sqlite://…` or `postgres://…`. SQLite gets WAL and a busy timeout so the
+    /// API and the scheduler can share one file.
+    pub async fn connect(url: &str) -> Result<Self, PersistenceError> {
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30));
+        if url.starts_with("sqlite:") {
+            // One writer at a time in SQLite: a small pool avoids lock convoys.
+            opts.max_connections(if url.contains(":memory:") { 1 } else { 8 });
+        } else {
+            opts.max_connections(16);
+        }
+        let conn = sea_orm::Database::connect(opts).await?;
+        if conn.get_database_backend() == sea_orm::DbBackend::Sqlite {
+            conn.execute_unprepared("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+                .await?;
+        }
+        Ok(Self { conn })
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<(), PersistenceError> {
+        tributary_migrations::Migrator::up(&self.conn, None).await?;
+        Ok(())
+    }
+
+    /// The underlying sea-orm connection, for queries of crates above this one.
+    pub fn conn(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    /// `true` when the database answers a trivial query (readiness).
+    pub async fn ping(&self) -> bool {
+        self.conn.ping().await.is_ok()
+    }
+
+    pub async fn close(self) -> Result<(), PersistenceError> {
+        self.conn.close().await?;
+        Ok(())
+    }
+
+    /// Deletes every row the business has in every table except `businesses` itself, in one
+    /// transaction (SPEC §4, disconnect).
+    pub async fn purge_business(&self, business: &BusinessId) -> Result<(), PersistenceError> {
+        let txn = self.conn.begin().await?;
+        purge_business_rows(&txn, business, PurgeScope::Everything).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+/// What [`purge_business_rows`] removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeScope {
+    /// Every row but the business itself (disconnect).
+    Everything,
+    /// The mirrored data of the old account only (relinking to another account).
+    MirroredData,
+}
+
+/// Tables that hold mirrored data derived from one Stripe account.
+const DERIVED_TABLES: &[&str] = &["customer_spend", "mrr_snapshots", "sync_cursors"];
+/// Tables that hold the business's connection state.
+const CONNECTION_TABLES: &[&str] = &[
+    "stripe_access",
+    "oauth_states",
+    "sync_jobs",
+    "webhook_endpoints",
+    "webhook_events",
+];
+
+/// Deletes the business's rows inside the caller's transaction.
+pub async fn purge_business_rows<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    scope: PurgeScope,
+) -> Result<(), PersistenceError> {
+    let mut tables: Vec<&str> = tributary_migrations::MIRROR_TABLES.to_vec();
+    tables.extend(DERIVED_TABLES);
+    if scope == PurgeScope::Everything {
+        tables.extend(CONNECTION_TABLES);
+    }
+    let backend = conn.get_database_backend();
+    let placeholder = if backend == sea_orm::DbBackend::Postgres {
+        "$1"
+    } else {
+        "?"
+    };
+    for table in tables {
+        conn.execute_raw(sea_orm::Statement::from_sql_and_values(
+            backend,
+            format!("DELETE FROM {table} WHERE business_id = {placeholder}"),
+            [business.as_str().into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,133 @@
+//! The Stripe account a business links (`stripe_access`). No token is stored: calls use the
+//! platform key with the `Stripe-Account` header.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use tributary_domain::{BusinessId, StripeAccountId};
+
+use crate::entities::stripe_access::{self, Column, Entity, Model};
+use crate::{Database, PersistenceError, PurgeScope, purge_business_rows};
+
+pub const CONNECTED: &str = "connected";
+pub const REVOKED: &str = "revoked";
+
+/// What a successful OAuth exchange tells us about the account.
+#[derive(Debug, Clone)]
+pub struct NewConnection<'a> {
+    pub account: &'a StripeAccountId,
+    pub account_name: Option<&'a str>,
+    pub livemode: bool,
+    pub scope: &'a str,
+}
+
+/// The outcome of [`connect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connected {
+    /// First link, or the same account linked again.
+    Linked,
+    /// The business now links a different account: the old account's mirrored rows were cleared.
+    Relinked { previous: String },
+}
+
+pub async fn get(db: &Database, business: &BusinessId) -> Result<Option<Model>, PersistenceError> {
+    Ok(Entity::find_by_id(business.as_str()).one(db.conn()).await?)
+}
+
+/// The business holding an account, if any (webhook routing).
+pub async fn by_account(db: &Database, account: &str) -> Result<Option<Model>, PersistenceError> {
+    Ok(Entity::find()
+        .filter(Column::StripeAccountId.eq(account))
+        .one(db.conn())
+        .await?)
+}
+
+/// Links the account to the business. `Conflict("stripe account")` when another business holds
+/// it. Linking a different account than before first clears every mirrored row of the old one,
+/// in the same transaction.
+pub async fn connect(
+    db: &Database,
+    business: &BusinessId,
+    conn: NewConnection<'_>,
+    now: i64,
+) -> Result<Connected, PersistenceError> {
+    let txn = db.conn().begin().await?;
+    if let Some(holder) = Entity::find()
+        .filter(Column::StripeAccountId.eq(conn.account.as_str()))
+        .one(&txn)
+        .await?
+        && holder.business_id != business.as_str()
+    {
+        return Err(PersistenceError::Conflict("stripe account"));
+    }
+    let previous = Entity::find_by_id(business.as_str()).one(&txn).await?;
+    let outcome = match &previous {
+        Some(p) if p.stripe_account_id != conn.account.as_str() => {
+            purge_business_rows(&txn, business, PurgeScope::MirroredData).await?;
+            Connected::Relinked {
+                previous: p.stripe_account_id.clone(),
+            }
+        }
+        _ => Connected::Linked,
+    };
+    let model = stripe_access::ActiveModel {
+        business_id: Set(business.as_str().to_owned()),
+        stripe_account_id: Set(conn.account.as_str().to_owned()),
+        account_name: Set(conn.account_name.map(str::to_owned)),
+        livemode: Set(conn.livemode),
+        scope: Set(conn.scope.to_owned()),
+        date_created: Set(now),
+        status: Set(CONNECTED.to_owned()),
+        revoked_at: Set(None),
+    };
+    if previous.is_some() {
+        Entity::update(model)
+            .exec(&txn)
+            .await
+            .map_err(|e| PersistenceError::unique(e, "stripe account"))?;
+    } else {
+        Entity::insert(model)
+            .exec_without_returning(&txn)
+            .await
+            .map_err(|e| PersistenceError::unique(e, "stripe account"))?;
+    }
+    txn.commit().await?;
+    Ok(outcome)
+}
+
+/// Marks the connection revoked (Stripe refused access, or deauthorized the application).
+pub async fn mark_revoked(
+    db: &Database,
+    business: &BusinessId,
+    now: i64,
+) -> Result<bool, PersistenceError> {
+    let res = Entity::update_many()
+        .col_expr(Column::Status, Expr::value(REVOKED))
+        .col_expr(Column::RevokedAt, Expr::value(now))
+        .filter(Column::BusinessId.eq(business.as_str()))
+        .filter(Column::Status.eq(CONNECTED))
+        .exec(db.conn())
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+/// Refreshes the account's display name.
+pub async fn set_account_name(
+    db: &Database,
+    business: &BusinessId,
+    name: Option<&str>,
+) -> Result<(), PersistenceError> {
+    Entity::update_many()
+        .col_expr(Column::AccountName, Expr::value(name.map(str::to_owned)))
+        .filter(Column::BusinessId.eq(business.as_str()))
+        .exec(db.conn())
+        .await?;
+    Ok(())
+}
+
+/// Connections in the given status (admin view; the scheduler's list of what to sync).
+pub async fn list_by_status(db: &Database, status: &str) -> Result<Vec<Model>, PersistenceError> {
+    Ok(Entity::find()
+        .filter(Column::Status.eq(status))
+        .all(db.conn())
+        .await?)
+}

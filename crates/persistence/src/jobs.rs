@@ -1,0 +1,317 @@
+//! Sync jobs and their lease: one run per business at a time, on SQLite and PostgreSQL.
+//!
+//! A partial unique index allows at most one `queued` or `running` job per business, so a
+//! second trigger joins the active job instead of creating another. A worker owns a job
+//! through a lease (owner + expiry) taken and renewed with conditional updates; a dead
+//! worker's lease expires and another worker takes the job over.
+
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LockBehavior, LockType};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use tributary_domain::{BusinessId, JobId};
+
+use crate::entities::sync_jobs::{self, Column, Entity, Model};
+use crate::{Database, PersistenceError};
+
+pub const QUEUED: &str = "queued";
+pub const RUNNING: &str = "running";
+pub const SUCCEEDED: &str = "succeeded";
+pub const FAILED: &str = "failed";
+
+fn active() -> Condition {
+    Condition::any()
+        .add(Column::Status.eq(QUEUED))
+        .add(Column::Status.eq(RUNNING))
+}
+
+/// The business's queued or running job, if any.
+pub async fn active_job(
+    db: &Database,
+    business: &BusinessId,
+) -> Result<Option<Model>, PersistenceError> {
+    Ok(Entity::find()
+        .filter(Column::BusinessId.eq(business.as_str()))
+        .filter(active())
+        .one(db.conn())
+        .await?)
+}
+
+/// Queues a sync, or joins the one already queued or running. Returns the job and whether it
+/// was created by this call.
+pub async fn enqueue(
+    db: &Database,
+    business: &BusinessId,
+    trigger: &str,
+    full: bool,
+    now: i64,
+) -> Result<(Model, bool), PersistenceError> {
+    // Two attempts: a concurrent enqueue can win the unique index between our read and insert.
+    for _ in 0..2 {
+        if let Some(job) = active_job(db, business).await? {
+            return Ok((job, false));
+        }
+        let model = sync_jobs::ActiveModel {
+            id: Set(JobId::new().to_string()),
+            business_id: Set(business.as_str().to_owned()),
+            trigger: Set(trigger.to_owned()),
+            status: Set(QUEUED.to_owned()),
+            full: Set(full),
+            created_at: Set(now),
+            started_at: Set(None),
+            finished_at: Set(None),
+            error_code: Set(None),
+            error_message: Set(None),
+            progress: Set(serde_json::json!({})),
+            lease_owner: Set(None),
+            lease_expires_at: Set(None),
+        };
+        match Entity::insert(model.clone())
+            .exec_without_returning(db.conn())
+            .await
+        {
+            Ok(_) => {
+                let id = model.id.clone().unwrap();
+                let job = Entity::find_by_id(id).one(db.conn()).await?;
+                return job
+                    .map(|j| (j, true))
+                    .ok_or_else(|| PersistenceError::Corrupt("job vanished".into()));
+            }
+            Err(e) => match PersistenceError::unique(e, "active sync job") {
+                PersistenceError::Conflict(_) => continue,
+                other => return Err(other),
+            },
+        }
+    }
+    active_job(db, business)
+        .await?
+        .map(|j| (j, false))
+        .ok_or_else(|| PersistenceError::Corrupt("active job disappeared during enqueue".into()))
+}
+
+/// Takes (or re-takes) the lease of a job: succeeds when the job is active and unleased, its
+/// lease expired, or `owner` already holds it.
+pub async fn claim(
+    db: &Database,
+    job_id: &str,
+    owner: &str,
+    now: i64,
+    lease_secs: i64,
+) -> Result<bool, PersistenceError> {
+    let res = Entity::update_many()
+        .col_expr(Column::Status, Expr::value(RUNNING))
+        .col_expr(Column::LeaseOwner, Expr::value(owner))
+        .col_expr(Column::LeaseExpiresAt, Expr::value(now + lease_secs))
+        .col_expr(
+            Column::StartedAt,
+            Expr::from(Func::coalesce([
+                Expr::col(Column::StartedAt),
+                Expr::value(now),
+            ])),
+        )
+        .filter(Column::Id.eq(job_id))
+        .filter(active())
+        .filter(
+            Condition::any()
+                .add(Column::LeaseOwner.is_null())
+                .add(Column::LeaseExpiresAt.lt(now))
+                .add(Column::LeaseOwner.eq(owner)),
+        )
+        .exec(db.conn())
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+/// Picks the oldest job no live worker holds and leases it to `owner`. On PostgreSQL the pick
+/// uses `FOR UPDATE SKIP LOCKED`, so several schedulers never contend for one row; the lease
+/// update itself is conditional, so two pickers can never both win.
+pub async fn claim_next(
+    db: &Database,
+    owner: &str,
+    now: i64,
+    lease_secs: i64,
+) -> Result<Option<Model>, PersistenceError> {
+    let claimable = Condition::any()
+        .add(Column::Status.eq(QUEUED).and(Column::LeaseOwner.is_null()))
+        .add(
+            Column::Status
+                .eq(QUEUED)
+                .and(Column::LeaseExpiresAt.lt(now)),
+        )
+        .add(
+            Column::Status
+                .eq(RUNNING)
+                .and(Column::LeaseExpiresAt.lt(now)),
+        );
+    let txn = db.conn().begin().await?;
+    let mut query = Entity::find()
+        .filter(claimable)
+        .order_by_asc(Column::CreatedAt)
+        .limit(8);
+    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    let candidates = query.all(&txn).await?;
+    let mut picked = None;
+    for job in candidates {
+        let res = Entity::update_many()
+            .col_expr(Column::Status, Expr::value(RUNNING))
+            .col_expr(Column::LeaseOwner, Expr::value(owner))
+            .col_expr(Column::LeaseExpiresAt, Expr::value(now + lease_secs))
+            .col_expr(
+                Column::StartedAt,
+                Expr::value(job.started_at.unwrap_or(now)),
+            )
+            .filter(Column::Id.eq(job.id.as_str()))
+            .filter(Column::Status.eq(job.status.as_str()))
+            .filter(match &job.lease_owner {
+                Some(o) => Column::LeaseOwner.eq(o.as_str()),
+                None => Column::LeaseOwner.is_null(),
+            })
+            .exec(&txn)
+            .await?;
+        if res.rows_affected == 1 {
+            picked = Some(job.id);
+            break;
+        }
+    }
+    txn.commit().await?;
+    match picked {
+        Some(id) => Ok(Entity::find_by_id(id).one(db.conn()).await?),
+        None => Ok(None),
+    }
+}
+
+/// Extends the lease; `false` when the owner lost it (cancelled, failed by a deauthorization,
+/// or taken over after expiry) — the worker must stop writing.
+pub async fn renew(
+    db: &Database,
+    job_id: &str,
+    owner: &str,
+    now: i64,
+    lease_secs: i64,
+) -> Result<bool, PersistenceError> {
+    let res = Entity::update_many()
+        .col_expr(Column::LeaseExpiresAt, Expr::value(now + lease_secs))
+        .filter(Column::Id.eq(job_id))
+        .filter(Column::Status.eq(RUNNING))
+        .filter(Column::LeaseOwner.eq(owner))
+        .exec(db.conn())
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+/// Writes per-resource progress while the owner holds the lease.
+pub async fn set_progress(
+    db: &Database,
+    job_id: &str,
+    owner: &str,
+    progress: serde_json::Value,
+) -> Result<bool, PersistenceError> {
+    let res = Entity::update_many()
+        .col_expr(Column::Progress, Expr::value(progress))
+        .filter(Column::Id.eq(job_id))
+        .filter(Column::LeaseOwner.eq(owner))
+        .exec(db.conn())
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+/// Ends a job the owner holds with `succeeded` or `failed` (and an error code and message).
+pub async fn finish(
+    db: &Database,
+    job_id: &str,
+    owner: &str,
+    status: &str,
+    error: Option<(&str, &str)>,
+    now: i64,
+) -> Result<bool, PersistenceError> {
+    let res = Entity::update_many()
+        .col_expr(Column::Status, Expr::value(status))
+        .col_expr(Column::FinishedAt, Expr::value(now))
+        .col_expr(
+            Column::ErrorCode,
+            Expr::value(error.map(|e| e.0.to_owned())),
+        )
+        .col_expr(
+            Column::ErrorMessage,
+            Expr::value(error.map(|e| e.1.to_owned())),
+        )
+        .col_expr(Column::LeaseOwner, Expr::value(Option::<String>::None))
+        .col_expr(Column::LeaseExpiresAt, Expr::value(Option::<i64>::None))
+        .filter(Column::Id.eq(job_id))
+        .filter(Column::Status.eq(RUNNING))
+        .filter(Column::LeaseOwner.eq(owner))
+        .exec(db.conn())
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+/// Fails the business's active job from outside its worker (deauthorization, disconnect): the
+/// worker's next lease renewal fails and it stops.
+pub async fn fail_active(
+    db: &Database,
+    business: &BusinessId,
+    code: &str,
+    message: &str,
+    now: i64,
+) -> Result<u64, PersistenceError> {
+    let res = Entity::update_many()
+        .col_expr(Column::Status, Expr::value(FAILED))
+        .col_expr(Column::FinishedAt, Expr::value(now))
+        .col_expr(Column::ErrorCode, Expr::value(code))
+        .col_expr(Column::ErrorMessage, Expr::value(message))
+        .col_expr(Column::LeaseOwner, Expr::value(Option::<String>::None))
+        .col_expr(Column::LeaseExpiresAt, Expr::value(Option::<i64>::None))
+        .filter(Column::BusinessId.eq(business.as_str()))
+        .filter(active())
+        .exec(db.conn())
+        .await?;
+    Ok(res.rows_affected)
+}
+
+pub async fn get(
+    db: &Database,
+    business: &BusinessId,
+    job_id: &str,
+) -> Result<Option<Model>, PersistenceError> {
+    Ok(Entity::find_by_id(job_id)
+        .filter(Column::BusinessId.eq(business.as_str()))
+        .one(db.conn())
+        .await?)
+}
+
+/// The business's jobs, newest first, and how many there are.
+pub async fn list(
+    db: &Database,
+    business: &BusinessId,
+    limit: u64,
+    offset: u64,
+) -> Result<(Vec<Model>, u64), PersistenceError> {
+    let base = Entity::find().filter(Column::BusinessId.eq(business.as_str()));
+    let total = base.clone().count(db.conn()).await?;
+    let jobs = base
+        .order_by_desc(Column::CreatedAt)
+        .order_by_desc(Column::Id)
+        .limit(limit)
+        .offset(offset)
+        .all(db.conn())
+        .await?;
+    Ok((jobs, total))
+}
+
+/// The newest job with the given status.
+pub async fn latest_with_status(
+    db: &Database,
+    business: &BusinessId,
+    status: &str,
+) -> Result<Option<Model>, PersistenceError> {
+    Ok(Entity::find()
+        .filter(Column::BusinessId.eq(business.as_str()))
+        .filter(Column::Status.eq(status))
+        .order_by_desc(Column::CreatedAt)
+        .order_by_desc(Column::Id)
+        .one(db.conn())
+        .await?)
+}

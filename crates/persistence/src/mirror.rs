@@ -1,0 +1,167 @@
+//! Batched, tenant-scoped upserts into the mirror tables.
+
+use std::collections::HashMap;
+
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IdenStatic, IntoActiveModel,
+    Iterable, PaginatorTrait, QueryFilter,
+};
+use tributary_domain::BusinessId;
+
+use crate::PersistenceError;
+use crate::entities::MirrorModel;
+
+/// A mirror table entity (`stripe_customers`, `stripe_invoices`, …).
+pub trait Mirror: EntityTrait {
+    const TABLE: &'static str;
+}
+
+fn column<E: EntityTrait>(name: &str) -> Result<E::Column, PersistenceError> {
+    E::Column::iter()
+        .find(|c| c.as_str() == name)
+        .ok_or_else(|| PersistenceError::Corrupt(format!("entity has no column {name}")))
+}
+
+/// Writes a page of rows of one business in one statement. A row whose stored version is
+/// newer (`last_event_at` greater than the incoming one) is kept; rows never duplicate. When
+/// the page names one object twice, its newest version wins. Returns the rows written.
+pub async fn upsert<E, C>(
+    conn: &C,
+    business: &BusinessId,
+    rows: Vec<E::Model>,
+) -> Result<u64, PersistenceError>
+where
+    E: Mirror,
+    E::Model: MirrorModel + IntoActiveModel<E::ActiveModel>,
+    E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
+    C: ConnectionTrait,
+{
+    if let Some(other) = rows.iter().find(|r| r.business_id() != business.as_str()) {
+        return Err(PersistenceError::Scope(format!(
+            "row {} of {} written through business {business}",
+            other.stripe_id(),
+            other.business_id()
+        )));
+    }
+    // Keep one version per object: the newest, and on a tie the later one in the page.
+    let mut newest: HashMap<String, E::Model> = HashMap::with_capacity(rows.len());
+    let mut order = Vec::with_capacity(rows.len());
+    for row in rows {
+        match newest.get(row.stripe_id()) {
+            Some(prev) if prev.last_event_at() > row.last_event_at() => {}
+            Some(_) => {
+                newest.insert(row.stripe_id().to_owned(), row);
+            }
+            None => {
+                order.push(row.stripe_id().to_owned());
+                newest.insert(row.stripe_id().to_owned(), row);
+            }
+        }
+    }
+    if newest.is_empty() {
+        return Ok(0);
+    }
+    let models: Vec<E::ActiveModel> = order
+        .iter()
+        .filter_map(|id| newest.remove(id))
+        .map(|m| m.into_active_model())
+        .collect();
+
+    let mut on_conflict =
+        OnConflict::columns([column::<E>("business_id")?, column::<E>("stripe_id")?]);
+    on_conflict.update_columns(
+        E::Column::iter().filter(|c| !matches!(c.as_str(), "business_id" | "stripe_id")),
+    );
+    on_conflict.action_and_where(Expr::cust(format!(
+        "{table}.last_event_at <= excluded.last_event_at",
+        table = E::TABLE
+    )));
+    let written = E::insert_many(models)
+        .on_conflict(on_conflict)
+        .exec_without_returning(conn)
+        .await?;
+    Ok(written)
+}
+
+/// Marks objects deleted (a `*.deleted` event, or gone from Stripe) unless a newer version is
+/// stored.
+pub async fn mark_deleted<E: Mirror, C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    stripe_ids: &[String],
+    at: i64,
+) -> Result<u64, PersistenceError> {
+    if stripe_ids.is_empty() {
+        return Ok(0);
+    }
+    let res = E::update_many()
+        .col_expr(column::<E>("deleted")?, Expr::value(true))
+        .col_expr(column::<E>("last_event_at")?, Expr::value(at))
+        .filter(column::<E>("business_id")?.eq(business.as_str()))
+        .filter(column::<E>("last_event_at")?.lte(at))
+        .filter(column::<E>("stripe_id")?.is_in(stripe_ids.iter().map(String::as_str)))
+        .exec(conn)
+        .await?;
+    Ok(res.rows_affected)
+}
+
+/// Reconciliation: marks every live row of the business that was not written since `since`
+/// (the start of a full re-list) as deleted, unless an event touched it since.
+pub async fn mark_unseen_deleted<E: Mirror, C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    since: i64,
+) -> Result<u64, PersistenceError> {
+    let res = E::update_many()
+        .col_expr(column::<E>("deleted")?, Expr::value(true))
+        .filter(column::<E>("business_id")?.eq(business.as_str()))
+        .filter(column::<E>("deleted")?.eq(false))
+        .filter(column::<E>("synced_at")?.lt(since))
+        .filter(column::<E>("last_event_at")?.lt(since))
+        .exec(conn)
+        .await?;
+    Ok(res.rows_affected)
+}
+
+/// One object of one business, deleted or not.
+pub async fn find<E, C>(
+    conn: &C,
+    business: &BusinessId,
+    stripe_id: &str,
+) -> Result<Option<E::Model>, PersistenceError>
+where
+    E: Mirror,
+    C: ConnectionTrait,
+{
+    Ok(E::find()
+        .filter(column::<E>("business_id")?.eq(business.as_str()))
+        .filter(column::<E>("stripe_id")?.eq(stripe_id))
+        .one(conn)
+        .await?)
+}
+
+/// Every row of one business (tests, verification and small reads).
+pub async fn all<E: Mirror, C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+) -> Result<Vec<E::Model>, PersistenceError> {
+    Ok(E::find()
+        .filter(column::<E>("business_id")?.eq(business.as_str()))
+        .all(conn)
+        .await?)
+}
+
+/// Rows of one business, not counting deleted ones.
+pub async fn count_live<E, C>(conn: &C, business: &BusinessId) -> Result<u64, PersistenceError>
+where
+    E: Mirror,
+    E::Model: Send + Sync,
+    C: ConnectionTrait,
+{
+    Ok(E::find()
+        .filter(column::<E>("business_id")?.eq(business.as_str()))
+        .filter(column::<E>("deleted")?.eq(false))
+        .count(conn)
+        .await?)
+}

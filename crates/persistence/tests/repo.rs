@@ -1,0 +1,692 @@
+//! Repository tests, each run on SQLite and on PostgreSQL (`name::sqlite`, `name::postgres`).
+
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::json;
+use tributary_domain::{BusinessId, Slug, StripeAccountId};
+use tributary_persistence::entities::{stripe_customers, stripe_invoices, webhook_events};
+use tributary_persistence::testing::Backend;
+use tributary_persistence::{
+    Database, PersistenceError, access, businesses, db_test, jobs, mirror, oauth_states, webhooks,
+};
+
+fn biz(id: &str) -> BusinessId {
+    BusinessId::parse(id).unwrap()
+}
+
+fn customer(business: &str, id: &str, email: &str, last_event_at: i64) -> stripe_customers::Model {
+    stripe_customers::Model {
+        business_id: business.into(),
+        stripe_id: id.into(),
+        email: Some(email.into()),
+        name: Some(format!("name of {id}")),
+        currency: Some("usd".into()),
+        raw: json!({"id": id, "object": "customer", "email": email}),
+        livemode: false,
+        created: 1_700_000_000,
+        deleted: false,
+        last_event_at,
+        synced_at: last_event_at,
+    }
+}
+
+async fn scalar(db: &Database, sql: &str) -> Vec<String> {
+    let backend = db.conn().get_database_backend();
+    db.conn()
+        .query_all_raw(Statement::from_string(backend, sql.to_owned()))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get_by_index::<String>(0).unwrap())
+        .collect()
+}
+
+db_test!(migrations_create_every_table, |t| {
+    let sql = match t.backend {
+        Backend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table'",
+        Backend::Postgres => "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'",
+    };
+    let tables = scalar(&t.db, sql).await;
+    for table in tributary_migrations::TABLES {
+        assert!(
+            tables.iter().any(|t| t == table),
+            "missing table {table}; have {tables:?}"
+        );
+    }
+    if t.backend == Backend::Postgres {
+        for table in tributary_migrations::MIRROR_TABLES {
+            let ty = scalar(
+                &t.db,
+                &format!(
+                    "SELECT data_type::text FROM information_schema.columns \
+                     WHERE table_name = '{table}' AND column_name = 'raw'"
+                ),
+            )
+            .await;
+            assert_eq!(ty, vec!["jsonb".to_owned()], "{table}.raw");
+        }
+    }
+    // Running the migrations again is a no-op.
+    t.db.migrate().await.unwrap();
+});
+
+db_test!(
+    mirror_upsert_keeps_the_newer_version_and_never_duplicates,
+    |t| {
+        let db = &t.db;
+        let b = biz("biz_1");
+        let rows = vec![
+            customer("biz_1", "cus_1", "a@x.io", 100),
+            customer("biz_1", "cus_2", "b@x.io", 100),
+            // The same object twice in one page: the newest version wins.
+            customer("biz_1", "cus_1", "a2@x.io", 150),
+        ];
+        assert_eq!(
+            mirror::upsert::<stripe_customers::Entity, _>(db.conn(), &b, rows)
+                .await
+                .unwrap(),
+            2
+        );
+
+        // An older version does not overwrite the stored one.
+        mirror::upsert::<stripe_customers::Entity, _>(
+            db.conn(),
+            &b,
+            vec![customer("biz_1", "cus_1", "old@x.io", 120)],
+        )
+        .await
+        .unwrap();
+        let c1 = mirror::find::<stripe_customers::Entity, _>(db.conn(), &b, "cus_1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c1.email.as_deref(), Some("a2@x.io"));
+        assert_eq!(c1.raw["email"], "a2@x.io");
+
+        // A newer (or equally new) one does.
+        mirror::upsert::<stripe_customers::Entity, _>(
+            db.conn(),
+            &b,
+            vec![customer("biz_1", "cus_1", "new@x.io", 150)],
+        )
+        .await
+        .unwrap();
+        let c1 = mirror::find::<stripe_customers::Entity, _>(db.conn(), &b, "cus_1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c1.email.as_deref(), Some("new@x.io"));
+        assert_eq!(
+            mirror::all::<stripe_customers::Entity, _>(db.conn(), &b)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+
+        // Same stripe id in another business is another row, invisible through biz_1.
+        let b2 = biz("biz_2");
+        mirror::upsert::<stripe_customers::Entity, _>(
+            db.conn(),
+            &b2,
+            vec![customer("biz_2", "cus_1", "z@x.io", 1)],
+        )
+        .await
+        .unwrap();
+        let c1 = mirror::find::<stripe_customers::Entity, _>(db.conn(), &b, "cus_1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c1.email.as_deref(), Some("new@x.io"));
+        assert_eq!(
+            mirror::count_live::<stripe_customers::Entity, _>(db.conn(), &b2)
+                .await
+                .unwrap(),
+            1
+        );
+
+        // Writing another tenant's row through this business is refused, and nothing is written.
+        let err = mirror::upsert::<stripe_customers::Entity, _>(
+            db.conn(),
+            &b,
+            vec![
+                customer("biz_1", "cus_9", "q@x.io", 1),
+                customer("biz_2", "cus_8", "q@x.io", 1),
+            ],
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, PersistenceError::Scope(_)), "{err}");
+        assert!(
+            mirror::find::<stripe_customers::Entity, _>(db.conn(), &b, "cus_9")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+);
+
+db_test!(deletions_respect_newer_versions_and_reconciliation, |t| {
+    let db = &t.db;
+    let b = biz("biz_1");
+    let rows = (1..=4)
+        .map(|i| customer("biz_1", &format!("cus_{i}"), "a@x.io", 100))
+        .collect();
+    mirror::upsert::<stripe_customers::Entity, _>(db.conn(), &b, rows)
+        .await
+        .unwrap();
+
+    // A deletion event older than the stored version changes nothing.
+    let n =
+        mirror::mark_deleted::<stripe_customers::Entity, _>(db.conn(), &b, &["cus_1".into()], 90)
+            .await
+            .unwrap();
+    assert_eq!(n, 0);
+    let n =
+        mirror::mark_deleted::<stripe_customers::Entity, _>(db.conn(), &b, &["cus_1".into()], 110)
+            .await
+            .unwrap();
+    assert_eq!(n, 1);
+    assert!(
+        mirror::find::<stripe_customers::Entity, _>(db.conn(), &b, "cus_1")
+            .await
+            .unwrap()
+            .unwrap()
+            .deleted
+    );
+
+    // A full re-list starting at 200 saw cus_2 only: cus_3 and cus_4 vanished from Stripe.
+    mirror::upsert::<stripe_customers::Entity, _>(
+        db.conn(),
+        &b,
+        vec![customer("biz_1", "cus_2", "a@x.io", 200)],
+    )
+    .await
+    .unwrap();
+    let n = mirror::mark_unseen_deleted::<stripe_customers::Entity, _>(db.conn(), &b, 200)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(
+        mirror::count_live::<stripe_customers::Entity, _>(db.conn(), &b)
+            .await
+            .unwrap(),
+        1
+    );
+});
+
+db_test!(businesses_register_rename_and_refuse_taken_slugs, |t| {
+    let db = &t.db;
+    let slug = Slug::parse("acme").unwrap();
+    businesses::upsert(db, &biz("b1"), &slug, "Acme", None, 10)
+        .await
+        .unwrap();
+    let renamed = businesses::upsert(db, &biz("b1"), &slug, "Acme Ltd", None, 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            renamed.name.as_str(),
+            renamed.created_at,
+            renamed.updated_at
+        ),
+        ("Acme Ltd", 10, 20)
+    );
+    let err = businesses::upsert(db, &biz("b2"), &slug, "Other", None, 30)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PersistenceError::Conflict("slug")), "{err}");
+    assert_eq!(
+        businesses::by_slug(db, "acme").await.unwrap().unwrap().id,
+        "b1"
+    );
+    assert!(businesses::delete(db, &biz("b1")).await.unwrap());
+    assert!(businesses::get(db, &biz("b1")).await.unwrap().is_none());
+});
+
+db_test!(
+    access_links_one_account_per_business_and_relinking_clears_mirrors,
+    |t| {
+        let db = &t.db;
+        let acct1 = StripeAccountId::parse("acct_1").unwrap();
+        let acct2 = StripeAccountId::parse("acct_2").unwrap();
+        let new = |account| access::NewConnection {
+            account,
+            account_name: Some("Shop"),
+            livemode: false,
+            scope: "read_write",
+        };
+        assert_eq!(
+            access::connect(db, &biz("b1"), new(&acct1), 10)
+                .await
+                .unwrap(),
+            access::Connected::Linked
+        );
+        // Another business cannot take the same account.
+        let err = access::connect(db, &biz("b2"), new(&acct1), 11)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PersistenceError::Conflict("stripe account")));
+        // Reconnecting the same account keeps the mirror.
+        mirror::upsert::<stripe_customers::Entity, _>(
+            db.conn(),
+            &biz("b1"),
+            vec![customer("b1", "cus_1", "a@x.io", 1)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            access::connect(db, &biz("b1"), new(&acct1), 12)
+                .await
+                .unwrap(),
+            access::Connected::Linked
+        );
+        assert_eq!(
+            mirror::count_live::<stripe_customers::Entity, _>(db.conn(), &biz("b1"))
+                .await
+                .unwrap(),
+            1
+        );
+        // Linking a different account clears the old account's rows first.
+        let out = access::connect(db, &biz("b1"), new(&acct2), 13)
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            access::Connected::Relinked {
+                previous: "acct_1".into()
+            }
+        );
+        assert_eq!(
+            mirror::count_live::<stripe_customers::Entity, _>(db.conn(), &biz("b1"))
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            access::by_account(db, "acct_2")
+                .await
+                .unwrap()
+                .unwrap()
+                .business_id,
+            "b1"
+        );
+        assert!(access::by_account(db, "acct_1").await.unwrap().is_none());
+
+        assert!(access::mark_revoked(db, &biz("b1"), 20).await.unwrap());
+        let row = access::get(db, &biz("b1")).await.unwrap().unwrap();
+        assert_eq!(
+            (row.status.as_str(), row.revoked_at),
+            (access::REVOKED, Some(20))
+        );
+        assert!(
+            !access::mark_revoked(db, &biz("b1"), 21).await.unwrap(),
+            "already revoked"
+        );
+        // Reconnecting restores the connection.
+        access::connect(db, &biz("b1"), new(&acct2), 30)
+            .await
+            .unwrap();
+        assert_eq!(
+            access::get(db, &biz("b1")).await.unwrap().unwrap().status,
+            access::CONNECTED
+        );
+    }
+);
+
+db_test!(oauth_states_are_one_time_and_expire, |t| {
+    let db = &t.db;
+    oauth_states::create(db, "n1", &biz("b1"), "agency", "user_1", 100, 600)
+        .await
+        .unwrap();
+    oauth_states::create(db, "n2", &biz("b1"), "client", "user_1", 100, 600)
+        .await
+        .unwrap();
+    let used = oauth_states::consume(db, "n1", 200).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            used.business_id.as_str(),
+            used.portal.as_str(),
+            used.used_at
+        ),
+        ("b1", "agency", Some(200))
+    );
+    assert!(
+        oauth_states::consume(db, "n1", 201)
+            .await
+            .unwrap()
+            .is_none(),
+        "replayed"
+    );
+    assert!(
+        oauth_states::consume(db, "n2", 700)
+            .await
+            .unwrap()
+            .is_none(),
+        "expired"
+    );
+    assert!(
+        oauth_states::consume(db, "unknown", 200)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(oauth_states::prune(db, 800).await.unwrap(), 2);
+});
+
+db_test!(jobs_one_run_per_business_through_the_lease, |t| {
+    let db = &t.db;
+    let b = biz("b1");
+    let (job, created) = jobs::enqueue(db, &b, "manual", false, 100).await.unwrap();
+    assert!(created);
+    let (joined, created) = jobs::enqueue(db, &b, "scheduled", false, 101)
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(joined.id, job.id);
+
+    assert!(jobs::claim(db, &job.id, "worker-a", 100, 30).await.unwrap());
+    assert!(
+        !jobs::claim(db, &job.id, "worker-b", 110, 30).await.unwrap(),
+        "lease held by a"
+    );
+    assert!(
+        jobs::claim_next(db, "worker-b", 110, 30)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(jobs::renew(db, &job.id, "worker-a", 120, 30).await.unwrap());
+    assert!(!jobs::renew(db, &job.id, "worker-b", 120, 30).await.unwrap());
+    assert!(
+        jobs::set_progress(
+            db,
+            &job.id,
+            "worker-a",
+            json!({"customers": {"fetched": 3, "written": 3, "done": true}})
+        )
+        .await
+        .unwrap()
+    );
+
+    // worker-a dies: after expiry (120 + 30) worker-b takes the job over.
+    let taken = jobs::claim_next(db, "worker-b", 151, 30)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            taken.id.as_str(),
+            taken.lease_owner.as_deref(),
+            taken.started_at
+        ),
+        (job.id.as_str(), Some("worker-b"), Some(100))
+    );
+    assert!(
+        !jobs::renew(db, &job.id, "worker-a", 152, 30).await.unwrap(),
+        "a lost its lease"
+    );
+    assert!(
+        !jobs::finish(db, &job.id, "worker-a", jobs::SUCCEEDED, None, 152)
+            .await
+            .unwrap()
+    );
+    assert!(
+        jobs::finish(db, &job.id, "worker-b", jobs::SUCCEEDED, None, 160)
+            .await
+            .unwrap()
+    );
+
+    // A new trigger after completion creates a new job; a deauthorization fails it from outside.
+    let (second, created) = jobs::enqueue(db, &b, "webhook", true, 200).await.unwrap();
+    assert!(created && second.id != job.id);
+    assert!(
+        jobs::claim(db, &second.id, "worker-a", 200, 30)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        jobs::fail_active(db, &b, "access_revoked", "deauthorized", 201)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(
+        !jobs::renew(db, &second.id, "worker-a", 202, 30)
+            .await
+            .unwrap()
+    );
+    let failed = jobs::get(db, &b, &second.id).await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status.as_str(), failed.error_code.as_deref()),
+        (jobs::FAILED, Some("access_revoked"))
+    );
+
+    let (list, total) = jobs::list(db, &b, 10, 0).await.unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(list[0].id, second.id, "newest first");
+    assert!(
+        jobs::get(db, &biz("other"), &job.id)
+            .await
+            .unwrap()
+            .is_none(),
+        "scoped by business"
+    );
+    assert_eq!(
+        jobs::latest_with_status(db, &b, jobs::SUCCEEDED)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        job.id
+    );
+});
+
+db_test!(concurrent_enqueues_create_one_job, |t| {
+    let b = biz("b1");
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let db = t.db.clone();
+            let b = b.clone();
+            tokio::spawn(async move {
+                jobs::enqueue(&db, &b, "manual", false, 100 + i)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    let mut created = 0;
+    for task in tasks {
+        let (job, c) = task.await.unwrap();
+        ids.insert(job.id);
+        created += usize::from(c);
+    }
+    assert_eq!((ids.len(), created), (1, 1));
+});
+
+db_test!(webhook_events_are_recorded_once, |t| {
+    let db = &t.db;
+    let event = webhook_events::Model {
+        endpoint: "connect".into(),
+        event_id: "evt_1".into(),
+        business_id: Some("b1".into()),
+        event_type: "customer.updated".into(),
+        account: Some("acct_1".into()),
+        livemode: false,
+        received_at: 5,
+        processed_at: Some(5),
+        outcome: "applied".into(),
+        payload: None,
+    };
+    assert!(
+        webhooks::record_event(db.conn(), event.clone())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !webhooks::record_event(db.conn(), event.clone())
+            .await
+            .unwrap(),
+        "duplicate"
+    );
+    let other_endpoint = webhook_events::Model {
+        endpoint: "acme".into(),
+        ..event
+    };
+    assert!(
+        webhooks::record_event(db.conn(), other_endpoint)
+            .await
+            .unwrap()
+    );
+
+    webhooks::set_secret(db, &biz("b1"), "whsec_a", 1)
+        .await
+        .unwrap();
+    webhooks::set_secret(db, &biz("b1"), "whsec_b", 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        webhooks::secret(db, &biz("b1")).await.unwrap().as_deref(),
+        Some("whsec_b")
+    );
+});
+
+db_test!(purge_removes_every_row_of_one_business_only, |t| {
+    let db = &t.db;
+    let slug = |s: &str| Slug::parse(s).unwrap();
+    for (id, acct) in [("b1", "acct_1"), ("b2", "acct_2")] {
+        let b = biz(id);
+        businesses::upsert(db, &b, &slug(&format!("slug-{id}")), id, None, 1)
+            .await
+            .unwrap();
+        let account = StripeAccountId::parse(acct).unwrap();
+        access::connect(
+            db,
+            &b,
+            access::NewConnection {
+                account: &account,
+                account_name: None,
+                livemode: false,
+                scope: "read_write",
+            },
+            1,
+        )
+        .await
+        .unwrap();
+        oauth_states::create(db, &format!("nonce-{id}"), &b, "agency", "u", 1, 600)
+            .await
+            .unwrap();
+        jobs::enqueue(db, &b, "manual", false, 1).await.unwrap();
+        webhooks::set_secret(db, &b, "whsec_x", 1).await.unwrap();
+        mirror::upsert::<stripe_customers::Entity, _>(
+            db.conn(),
+            &b,
+            vec![customer(id, "cus_1", "a@x.io", 1)],
+        )
+        .await
+        .unwrap();
+        let invoice = stripe_invoices::Model {
+            business_id: id.into(),
+            stripe_id: "in_1".into(),
+            customer: Some("cus_1".into()),
+            email: None,
+            status: "paid".into(),
+            currency: "usd".into(),
+            amount_due: 100,
+            amount_paid: 100,
+            amount_remaining: 0,
+            total: 100,
+            subscription: None,
+            payment_intent: None,
+            charge: None,
+            paid_at: Some(1),
+            number: None,
+            raw: json!({}),
+            livemode: false,
+            created: 1,
+            deleted: false,
+            last_event_at: 1,
+            synced_at: 1,
+        };
+        mirror::upsert::<stripe_invoices::Entity, _>(db.conn(), &b, vec![invoice])
+            .await
+            .unwrap();
+        let backend = db.conn().get_database_backend();
+        for sql in [
+            format!(
+                "INSERT INTO sync_cursors (business_id, resource, last_successful_date) VALUES ('{id}', 'customers', 1)"
+            ),
+            format!(
+                "INSERT INTO customer_spend (business_id, email, currency, gross, refunded, net, order_count, first_purchase_at, last_purchase_at, customer_ids, is_primary, email_order_count, email_last_purchase_at, updated_at) VALUES ('{id}', 'a@x.io', 'usd', 1, 0, 1, 1, 1, 1, '[]', {t}, 1, 1, 1)",
+                t = if backend == sea_orm::DbBackend::Postgres {
+                    "TRUE"
+                } else {
+                    "1"
+                }
+            ),
+            format!(
+                "INSERT INTO mrr_snapshots (business_id, subscription_id, day, status, currency, mrr) VALUES ('{id}', 'sub_1', '2026-11-23', 'active', 'usd', 1)"
+            ),
+            format!(
+                "INSERT INTO webhook_events (endpoint, event_id, business_id, event_type, livemode, received_at, outcome) VALUES ('connect', 'evt_{id}', '{id}', 'x', {f}, 1, 'applied')",
+                f = if backend == sea_orm::DbBackend::Postgres {
+                    "FALSE"
+                } else {
+                    "0"
+                }
+            ),
+        ] {
+            db.conn().execute_unprepared(&sql).await.unwrap();
+        }
+    }
+    let count = |table: &str, id: &str| {
+        format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table} WHERE business_id = '{id}'")
+    };
+    let tables: Vec<&str> = tributary_migrations::TABLES
+        .iter()
+        .copied()
+        .filter(|t| !matches!(*t, "businesses" | "agency_billing"))
+        .collect();
+    let mut before = Vec::new();
+    for table in &tables {
+        before.push(scalar(db, &count(table, "b2")).await);
+    }
+    let populated = [
+        "stripe_access",
+        "oauth_states",
+        "sync_jobs",
+        "sync_cursors",
+        "stripe_customers",
+        "stripe_invoices",
+        "customer_spend",
+        "mrr_snapshots",
+        "webhook_endpoints",
+        "webhook_events",
+    ];
+    for table in populated {
+        assert_eq!(
+            scalar(db, &count(table, "b1")).await,
+            vec!["1"],
+            "{table} was not populated"
+        );
+    }
+
+    db.purge_business(&biz("b1")).await.unwrap();
+
+    for (table, before) in tables.iter().zip(before) {
+        assert_eq!(
+            scalar(db, &count(table, "b1")).await,
+            vec!["0"],
+            "{table} still has rows of b1"
+        );
+        assert_eq!(
+            scalar(db, &count(table, "b2")).await,
+            before,
+            "{table} lost rows of b2"
+        );
+    }
+    assert!(
+        businesses::get(db, &biz("b1")).await.unwrap().is_some(),
+        "the business itself stays"
+    );
+});
