@@ -287,6 +287,12 @@ impl Inner {
             };
             let (status, headers, body) = match result {
                 Ok(r) => r,
+                Err(e) if e.is_builder() => {
+                    return Err(StripeError::Config(format!(
+                        "cannot build request: {}",
+                        transport_detail(&e)
+                    )));
+                }
                 Err(e) => {
                     let detail = transport_detail(&e);
                     if attempt >= max_attempts {

@@ -18,6 +18,9 @@ use crate::error::StripeError;
 /// Stripe's largest page.
 pub const MAX_LIMIT: u32 = 100;
 
+/// Most `types[]` Stripe accepts on `/v1/events`.
+pub const MAX_EVENT_TYPES: usize = 20;
+
 /// A model that can be read from one raw Stripe object.
 pub trait FromRaw: Sized + Send + 'static {
     /// Parse `raw`; the error is a short reason.
@@ -255,6 +258,15 @@ impl<T: FromRaw> ListRequest<T> {
 
     /// Every page, in order; stops after the first error.
     pub fn pages(self) -> BoxStream<'static, Result<Page<T>, StripeError>> {
+        self.pages_after(None)
+    }
+
+    /// The pages after the object `starting_after` (resume a list that failed half-way from
+    /// the last id written, or continue an embedded list such as an invoice's `lines`).
+    pub fn pages_after(
+        self,
+        starting_after: Option<String>,
+    ) -> BoxStream<'static, Result<Page<T>, StripeError>> {
         struct State<T> {
             req: ListRequest<T>,
             cursor: Option<String>,
@@ -262,7 +274,7 @@ impl<T: FromRaw> ListRequest<T> {
         }
         let state = State {
             req: self,
-            cursor: None,
+            cursor: starting_after,
             done: false,
         };
         stream::unfold(state, |mut st| async move {
@@ -424,18 +436,74 @@ impl AccountClient {
             .param("expand[]", "data.discounts")
     }
 
-    /// `GET /v1/events` with `types[]` (≤ 20; empty for all). Items are parsed leniently into
-    /// [`crate::EventEnvelope`], which accepts any type and any API version's object shape.
+    /// `GET /v1/events` with `types[]` (empty for all types). Stripe takes at most 20 types:
+    /// with more, no type filter is sent and every event comes back (the caller filters), so
+    /// nothing is silently left out. Items are parsed leniently into [`crate::EventEnvelope`],
+    /// which accepts any type and any API version's object shape.
     pub fn events(&self, created: Created, types: &[&str]) -> ListRequest<crate::EventEnvelope> {
         let mut req = self.list("/v1/events").created(created);
-        for t in types.iter().take(20) {
-            req = req.param("types[]", *t);
+        if types.len() <= MAX_EVENT_TYPES {
+            for t in types {
+                req = req.param("types[]", *t);
+            }
         }
         req
     }
+
+    /// Every line of an invoice: the embedded `lines` of `invoice` (raw), then
+    /// `/v1/invoices/{id}/lines` after the last embedded one when `lines.has_more`.
+    pub async fn all_invoice_lines(
+        &self,
+        invoice: &Value,
+    ) -> Result<Vec<Item<stripe_shared::InvoiceLineItem>>, StripeError> {
+        let id = invoice
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let embedded = invoice.get("lines").filter(|v| v.is_object()).cloned();
+        self.embedded_then_rest(embedded, self.invoice_lines(id))
+            .await
+    }
+
+    /// Every line item of a checkout session: the embedded (expanded) `line_items` of
+    /// `session` (raw), then `/v1/checkout/sessions/{id}/line_items` for the rest; all of them
+    /// from the API when the session was not expanded.
+    pub async fn all_checkout_session_line_items(
+        &self,
+        session: &Value,
+    ) -> Result<Vec<Item<stripe_shared::CheckoutSessionItem>>, StripeError> {
+        let id = session
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let embedded = session.get("line_items").filter(|v| v.is_object()).cloned();
+        self.embedded_then_rest(embedded, self.checkout_session_line_items(id))
+            .await
+    }
+
+    async fn embedded_then_rest<T: FromRaw>(
+        &self,
+        embedded: Option<Value>,
+        rest: ListRequest<T>,
+    ) -> Result<Vec<Item<T>>, StripeError> {
+        let Some(embedded) = embedded else {
+            return rest.collect_all().await;
+        };
+        let page: Page<T> = page_from_value(embedded)?;
+        let mut items = page.items;
+        let last = items
+            .last()
+            .map(|i| i.id.clone())
+            .filter(|id| !id.is_empty());
+        if page.has_more {
+            let more: Vec<Page<T>> = rest.pages_after(last).try_collect().await?;
+            items.extend(more.into_iter().flat_map(|p| p.items));
+        }
+        Ok(items)
+    }
 }
 
-/// Ids go into paths; refuse anything that could change the path.
+/// Ids go into paths: percent-encode anything that could change the path.
 pub(crate) fn path_segment(id: &str) -> String {
     url::form_urlencoded::byte_serialize(id.as_bytes()).collect()
 }
@@ -493,6 +561,13 @@ mod tests {
             "limit=100&created%5Bgte%5D=9&types%5B%5D=invoice.paid&types%5B%5D=customer.*"
         );
         assert_eq!(c.products(Created::all()).limit(500).query(), "limit=100");
+        let many: Vec<String> = (0..21).map(|i| format!("t{i}.x")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            c.events(Created::all(), &many).query(),
+            "limit=100",
+            "more than 20 types: no filter, nothing dropped"
+        );
     }
 
     #[test]

@@ -521,3 +521,52 @@ async fn account_display_name_and_line_item_lists() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn invoice_lines_continue_after_the_embedded_ten() {
+    let line = |n: usize| j!({"id": format!("il_{n}"), "object": "line_item", "amount": 100});
+    let server = MockServer::start(move |req, _| {
+        let after = req.query().into_iter().find(|(k, _)| k == "starting_after").map(|(_, v)| v);
+        match (req.path(), after.as_deref()) {
+            ("/v1/invoices/in_big/lines", Some("il_9")) => json(
+                200,
+                j!({"object": "list", "has_more": true, "url": "/v1/invoices/in_big/lines", "data": (10..12).map(line).collect::<Vec<_>>()}),
+            ),
+            ("/v1/invoices/in_big/lines", Some("il_11")) => json(
+                200,
+                j!({"object": "list", "has_more": false, "url": "/v1/invoices/in_big/lines", "data": [line(12)]}),
+            ),
+            ("/v1/checkout/sessions/cs_plain/line_items", None) => json(
+                200,
+                j!({"object": "list", "has_more": false, "url": "x", "data": [{"id": "li_1", "object": "item"}]}),
+            ),
+            _ => stripe_error(400, "parameter_invalid", "unexpected"),
+        }
+    })
+    .await;
+    let acct = stripe(&server.base).account("acct_1").expect("a");
+    let invoice = j!({"id": "in_big", "object": "invoice",
+        "lines": {"object": "list", "has_more": true, "url": "/v1/invoices/in_big/lines", "data": (0..10).map(line).collect::<Vec<_>>()}});
+    let lines = acct.all_invoice_lines(&invoice).await.expect("lines");
+    let ids: Vec<_> = lines.iter().map(|l| l.id.clone()).collect();
+    assert_eq!(ids, (0..13).map(|n| format!("il_{n}")).collect::<Vec<_>>());
+    assert_eq!(server.requests().len(), 2);
+
+    // Fully embedded: no request at all.
+    let small =
+        j!({"id": "in_small", "lines": {"object": "list", "has_more": false, "data": [line(1)]}});
+    assert_eq!(
+        acct.all_invoice_lines(&small).await.expect("lines").len(),
+        1
+    );
+    assert_eq!(server.requests().len(), 2);
+
+    // A session listed without expansion: its lines come from the API.
+    let session = j!({"id": "cs_plain", "object": "checkout.session"});
+    let items = acct
+        .all_checkout_session_line_items(&session)
+        .await
+        .expect("items");
+    assert_eq!(items[0].id, "li_1");
+    assert_eq!(server.requests().len(), 3);
+}
