@@ -1,1 +1,115 @@
-fn main() {}
+//! `tributary-api`: serve the Tributary API, apply migrations, or run the demo.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tributary_web::settings::{Purpose, Settings};
+
+/// Serve the Tributary API (Stripe Connect mirror, spend and metrics for a multi-tenant platform).
+#[derive(Debug, Parser)]
+#[command(name = "tributary-api", version, about, long_about = None)]
+struct Cli {
+    /// TOML configuration file (also `TRIBUTARY_CONFIG`); environment `TRIBUTARY__SECTION__KEY` overrides it.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Run the self-contained demo on a local SQLite file (no configuration needed).
+    #[arg(long)]
+    demo: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let purpose = match (&cli.command, cli.demo) {
+        (_, true) => Purpose::Demo,
+        (Some(Command::Migrate), _) => Purpose::Migrate,
+        _ => Purpose::Serve,
+    };
+    let settings =
+        match Settings::load(cli.config.as_deref()).and_then(|s| s.validate(purpose).map(|()| s)) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+    tributary_web::telemetry::init(&settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match purpose {
+            Purpose::Migrate => migrate(&settings).await,
+            Purpose::Demo => demo(settings).await,
+            _ => serve(settings).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let db = tributary_persistence::Database::connect(&settings.database.url).await?;
+    db.migrate().await?;
+    tracing::info!("migrations applied");
+    println!(
+        "migrations applied to {}",
+        redact_url(&settings.database.url)
+    );
+    Ok(())
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = tributary_web::Application::build(settings).await?;
+    tracing::info!(port = app.port(), "tributary-api listening");
+    app.run_until_stopped().await?;
+    Ok(())
+}
+
+async fn demo(mut settings: Settings) -> anyhow::Result<()> {
+    settings.database.url = "sqlite://tributary-demo.db?mode=rwc".into();
+    let app = tributary_web::Application::build(settings).await?;
+    println!(
+        "Tributary demo: API on http://127.0.0.1:{port} (GET /healthz, /readyz). \
+         The simulator-backed settings, sales and dashboard pages are still being built (issue 9).",
+        port = app.port()
+    );
+    app.run_until_stopped().await?;
+    Ok(())
+}
+
+/// A database URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}

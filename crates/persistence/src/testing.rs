@@ -91,10 +91,16 @@ fn with_database(url: &str, name: &str) -> String {
 impl TestDb {
     /// A migrated SQLite database in a temporary directory.
     pub async fn sqlite() -> TestDb {
+        Self::sqlite_with(true).await
+    }
+
+    async fn sqlite_with(migrate: bool) -> TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
         let db = Database::connect(&url).await.expect("open sqlite");
-        db.migrate().await.expect("migrate sqlite");
+        if migrate {
+            db.migrate().await.expect("migrate sqlite");
+        }
         TestDb {
             db,
             url,
@@ -107,6 +113,10 @@ impl TestDb {
 
     /// A fresh, migrated PostgreSQL database, or `None` when PostgreSQL tests are skipped.
     pub async fn postgres() -> Option<TestDb> {
+        Self::postgres_with(true).await
+    }
+
+    async fn postgres_with(migrate: bool) -> Option<TestDb> {
         let admin_url = postgres_admin_url()?;
         let name = format!("trib_test_{}", uuid::Uuid::now_v7().simple());
         let admin = sea_orm::Database::connect(&admin_url)
@@ -121,7 +131,9 @@ impl TestDb {
         let db = Database::connect(&url)
             .await
             .expect("open postgres test db");
-        db.migrate().await.expect("migrate postgres");
+        if migrate {
+            db.migrate().await.expect("migrate postgres");
+        }
         Some(TestDb {
             db,
             url,
@@ -132,10 +144,16 @@ impl TestDb {
         })
     }
 
+    /// A fresh migrated database of `backend` (`None`: PostgreSQL skipped).
     pub async fn new(backend: Backend) -> Option<TestDb> {
+        Self::create(backend, true).await
+    }
+
+    /// A fresh database of `backend`, migrated or left empty.
+    pub async fn create(backend: Backend, migrate: bool) -> Option<TestDb> {
         match backend {
-            Backend::Sqlite => Some(Self::sqlite().await),
-            Backend::Postgres => Self::postgres().await,
+            Backend::Sqlite => Some(Self::sqlite_with(migrate).await),
+            Backend::Postgres => Self::postgres_with(migrate).await,
         }
     }
 
@@ -171,7 +189,24 @@ where
     F: FnOnce(TestDbRef) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let Some(test_db) = TestDb::new(backend).await else {
+    run_with(backend, true, body).await
+}
+
+/// Like [`run`], on a database that is created but not migrated.
+pub async fn run_unmigrated<F, Fut>(backend: Backend, body: F)
+where
+    F: FnOnce(TestDbRef) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    run_with(backend, false, body).await
+}
+
+async fn run_with<F, Fut>(backend: Backend, migrate: bool, body: F)
+where
+    F: FnOnce(TestDbRef) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some(test_db) = TestDb::create(backend, migrate).await else {
         return;
     };
     let handle = TestDbRef {
