@@ -570,3 +570,474 @@ async fn invoice_lines_continue_after_the_embedded_ten() {
     assert_eq!(items[0].id, "li_1");
     assert_eq!(server.requests().len(), 3);
 }
+
+// ---------------------------------------------------------------- simulator
+
+mod sim {
+    use std::collections::{BTreeMap, HashSet};
+
+    use super::*;
+    use futures::future::try_join_all;
+    use tributary_stripe_connect::{AccountClient, FromRaw, Item, ListRequest};
+    use tributary_stripe_sim::{Scale, SimOptions, SimServer};
+
+    pub struct Sim {
+        pub server: SimServer,
+        pub base: String,
+        http: reqwest::Client,
+    }
+
+    impl Sim {
+        pub async fn start(accounts: usize, scale: Scale) -> Sim {
+            let server = SimServer::start(SimOptions {
+                seed: 7,
+                accounts,
+                scale,
+                ..Default::default()
+            })
+            .await
+            .expect("simulator");
+            let base = server.base_url();
+            Sim {
+                server,
+                base,
+                http: reqwest::Client::new(),
+            }
+        }
+
+        pub async fn control(
+            &self,
+            method: reqwest::Method,
+            path: &str,
+            body: Option<serde_json::Value>,
+        ) -> serde_json::Value {
+            let mut req = self.http.request(method, format!("{}{path}", self.base));
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req.send().await.expect("control call");
+            assert!(resp.status().is_success(), "{path}: {}", resp.status());
+            resp.json().await.expect("control json")
+        }
+
+        pub async fn counts(&self, acct: &str) -> BTreeMap<String, u64> {
+            let all = self
+                .control(reqwest::Method::GET, "/_sim/accounts", None)
+                .await;
+            let entry = all
+                .as_array()
+                .expect("array")
+                .iter()
+                .find(|a| a["id"] == acct)
+                .expect("account listed");
+            serde_json::from_value(entry["counts"].clone()).expect("counts")
+        }
+
+        pub async fn faults(&self, faults: serde_json::Value) {
+            self.control(reqwest::Method::POST, "/_sim/faults", Some(faults))
+                .await;
+        }
+
+        pub async fn requests(&self) -> serde_json::Value {
+            self.control(reqwest::Method::GET, "/_sim/requests", None)
+                .await
+        }
+    }
+
+    fn sim_config(base: &str) -> StripeConfig {
+        StripeConfig {
+            max_retries: 12,
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(250),
+            max_requests_per_second: 25,
+            connect_client_id: Some("ca_tributary_sim".into()),
+            ..config(base)
+        }
+    }
+
+    /// Every object of a list, checking that no id comes twice.
+    async fn ids_of<T: FromRaw>(req: ListRequest<T>, page_size: u32, what: &str) -> Vec<Item<T>> {
+        let items = req
+            .limit(page_size)
+            .collect_all()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let unique: HashSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(unique.len(), items.len(), "{what}: an object came twice");
+        assert!(
+            items.iter().all(|i| !i.id.is_empty() && i.raw.is_object()),
+            "{what}: raw missing"
+        );
+        items
+    }
+
+    fn typed_failures<T>(items: &[Item<T>]) -> usize {
+        items.iter().filter(|i| i.typed.is_err()).count()
+    }
+
+    /// Pages every resource of one account, resources concurrently (they share the account's
+    /// budget), and returns the observed count per resource name of `/_sim/accounts`.
+    async fn page_account(
+        acct: &AccountClient,
+        page_size: u32,
+    ) -> (BTreeMap<String, u64>, BTreeMap<String, usize>) {
+        let all = Created::all();
+        let (
+            products,
+            prices,
+            customers,
+            pis,
+            charges,
+            refunds,
+            invoices,
+            inv_payments,
+            sessions,
+            subs,
+        ) = tokio::join!(
+            ids_of(acct.products(all), page_size, "products"),
+            ids_of(acct.prices(all), page_size, "prices"),
+            ids_of(acct.customers(all), page_size, "customers"),
+            ids_of(acct.payment_intents(all), page_size, "payment_intents"),
+            ids_of(acct.charges(all), page_size, "charges"),
+            ids_of(acct.refunds(all), page_size, "refunds"),
+            ids_of(acct.invoices(all), page_size, "invoices"),
+            ids_of(acct.invoice_payments(all), page_size, "invoice_payments"),
+            ids_of(acct.checkout_sessions(all), page_size, "checkout_sessions"),
+            ids_of(acct.subscriptions(all), page_size, "subscriptions"),
+        );
+        let lines = try_join_all(invoices.iter().map(|inv| acct.all_invoice_lines(&inv.raw)))
+            .await
+            .expect("invoice lines");
+        let session_lines = try_join_all(
+            sessions
+                .iter()
+                .map(|s| acct.all_checkout_session_line_items(&s.raw)),
+        )
+        .await
+        .expect("session lines");
+        let mut line_ids = HashSet::new();
+        for (inv, ls) in invoices.iter().zip(&lines) {
+            for l in ls {
+                assert!(
+                    line_ids.insert(format!("{}/{}", inv.id, l.id)),
+                    "line {} of {} twice",
+                    l.id,
+                    inv.id
+                );
+            }
+        }
+        let mut session_line_ids = HashSet::new();
+        for (s, ls) in sessions.iter().zip(&session_lines) {
+            for l in ls {
+                assert!(
+                    session_line_ids.insert(format!("{}/{}", s.id, l.id)),
+                    "line {} of {} twice",
+                    l.id,
+                    s.id
+                );
+            }
+        }
+        let n = |v: usize| u64::try_from(v).expect("count");
+        let counts = BTreeMap::from([
+            ("products".to_owned(), n(products.len())),
+            ("prices".to_owned(), n(prices.len())),
+            ("customers".to_owned(), n(customers.len())),
+            ("payment_intents".to_owned(), n(pis.len())),
+            ("charges".to_owned(), n(charges.len())),
+            ("refunds".to_owned(), n(refunds.len())),
+            ("invoices".to_owned(), n(invoices.len())),
+            ("invoice_line_items".to_owned(), n(line_ids.len())),
+            ("invoice_payments".to_owned(), n(inv_payments.len())),
+            ("checkout_sessions".to_owned(), n(sessions.len())),
+            ("checkout_line_items".to_owned(), n(session_line_ids.len())),
+            ("subscriptions".to_owned(), n(subs.len())),
+        ]);
+        let typed = BTreeMap::from([
+            ("products".to_owned(), typed_failures(&products)),
+            ("prices".to_owned(), typed_failures(&prices)),
+            ("customers".to_owned(), typed_failures(&customers)),
+            ("payment_intents".to_owned(), typed_failures(&pis)),
+            ("charges".to_owned(), typed_failures(&charges)),
+            ("refunds".to_owned(), typed_failures(&refunds)),
+            ("invoices".to_owned(), typed_failures(&invoices)),
+            (
+                "invoice_line_items".to_owned(),
+                lines.iter().map(|l| typed_failures(l)).sum(),
+            ),
+            ("invoice_payments".to_owned(), typed_failures(&inv_payments)),
+            ("checkout_sessions".to_owned(), typed_failures(&sessions)),
+            (
+                "checkout_line_items".to_owned(),
+                session_lines.iter().map(|l| typed_failures(l)).sum(),
+            ),
+            ("subscriptions".to_owned(), typed_failures(&subs)),
+        ]);
+        (counts, typed)
+    }
+
+    /// `page_size` below 100 makes a small account take hundreds of requests and page turns.
+    async fn page_every_resource_under_faults(scale: Scale, page_size: u32) {
+        let sim = Sim::start(2, scale).await;
+        let accounts = sim.server.accounts();
+        let stripe = Stripe::new(sim_config(&sim.base)).expect("client");
+        stripe.record_dispatch_times(true);
+        sim.faults(j!({"error_ratio": 0.2, "reset_ratio": 0.05, "rate_limit_per_second": 25}))
+            .await;
+
+        // Both accounts at once: each has its own budget.
+        let clients: Vec<AccountClient> = accounts
+            .iter()
+            .map(|a| stripe.account(a).expect("acct"))
+            .collect();
+        let results =
+            futures::future::join_all(clients.iter().map(|c| page_account(c, page_size))).await;
+        sim.faults(j!({})).await;
+
+        let mut total_objects = 0;
+        for (acct, (seen, typed_fail)) in accounts.iter().zip(results) {
+            let expected = sim.counts(acct).await;
+            for (resource, want) in &expected {
+                assert_eq!(
+                    seen.get(resource),
+                    Some(want),
+                    "{acct} {resource}: listed {:?}, simulator holds {want}",
+                    seen.get(resource)
+                );
+            }
+            total_objects += seen.values().sum::<u64>();
+            eprintln!("{acct}: typed-parse failures per resource (raw kept): {typed_fail:?}");
+            let times = stripe.dispatch_times(acct);
+            let peak = max_in_any_second(&times);
+            assert!(
+                peak <= 25,
+                "{acct}: {peak} requests in one second, budget 25"
+            );
+            eprintln!(
+                "{acct}: {} requests, peak {peak} in any second",
+                times.len()
+            );
+        }
+        assert!(total_objects > 0);
+        let stats = stripe.stats();
+        assert!(
+            stats.retries > 0,
+            "faults were injected, some retries expected: {stats:?}"
+        );
+        let log = sim.requests().await;
+        let connections = log["connections"].as_u64().expect("connections");
+        let total = log["total"].as_u64().expect("total");
+        eprintln!(
+            "simulator saw {total} requests over {connections} connections; client {stats:?}"
+        );
+        // A connection is opened per concurrent stream (10 lists per account) and after each
+        // reset; everything else reuses the pool.
+        let resets: u64 = log["by_route"]
+            .as_object()
+            .expect("by_route")
+            .values()
+            .filter_map(|statuses| statuses.get("reset").and_then(serde_json::Value::as_u64))
+            .sum();
+        let concurrent_streams = 10 * u64::try_from(accounts.len()).expect("n");
+        eprintln!("{resets} resets");
+        assert!(
+            connections <= resets + concurrent_streams + 4,
+            "{connections} connections for {total} requests ({resets} resets)"
+        );
+        assert!(
+            connections * 3 < total,
+            "{connections} connections for {total} requests"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pages_every_resource_of_small_accounts_under_faults() {
+        page_every_resource_under_faults(Scale::Small, 10).await;
+    }
+
+    /// The size; slower, run with `--ignored`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "medium accounts take minutes; run with --ignored"]
+    async fn pages_every_resource_of_medium_accounts_under_faults() {
+        page_every_resource_under_faults(Scale::Medium, 100).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_are_reused_without_faults() {
+        let sim = Sim::start(1, Scale::Small).await;
+        let acct = sim.server.accounts()[0].clone();
+        let stripe = Stripe::new(sim_config(&sim.base)).expect("client");
+        let client = stripe.account(&acct).expect("acct");
+        let before = sim.requests().await;
+        for _ in 0..3 {
+            let customers = client
+                .customers(Created::all())
+                .limit(10)
+                .collect_all()
+                .await
+                .expect("customers");
+            assert!(!customers.is_empty());
+        }
+        let after = sim.requests().await;
+        let requests = after["total"].as_u64().expect("t") - before["total"].as_u64().expect("t");
+        let connections =
+            after["connections"].as_u64().expect("c") - before["connections"].as_u64().expect("c");
+        assert!(requests >= 6, "{requests}");
+        assert!(
+            connections <= 2,
+            "{connections} connections for {requests} requests"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn revoked_access_is_access_revoked_on_the_first_call() {
+        let sim = Sim::start(2, Scale::Small).await;
+        let accounts = sim.server.accounts();
+        let stripe = Stripe::new(sim_config(&sim.base)).expect("client");
+        sim.control(
+            reqwest::Method::POST,
+            &format!("/_sim/accounts/{}/revoke", accounts[0]),
+            None,
+        )
+        .await;
+        let before = sim.requests().await["total"].as_u64().expect("t");
+        let err = stripe
+            .account(&accounts[0])
+            .expect("a")
+            .customers(Created::all())
+            .pages()
+            .try_next()
+            .await
+            .unwrap_err();
+        assert!(err.is_access_revoked(), "{err:?}");
+        assert_no_key(&err);
+        let after = sim.requests().await["total"].as_u64().expect("t");
+        // One API call (the control call to read the log is not counted by the simulator).
+        assert_eq!(after - before, 1, "revocation must not be retried");
+        // The other account is untouched.
+        let name = stripe
+            .account(&accounts[1])
+            .expect("a")
+            .display_name()
+            .await
+            .expect("account");
+        assert!(name.is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oauth_code_exchange_invalid_grant_and_deauthorize() {
+        let sim = Sim::start(1, Scale::Empty).await;
+        let acct = sim.server.accounts()[0].clone();
+        let stripe = Stripe::new(sim_config(&sim.base)).expect("client");
+        let url = format!(
+            "{}&sim_account={acct}",
+            stripe.authorize_url(
+                "ca_tributary_sim",
+                "http://127.0.0.1:1/api/stripe/oauth/callback",
+                "state123"
+            )
+        );
+        let no_redirect = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http");
+        let resp = no_redirect.get(&url).send().await.expect("authorize");
+        assert_eq!(resp.status().as_u16(), 302);
+        let location = resp.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned();
+        let location = url::Url::parse(&location).expect("url");
+        let q: BTreeMap<String, String> = location.query_pairs().into_owned().collect();
+        assert_eq!(q.get("state").map(String::as_str), Some("state123"));
+        let code = q.get("code").expect("code").clone();
+
+        let grant = stripe.exchange_code(&code).await.expect("exchange");
+        assert_eq!(grant.stripe_user_id, acct);
+        assert_eq!(grant.scope.as_deref(), Some("read_write"));
+        // A code works once.
+        let err = stripe.exchange_code(&code).await.unwrap_err();
+        assert!(matches!(err, StripeError::InvalidGrant { .. }), "{err:?}");
+        let err = stripe.exchange_code("ac_never_issued").await.unwrap_err();
+        assert!(matches!(err, StripeError::InvalidGrant { .. }), "{err:?}");
+
+        let client = stripe.account(&acct).expect("a");
+        client
+            .retrieve_account()
+            .await
+            .expect("connected account readable");
+        stripe.deauthorize(&acct).await.expect("deauthorize");
+        let err = client.retrieve_account().await.unwrap_err();
+        assert!(err.is_access_revoked(), "{err:?}");
+        // Deauthorizing again: Stripe says the application is not connected.
+        let err = stripe.deauthorize(&acct).await.unwrap_err();
+        assert!(matches!(err, StripeError::OAuth { .. }), "{err:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_and_retrieve_by_id() {
+        let sim = Sim::start(1, Scale::Small).await;
+        let acct = sim.server.accounts()[0].clone();
+        let stripe = Stripe::new(sim_config(&sim.base)).expect("client");
+        let client = stripe.account(&acct).expect("a");
+        sim.control(
+            reqwest::Method::POST,
+            &format!("/_sim/accounts/{acct}/mutate"),
+            Some(j!({"count": 20, "seed": 3})),
+        )
+        .await;
+        let events = ids_of(client.events(Created::all(), &[]), 100, "events").await;
+        assert!(!events.is_empty());
+        assert!(
+            events.iter().all(|e| e.typed.is_ok()),
+            "every event envelope parses"
+        );
+        let newest = events[0].typed().expect("envelope");
+        let again = client
+            .retrieve_event(&newest.id)
+            .await
+            .expect("event by id");
+        assert_eq!(again.id, newest.id);
+        // Re-fetch the object an event names.
+        let mut refetched = 0;
+        for e in events.iter().filter_map(|e| e.typed()).take(20) {
+            if let (Some(kind), Some(id)) = (e.object_type(), e.object_id()) {
+                match client.retrieve_object(kind, id).await {
+                    Ok(Some(item)) => {
+                        assert_eq!(item.id, id);
+                        refetched += 1;
+                    }
+                    Ok(None) | Err(StripeError::NotFound { .. }) => {}
+                    Err(other) => panic!("{kind} {id}: {other}"),
+                }
+            }
+        }
+        assert!(refetched > 0);
+        // Filter by type.
+        let first_type = newest.event_type.clone();
+        let filtered = ids_of(
+            client.events(Created::all(), &[first_type.as_str()]),
+            100,
+            "events by type",
+        )
+        .await;
+        assert!(
+            filtered
+                .iter()
+                .all(|e| e.typed().is_some_and(|t| t.event_type == first_type))
+        );
+        // created filter: nothing after the newest.
+        let none = ids_of(
+            client.events(
+                Created {
+                    gt: Some(newest.created),
+                    ..Created::default()
+                },
+                &[],
+            ),
+            100,
+            "future",
+        )
+        .await;
+        assert!(none.is_empty());
+    }
+}
