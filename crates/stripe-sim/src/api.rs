@@ -445,6 +445,27 @@ pub fn expand_all(acct: &Account, v: &mut Value, paths: &[String]) -> ApiResult<
     Ok(())
 }
 
+/// Replaces an id with its object; objects and nulls stay as they are.
+fn resolve_in_place(acct: &Account, field: &str, v: &mut Value) -> Result<(), String> {
+    match v {
+        Value::String(id) => {
+            let found = if field == "coupon" {
+                acct.coupons.get(id.as_str()).cloned()
+            } else {
+                lookup(acct, id)
+            };
+            match found {
+                Some(obj) => *v = obj,
+                None if Kind::from_id(id).is_some() || field == "coupon" => {}
+                None => return Err(field.to_string()),
+            }
+            Ok(())
+        }
+        Value::Bool(_) | Value::Number(_) => Err(field.to_string()),
+        _ => Ok(()),
+    }
+}
+
 fn expand_path(acct: &Account, v: &mut Value, segs: &[&str]) -> Result<(), String> {
     let Some((first, rest)) = segs.split_first() else {
         return Ok(());
@@ -496,21 +517,12 @@ fn expand_path(acct: &Account, v: &mut Value, segs: &[&str]) -> Result<(), Strin
             let Some(child) = m.get_mut(*first) else {
                 return Err(first.to_string());
             };
-            match child {
-                Value::String(id) => {
-                    let found = if *first == "coupon" {
-                        acct.coupons.get(id.as_str()).cloned()
-                    } else {
-                        lookup(acct, id)
-                    };
-                    match found {
-                        Some(obj) => *child = obj,
-                        None if Kind::from_id(id).is_some() || *first == "coupon" => {}
-                        None => return Err(first.to_string()),
-                    }
+            if let Value::Array(items) = child {
+                for it in items.iter_mut() {
+                    resolve_in_place(acct, first, it)?;
                 }
-                Value::Bool(_) | Value::Number(_) => return Err(first.to_string()),
-                _ => {}
+            } else {
+                resolve_in_place(acct, first, child)?;
             }
             expand_path(acct, child, rest)
         }
