@@ -1,0 +1,36 @@
+# Everyday recipes. `just --list` shows them.
+
+pg_url := env_var_or_default("TRIBUTARY_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+
+# Format every crate.
+fmt:
+    cargo fmt --all
+
+# Lints as CI runs them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# The test suite (PostgreSQL tests are skipped with a notice unless TRIBUTARY_TEST_POSTGRES_URL is set).
+test:
+    cargo test --workspace
+
+# The test suite on SQLite and PostgreSQL.
+test-pg:
+    TRIBUTARY_TEST_POSTGRES_URL={{pg_url}} cargo test --workspace
+
+# Apply migrations to the configured database (DATABASE_URL or TRIBUTARY__DATABASE__URL).
+migrate:
+    cargo run --bin tributary-api -- migrate
+
+# Run the demo.
+demo:
+    cargo run --bin tributary-api -- --demo
+
+# Run the Stripe simulator at a scale (empty|small|medium|bench).
+sim scale="small":
+    cargo run --bin tributary-stripe-sim -- --addr 127.0.0.1:12111 --seed 1 --accounts 2 --scale {{scale}}
+
+# Everything CI runs.
+ci:
+    bash .ci/run
