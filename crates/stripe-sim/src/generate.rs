@@ -771,6 +771,7 @@ impl<'a> Gen<'a> {
         self.a.set_children(Kind::CheckoutSession, &cs_id, vec![it]);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn session_base(
         &mut self,
         id: &str,

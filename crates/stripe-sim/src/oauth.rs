@@ -118,6 +118,7 @@ fn form_or_query(req: &HttpRequest, body: &web::Bytes) -> Vec<(String, String)> 
 }
 
 /// The platform key: `Authorization`, else `client_secret` in the form.
+#[allow(clippy::result_large_err)]
 fn platform_key(req: &HttpRequest, pairs: &[(String, String)]) -> Result<String, HttpResponse> {
     if req.headers().contains_key("authorization") {
         return api_key(req).map_err(|_| {
