@@ -1,5 +1,7 @@
 //! The `tributary-scheduler` binary as an operator runs it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 use sea_orm::{ConnectionTrait, Statement};

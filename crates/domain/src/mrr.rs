@@ -118,7 +118,7 @@ pub fn subscription_mrr(
     for discount in discounts {
         match discount {
             Discount::PercentOff { basis_points } => {
-                num = num * i128::from(10_000 - basis_points.clamp(&0, &10_000));
+                num *= i128::from(10_000 - basis_points.clamp(&0, &10_000));
                 den *= 10_000;
             }
             Discount::AmountOff {

@@ -499,8 +499,9 @@ pub fn movements(facts: &SpendFacts) -> Vec<Movement> {
 /// Totals per normalised email; movements without any email are left out (nobody to show them
 /// against). Totals are per currency, never mixed.
 pub fn summarise(movements: &[Movement]) -> BTreeMap<Email, EmailSpend> {
-    let mut by_email: BTreeMap<Email, (EmailSpend, BTreeMap<Currency, (i64, i64)>)> =
-        BTreeMap::new();
+    /// Per currency: (gross, refunded).
+    type Totals = BTreeMap<Currency, (i64, i64)>;
+    let mut by_email: BTreeMap<Email, (EmailSpend, Totals)> = BTreeMap::new();
     for m in movements {
         let Some(email) = &m.email else { continue };
         let (row, totals) = by_email.entry(email.clone()).or_insert_with(|| {

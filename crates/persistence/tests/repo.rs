@@ -1,5 +1,7 @@
 //! Repository tests, each run on SQLite and on PostgreSQL (`name::sqlite`, `name::postgres`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 use tributary_domain::{BusinessId, Slug, StripeAccountId};
