@@ -1,6 +1,6 @@
 //! The platform handle, per-account clients, and the one place requests are sent.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -56,6 +56,7 @@ struct Stats {
     attempts: AtomicU64,
     retries: AtomicU64,
     throttled: AtomicU64,
+    by_status: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Stats {
@@ -64,12 +65,25 @@ impl Stats {
             attempts: self.attempts.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
+            by_status: self
+                .by_status
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
         }
+    }
+
+    fn count_status(&self, status: &str) {
+        let mut m = self
+            .by_status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *m.entry(status.to_owned()).or_default() += 1;
     }
 }
 
 /// Counters since start (for metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsSnapshot {
     /// HTTP attempts sent, retries included.
     pub attempts: u64,
@@ -77,6 +91,9 @@ pub struct StatsSnapshot {
     pub retries: u64,
     /// `429` answers seen.
     pub throttled: u64,
+    /// Attempts by outcome: the HTTP status (`"200"`, `"429"`, …) or `"transport"` when no
+    /// answer came (timeout, reset).
+    pub by_status: BTreeMap<String, u64>,
 }
 
 fn trim_base(base: &str) -> Result<String, StripeError> {
@@ -113,6 +130,8 @@ impl Stripe {
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(60))
+            // Stripe never redirects API calls; never carry the bearer anywhere else.
+            .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
             .build()
             .map_err(|e| StripeError::Config(format!("cannot build HTTP client: {e}")))?;
@@ -295,6 +314,7 @@ impl Inner {
                 }
                 Err(e) => {
                     let detail = transport_detail(&e);
+                    self.stats.count_status("transport");
                     if attempt >= max_attempts {
                         return Err(StripeError::Unavailable {
                             attempts: attempt,
@@ -308,6 +328,7 @@ impl Inner {
                     continue;
                 }
             };
+            self.stats.count_status(&status.to_string());
             if (200..300).contains(&status) {
                 return Ok(Answer { status, body });
             }

@@ -196,6 +196,15 @@ async fn retries_5xx_429_lock_timeout_and_resets_then_succeeds() {
     assert_eq!(server.requests().len(), 5);
     let stats = stripe.stats();
     assert_eq!((stats.attempts, stats.retries, stats.throttled), (5, 4, 2));
+    let by_status: Vec<(&str, u64)> = stats
+        .by_status
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(
+        by_status,
+        [("200", 1), ("429", 2), ("500", 1), ("transport", 1)]
+    );
 }
 
 #[tokio::test]
