@@ -82,8 +82,8 @@ pub use list::{
 };
 pub use oauth::{OAuthGrant, authorize_url};
 pub use webhook::{
-    DEFAULT_TOLERANCE, SignatureError, SigningSecret, compute_signature, sign_payload,
-    verify_signature, verify_signature_now,
+    DEFAULT_TOLERANCE, SignatureError, SigningSecret, WebhookError, compute_signature,
+    construct_event, sign_payload, verify_signature, verify_signature_now,
 };
 
 /// The async-stripe models the typed items use.

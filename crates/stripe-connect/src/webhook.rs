@@ -131,6 +131,30 @@ pub fn verify_signature<S: SigningSecret + ?Sized>(
     Err(SignatureError::NoMatch)
 }
 
+/// Why a webhook body was refused: a bad signature, or a verified body that is not an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    /// The signature did not verify.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// The signature verified but the body is not an event envelope.
+    #[error(transparent)]
+    Event(#[from] crate::event::EventParseError),
+}
+
+/// Verify, then parse the body into an [`crate::EventEnvelope`] (lenient about the event's
+/// type and API version).
+pub fn construct_event<S: SigningSecret + ?Sized>(
+    payload: &[u8],
+    header: &str,
+    secrets: &[&S],
+    tolerance: Duration,
+    now: OffsetDateTime,
+) -> Result<crate::EventEnvelope, WebhookError> {
+    verify_signature(payload, header, secrets, tolerance, now)?;
+    Ok(crate::event::parse_event(payload)?)
+}
+
 /// [`verify_signature`] with the default 300 s tolerance and the current time.
 pub fn verify_signature_now<S: SigningSecret + ?Sized>(
     payload: &[u8],
@@ -222,6 +246,38 @@ mod tests {
             verify(PAYLOAD, &format!("t={T},v1={SIG}"), &[SECRET], T + 10),
             Ok(())
         );
+    }
+
+    #[test]
+    fn construct_event_verifies_then_parses() {
+        let header = format!("t={T},v1={SIG}");
+        let e = construct_event(
+            PAYLOAD.as_bytes(),
+            &header,
+            &[SECRET],
+            DEFAULT_TOLERANCE,
+            at(T),
+        )
+        .expect("event");
+        assert_eq!(e.id, "evt_1Tb");
+        assert_eq!(e.event_type, "customer.created");
+        assert_eq!(e.object_id(), Some("cus_1"));
+        assert_eq!(
+            construct_event(
+                PAYLOAD.as_bytes(),
+                &header,
+                &["whsec_x"],
+                DEFAULT_TOLERANCE,
+                at(T)
+            ),
+            Err(WebhookError::Signature(SignatureError::NoMatch))
+        );
+        let body = b"[1,2]";
+        let h = sign_payload(body, SECRET, T);
+        assert!(matches!(
+            construct_event(body, &h, &[SECRET], DEFAULT_TOLERANCE, at(T)),
+            Err(WebhookError::Event(_))
+        ));
     }
 
     #[test]

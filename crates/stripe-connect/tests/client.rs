@@ -113,10 +113,22 @@ async fn async_stripe_typed_requests_go_through_our_client() {
         }
         other => panic!("{other:?}"),
     }
+    // A per-request account override is honoured (and draws on that account's budget).
+    use stripe_client_core::StripeRequest;
+    let stripe = acct.stripe().clone();
+    stripe.record_dispatch_times(true);
+    stripe_core::customer::RetrieveCustomer::new("cus_typed")
+        .customize()
+        .account_id(stripe_client_core::AccountId::from("acct_other"))
+        .send(&stripe.platform())
+        .await
+        .expect("override");
     let reqs = server.requests();
     assert_eq!(reqs[0].path(), "/v1/customers/cus_typed");
     assert_eq!(reqs[0].header("stripe-account"), Some("acct_7"));
     assert_eq!(reqs[0].header("stripe-version"), Some(STRIPE_VERSION));
+    assert_eq!(reqs[1].header("stripe-account"), Some("acct_other"));
+    assert_eq!(stripe.dispatch_times("acct_other").len(), 1);
 }
 
 #[tokio::test]
