@@ -344,7 +344,7 @@ async fn timeouts_are_retried() {
     let server = MockServer::start(|_, i| {
         if i == 0 {
             Reply::Delay(
-                Duration::from_secs(5),
+                Duration::from_secs(30),
                 Box::new(json(200, customer("cus_slow", 1))),
             )
         } else {
@@ -353,7 +353,8 @@ async fn timeouts_are_retried() {
     })
     .await;
     let stripe = Stripe::new(StripeConfig {
-        timeout: Duration::from_millis(300),
+        // Generous, so a loaded machine still answers the second attempt in time.
+        timeout: Duration::from_secs(2),
         ..config(&server.base)
     })
     .expect("c");
@@ -861,7 +862,8 @@ mod sim {
         let concurrent_streams = 10 * u64::try_from(accounts.len()).expect("n");
         eprintln!("{resets} resets");
         assert!(
-            connections <= resets + concurrent_streams + 4,
+            // (+10: the server may close a keep-alive connection that sat idle.)
+            connections <= resets + concurrent_streams + 10,
             "{connections} connections for {total} requests ({resets} resets)"
         );
         assert!(
