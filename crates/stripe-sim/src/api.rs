@@ -401,6 +401,20 @@ fn render_list(
     if expand.is_empty() {
         return Ok(splice_list(url, items, has_more));
     }
+    // Fast path: every expansion is one level below each item (`data.customer`,
+    // `data.line_items`): splice stored JSON instead of building values.
+    let fields: Option<Vec<&str>> = expand
+        .iter()
+        .map(|e| e.strip_prefix("data.").filter(|f| !f.contains('.')))
+        .collect();
+    if let Some(fields) = fields {
+        let mut out: Vec<Arc<str>> = Vec::with_capacity(items.len());
+        for j in items {
+            let x = expand_raw(acct, j, &fields).map_err(|bad| cannot_expand(&bad))?;
+            out.push(Arc::from(x));
+        }
+        return Ok(splice_list(url, &out, has_more));
+    }
     let data: Vec<Value> = items
         .iter()
         .filter_map(|j| serde_json::from_str(j).ok())
@@ -424,6 +438,156 @@ fn lookup(acct: &Account, id: &str) -> Option<Value> {
         return Some(deleted_stub(kind, id));
     }
     serde_json::from_str(&e.json).ok()
+}
+
+fn cannot_expand(field: &str) -> HttpResponse {
+    invalid(
+        &format!("This property cannot be expanded ({field})."),
+        Some("expand"),
+    )
+}
+
+/// The stored JSON of an object by id, as an expansion shows it.
+fn lookup_raw(acct: &Account, id: &str) -> Option<Arc<str>> {
+    if id == acct.id {
+        return Some(Arc::from(acct.object.to_string()));
+    }
+    let (kind, e) = acct.find(id)?;
+    if e.deleted {
+        return Some(Arc::from(deleted_stub(kind, id).to_string()));
+    }
+    Some(e.json.clone())
+}
+
+fn child_list_raw(items: &[(Arc<str>, Arc<str>)], url: &str) -> String {
+    let first: Vec<Arc<str>> = items.iter().take(10).map(|(_, j)| j.clone()).collect();
+    splice_list(url, &first, items.len() > 10)
+}
+
+/// The includable lists: a session's `line_items`, an invoice's `payments`.
+fn virtual_raw(acct: &Account, object: &str, id: &str, field: &str) -> Option<String> {
+    match (object, field) {
+        ("checkout.session", "line_items") => {
+            let items = acct
+                .children(Kind::CheckoutSession, id)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            Some(child_list_raw(
+                items,
+                &format!("/v1/checkout/sessions/{id}/line_items"),
+            ))
+        }
+        ("invoice", "payments") => {
+            let col = acct.col(Kind::InvoicePayment);
+            let items: Vec<(Arc<str>, Arc<str>)> = col
+                .ids_where(0, id)
+                .iter()
+                .take(11)
+                .filter_map(|i| col.get(i).map(|e| (i.clone(), e.json.clone())))
+                .collect();
+            Some(child_list_raw(
+                &items,
+                &format!("/v1/invoice_payments?invoice={id}"),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Expands top-level fields of one stored object without building a `Value` tree.
+fn expand_raw(acct: &Account, json: &str, fields: &[&str]) -> Result<String, String> {
+    use serde_json::value::RawValue;
+    let map: std::collections::BTreeMap<String, &RawValue> =
+        serde_json::from_str(json).map_err(|_| "object".to_string())?;
+    let text = |k: &str| {
+        map.get(k)
+            .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+            .unwrap_or_default()
+    };
+    let (object, id) = (text("object"), text("id"));
+    let mut replaced: Vec<(String, String)> = Vec::new();
+    let resolve = |field: &str, raw: &str| -> Result<Option<String>, String> {
+        let Ok(target) = serde_json::from_str::<String>(raw) else {
+            return Err(field.to_string());
+        };
+        let found = if field == "coupon" {
+            acct.coupons.get(&target).map(Value::to_string)
+        } else {
+            lookup_raw(acct, &target).map(|a| a.to_string())
+        };
+        match found {
+            Some(x) => Ok(Some(x)),
+            None if Kind::from_id(&target).is_some() || field == "coupon" => Ok(None),
+            None => Err(field.to_string()),
+        }
+    };
+    for f in fields {
+        let f = *f;
+        if replaced.iter().any(|(k, _)| k == f) {
+            continue;
+        }
+        match map.get(f).map(|r| r.get()) {
+            None => match virtual_raw(acct, &object, &id, f) {
+                Some(x) => replaced.push((f.to_string(), x)),
+                None => return Err(f.to_string()),
+            },
+            Some(raw) if raw.starts_with('"') => {
+                if let Some(x) = resolve(f, raw)? {
+                    replaced.push((f.to_string(), x));
+                }
+            }
+            Some(raw) if raw.starts_with('[') => {
+                let elems: Vec<&RawValue> = serde_json::from_str(raw).map_err(|_| f.to_string())?;
+                let mut out = String::from("[");
+                for (i, el) in elems.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let r = el.get();
+                    match r
+                        .starts_with('"')
+                        .then(|| resolve(f, r))
+                        .transpose()?
+                        .flatten()
+                    {
+                        Some(x) => out.push_str(&x),
+                        None => out.push_str(r),
+                    }
+                }
+                out.push(']');
+                replaced.push((f.to_string(), out));
+            }
+            Some(raw) if raw == "null" || raw.starts_with('{') => {}
+            Some(_) => return Err(f.to_string()),
+        }
+    }
+    let mut out = String::with_capacity(
+        json.len() + replaced.iter().map(|(_, x)| x.len() + 16).sum::<usize>(),
+    );
+    out.push('{');
+    let mut first = true;
+    let mut push = |out: &mut String, k: &str, v: &str| {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(&Value::String(k.to_string()).to_string());
+        out.push(':');
+        out.push_str(v);
+    };
+    for (k, raw) in &map {
+        match replaced.iter().find(|(f, _)| f == k) {
+            Some((_, x)) => push(&mut out, k, x),
+            None => push(&mut out, k, raw.get()),
+        }
+    }
+    for (k, x) in &replaced {
+        if !map.contains_key(k) {
+            push(&mut out, k, x);
+        }
+    }
+    out.push('}');
+    Ok(out)
 }
 
 fn child_list(items: &[(Arc<str>, Arc<str>)], url: String) -> Value {
@@ -583,6 +747,12 @@ fn retrieve_inner(kind: Kind, req: &HttpRequest, id: &str, sim: &Sim) -> ApiResu
     }
     if p.expand.is_empty() {
         return Ok(ok_json(e.json.to_string()));
+    }
+    if p.expand.iter().all(|x| !x.contains('.')) {
+        let fields: Vec<&str> = p.expand.iter().map(String::as_str).collect();
+        return Ok(ok_json(
+            expand_raw(acct, &e.json, &fields).map_err(|bad| cannot_expand(&bad))?,
+        ));
     }
     let mut v: Value = serde_json::from_str(&e.json).unwrap_or(Value::Null);
     expand_all(acct, &mut v, &p.expand)?;

@@ -68,8 +68,8 @@ fn scale_params(scale: Scale) -> (usize, usize, i64) {
     match scale {
         Scale::Empty => (0, 0, 0),
         Scale::Small => (40, 6, 400),
-        Scale::Medium => (1_250, 24, 730),
-        Scale::Bench => (12_500, 60, 1_095),
+        Scale::Medium => (950, 24, 730),
+        Scale::Bench => (8_000, 60, 1_095),
     }
 }
 

@@ -1243,3 +1243,33 @@ async fn oracle_official_python_client() {
     assert!(out.status.success(), "oracle failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("ORACLE OK"), "{stdout}");
 }
+
+#[actix_web::test]
+async fn starts_under_the_actix_runtime() {
+    let sim = SimServer::start(SimOptions {
+        seed: 3,
+        accounts: 1,
+        ..Default::default()
+    })
+    .await
+    .expect("start");
+    assert!(sim.base_url().starts_with("http://127.0.0.1:"));
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/account", sim.base_url()))
+        .bearer_auth(KEY)
+        .header("Stripe-Account", &sim.accounts()[0])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    sim.stop().await;
+}
+
+#[test]
+fn scales_parse() {
+    assert_eq!("bench".parse::<Scale>(), Ok(Scale::Bench));
+    assert_eq!("Medium".parse::<Scale>(), Ok(Scale::Medium));
+    assert_eq!("empty".parse::<Scale>(), Ok(Scale::Empty));
+    assert!("huge".parse::<Scale>().is_err());
+    assert_eq!(Scale::default(), Scale::Small);
+}
