@@ -494,20 +494,122 @@ fn virtual_raw(acct: &Account, object: &str, id: &str, field: &str) -> Option<St
     }
 }
 
-/// Expands top-level fields of one stored object without building a `Value` tree.
-fn expand_raw(acct: &Account, json: &str, fields: &[&str]) -> Result<String, String> {
-    use serde_json::value::RawValue;
-    let map: std::collections::BTreeMap<String, &RawValue> =
-        serde_json::from_str(json).map_err(|_| "object".to_string())?;
-    let text = |k: &str| {
-        map.get(k)
-            .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
-            .unwrap_or_default()
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && b[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    i
+}
+
+/// Index of the quote closing the string that opens at `start`.
+fn string_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// End (exclusive) of the JSON value that starts at `start`.
+fn value_end(b: &[u8], start: usize) -> Option<usize> {
+    match *b.get(start)? {
+        b'"' => Some(string_end(b, start)? + 1),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            while i < b.len() {
+                match b[i] {
+                    b'"' => {
+                        i = string_end(b, i)? + 1;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => {
+            let mut i = start;
+            while i < b.len() && !matches!(b[i], b',' | b'}' | b']') && !b[i].is_ascii_whitespace()
+            {
+                i += 1;
+            }
+            Some(i)
+        }
+    }
+}
+
+/// Top-level members of a JSON object (key as written, raw value), or the elements of an
+/// array (empty keys), found by scanning: no allocation per value.
+fn members(json: &str) -> Option<Vec<(&str, &str)>> {
+    let b = json.as_bytes();
+    let mut i = skip_ws(b, 0);
+    let (object, close) = match b.get(i)? {
+        b'{' => (true, b'}'),
+        b'[' => (false, b']'),
+        _ => return None,
     };
-    let (object, id) = (text("object"), text("id"));
-    let mut replaced: Vec<(String, String)> = Vec::new();
+    i += 1;
+    let mut out = Vec::with_capacity(if object { 64 } else { 4 });
+    loop {
+        i = skip_ws(b, i);
+        let c = *b.get(i)?;
+        if c == close {
+            return Some(out);
+        }
+        if c == b',' {
+            i += 1;
+            continue;
+        }
+        let mut key = "";
+        if object {
+            if c != b'"' {
+                return None;
+            }
+            let ke = string_end(b, i)?;
+            key = json.get(i + 1..ke)?;
+            i = skip_ws(b, ke + 1);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = skip_ws(b, i + 1);
+        }
+        let ve = value_end(b, i)?;
+        out.push((key, json.get(i..ve)?));
+        i = ve;
+    }
+}
+
+fn unquote(raw: &str) -> Option<String> {
+    if raw.contains('\\') {
+        serde_json::from_str(raw).ok()
+    } else {
+        raw.strip_prefix('"')
+            .and_then(|r| r.strip_suffix('"'))
+            .map(str::to_string)
+    }
+}
+
+/// Expands top-level fields of one stored object by splicing stored JSON.
+fn expand_raw(acct: &Account, json: &str, fields: &[&str]) -> Result<String, String> {
+    let map = members(json).ok_or_else(|| "object".to_string())?;
+    let get = |k: &str| map.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+    let object = get("object").and_then(unquote).unwrap_or_default();
+    let id = get("id").and_then(unquote).unwrap_or_default();
     let resolve = |field: &str, raw: &str| -> Result<Option<String>, String> {
-        let Ok(target) = serde_json::from_str::<String>(raw) else {
+        let Some(target) = unquote(raw) else {
             return Err(field.to_string());
         };
         let found = if field == "coupon" {
@@ -521,29 +623,29 @@ fn expand_raw(acct: &Account, json: &str, fields: &[&str]) -> Result<String, Str
             None => Err(field.to_string()),
         }
     };
+    let mut replaced: Vec<(&str, String)> = Vec::new();
     for f in fields {
         let f = *f;
-        if replaced.iter().any(|(k, _)| k == f) {
+        if replaced.iter().any(|(k, _)| *k == f) {
             continue;
         }
-        match map.get(f).map(|r| r.get()) {
+        match get(f) {
             None => match virtual_raw(acct, &object, &id, f) {
-                Some(x) => replaced.push((f.to_string(), x)),
+                Some(x) => replaced.push((f, x)),
                 None => return Err(f.to_string()),
             },
             Some(raw) if raw.starts_with('"') => {
                 if let Some(x) = resolve(f, raw)? {
-                    replaced.push((f.to_string(), x));
+                    replaced.push((f, x));
                 }
             }
             Some(raw) if raw.starts_with('[') => {
-                let elems: Vec<&RawValue> = serde_json::from_str(raw).map_err(|_| f.to_string())?;
+                let elems = members(raw).ok_or_else(|| f.to_string())?;
                 let mut out = String::from("[");
-                for (i, el) in elems.iter().enumerate() {
+                for (i, (_, r)) in elems.iter().enumerate() {
                     if i > 0 {
                         out.push(',');
                     }
-                    let r = el.get();
                     match r
                         .starts_with('"')
                         .then(|| resolve(f, r))
@@ -555,35 +657,33 @@ fn expand_raw(acct: &Account, json: &str, fields: &[&str]) -> Result<String, Str
                     }
                 }
                 out.push(']');
-                replaced.push((f.to_string(), out));
+                replaced.push((f, out));
             }
             Some(raw) if raw == "null" || raw.starts_with('{') => {}
             Some(_) => return Err(f.to_string()),
         }
     }
-    let mut out = String::with_capacity(
-        json.len() + replaced.iter().map(|(_, x)| x.len() + 16).sum::<usize>(),
-    );
+    let extra: usize = replaced.iter().map(|(k, x)| k.len() + x.len() + 4).sum();
+    let mut out = String::with_capacity(json.len() + extra);
     out.push('{');
-    let mut first = true;
-    let mut push = |out: &mut String, k: &str, v: &str| {
-        if !first {
+    let mut push = |k: &str, v: &str| {
+        if out.len() > 1 {
             out.push(',');
         }
-        first = false;
-        out.push_str(&Value::String(k.to_string()).to_string());
-        out.push(':');
+        out.push('"');
+        out.push_str(k);
+        out.push_str("\":");
         out.push_str(v);
     };
     for (k, raw) in &map {
         match replaced.iter().find(|(f, _)| f == k) {
-            Some((_, x)) => push(&mut out, k, x),
-            None => push(&mut out, k, raw.get()),
+            Some((_, x)) => push(k, x),
+            None => push(k, raw),
         }
     }
     for (k, x) in &replaced {
-        if !map.contains_key(k) {
-            push(&mut out, k, x);
+        if get(k).is_none() {
+            push(k, x);
         }
     }
     out.push('}');
@@ -976,6 +1076,68 @@ mod tests {
         assert!(parse_params("limit=0").is_err());
         assert!(parse_params("limit=x").is_err());
         assert!(parse_params("starting_after=a&ending_before=b").is_err());
+    }
+
+    #[test]
+    fn scanner_finds_top_level_members() {
+        let j = r#"{"a":{"id":"x","b":[1,{"c":"}"}]},"id":"cus_1","s":"q\"uote","n":-1.5e3,"t":true,"z":null,"l":["in_1","in_2"]}"#;
+        let m = members(j).expect("members");
+        let keys: Vec<&str> = m.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["a", "id", "s", "n", "t", "z", "l"]);
+        assert_eq!(m[1].1, "\"cus_1\"");
+        assert_eq!(m[3].1, "-1.5e3");
+        assert_eq!(unquote(m[2].1).as_deref(), Some("q\"uote"));
+        let l = members(m[6].1).expect("array");
+        assert_eq!(
+            l.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
+            ["\"in_1\"", "\"in_2\""]
+        );
+        let v: Value = serde_json::from_str(j).expect("valid");
+        assert_eq!(v["a"]["b"][1]["c"], "}");
+    }
+
+    #[test]
+    fn spliced_expansion_equals_tree_expansion() {
+        let a = crate::generate::generate_account(
+            5,
+            0,
+            None,
+            None,
+            crate::Scale::Small,
+            1_780_000_000 / 86_400 * 86_400,
+        );
+        let cases: [(Kind, &[&str]); 5] = [
+            (
+                Kind::CheckoutSession,
+                &["line_items", "customer", "payment_intent"],
+            ),
+            (Kind::Invoice, &["payments", "customer"]),
+            (
+                Kind::Subscription,
+                &["discounts", "latest_invoice", "customer"],
+            ),
+            (Kind::Charge, &["payment_intent", "customer"]),
+            (Kind::PaymentIntent, &["latest_charge"]),
+        ];
+        for (kind, fields) in cases {
+            for id in a.col(kind).live_ids() {
+                let json = a.col(kind).get(&id).map(|e| e.json.clone()).expect("entry");
+                let raw: Value = serde_json::from_str(&expand_raw(&a, &json, fields).expect("raw"))
+                    .expect("json");
+                let mut tree: Value = serde_json::from_str(&json).expect("json");
+                let paths: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+                assert!(expand_all(&a, &mut tree, &paths).is_ok());
+                assert_eq!(raw, tree, "{kind:?} {id}");
+            }
+        }
+        let any = a.col(Kind::Invoice).live_ids()[0].clone();
+        let json = a
+            .col(Kind::Invoice)
+            .get(&any)
+            .map(|e| e.json.clone())
+            .expect("entry");
+        assert!(expand_raw(&a, &json, &["amount_due"]).is_err());
+        assert!(expand_raw(&a, &json, &["line_items"]).is_err());
     }
 
     #[test]

@@ -1845,7 +1845,7 @@ impl<'a> Gen<'a> {
             }
         }
         for (created, typ, v) in pending {
-            let id = self.r.id("evt_1", 23);
+            let id = self.a.event_id();
             let event = crate::store::make_event(&id, &self.a.id, &typ, &v, None, created);
             self.a.put(Kind::Event, &event);
         }

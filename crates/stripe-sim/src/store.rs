@@ -533,6 +533,9 @@ pub struct Account {
     pub coupons: HashMap<String, Value>,
     /// Ids for objects and events minted at run time.
     pub rng: Rng,
+    /// Event ids start with a sequence number, so events of one second list in the order
+    /// they happened (ids break `created` ties).
+    pub event_seq: u64,
 }
 
 impl Account {
@@ -548,7 +551,24 @@ impl Account {
             session_lines: HashMap::new(),
             coupons: HashMap::new(),
             rng,
+            event_seq: 0,
         }
+    }
+
+    pub fn event_id(&mut self) -> String {
+        const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        self.event_seq += 1;
+        let mut n = self.event_seq;
+        let mut seq = [b'0'; 7];
+        for d in seq.iter_mut().rev() {
+            *d = DIGITS[(n % 62) as usize];
+            n /= 62;
+        }
+        format!(
+            "evt_1{}{}",
+            String::from_utf8_lossy(&seq),
+            self.rng.alnum(16)
+        )
     }
 
     pub fn col(&self, k: Kind) -> &Collection {
@@ -625,7 +645,7 @@ impl Account {
         previous: Option<&Value>,
         created: i64,
     ) -> Value {
-        let id = self.rng.id("evt_1", 23);
+        let id = self.event_id();
         let event = make_event(&id, &self.id, typ, obj, previous, created);
         self.put(Kind::Event, &event);
         event
@@ -776,5 +796,20 @@ mod tests {
     fn previous_attributes() {
         let d = diff(&json!({"a": 1, "b": 2}), &json!({"a": 1, "b": 3, "c": 4}));
         assert_eq!(Value::Object(d), json!({"b": 2, "c": null}));
+    }
+}
+
+#[cfg(test)]
+mod event_id_tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_sort_in_creation_order() {
+        let mut a = Account::new("acct_x".into(), "X".into(), json!({}), 1);
+        let ids: Vec<String> = (0..200).map(|_| a.event_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+        assert_eq!(ids[0].len(), "evt_1".len() + 7 + 16);
     }
 }
