@@ -235,6 +235,8 @@ pub fn parse_params(qs: &str) -> ApiResult<Params> {
             }
             "starting_after" if !v.is_empty() => p.starting_after = Some(v),
             "ending_before" if !v.is_empty() => p.ending_before = Some(v),
+            // An empty cursor means "no cursor" (some clients send the key unconditionally).
+            "starting_after" | "ending_before" => {}
             "created" => {
                 let t = int(&v, "created")?;
                 p.created.min = Some(p.created.min.map_or(t, |m| m.max(t)));
