@@ -2,7 +2,7 @@
 //! platform key with the `Stripe-Account` header.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use tributary_domain::{BusinessId, StripeAccountId};
 
 use crate::entities::stripe_access::{self, Column, Entity, Model};
@@ -50,7 +50,7 @@ pub async fn connect(
     conn: NewConnection<'_>,
     now: i64,
 ) -> Result<Connected, PersistenceError> {
-    let txn = db.conn().begin().await?;
+    let txn = db.begin_write().await?;
     if let Some(holder) = Entity::find()
         .filter(Column::StripeAccountId.eq(conn.account.as_str()))
         .one(&txn)

@@ -1,7 +1,7 @@
 //! Businesses (tenants) as registered by the host application.
 
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use tributary_domain::{AgencyId, BusinessId, Slug};
 
 use crate::entities::businesses::{self, Entity, Model};
@@ -56,7 +56,7 @@ pub async fn by_slug(db: &Database, slug: &str) -> Result<Option<Model>, Persist
 
 /// Removes the business and every row it has, in one transaction.
 pub async fn delete(db: &Database, id: &BusinessId) -> Result<bool, PersistenceError> {
-    let txn = db.conn().begin().await?;
+    let txn = db.begin_write().await?;
     purge_business_rows(&txn, id, PurgeScope::Everything).await?;
     let res = Entity::delete_by_id(id.as_str()).exec(&txn).await?;
     txn.commit().await?;

@@ -8,7 +8,7 @@
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LockBehavior, LockType};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use tributary_domain::{BusinessId, JobId};
 
@@ -144,7 +144,7 @@ pub async fn claim_next(
                 .eq(RUNNING)
                 .and(Column::LeaseExpiresAt.lt(now)),
         );
-    let txn = db.conn().begin().await?;
+    let txn = db.begin_write().await?;
     let mut query = Entity::find()
         .filter(claimable)
         .order_by_asc(Column::CreatedAt)

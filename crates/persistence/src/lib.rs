@@ -29,7 +29,8 @@ pub mod webhooks;
 use std::time::Duration;
 
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, DatabaseConnection, DbErr, SqlErr, TransactionTrait,
+    ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, SqlErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use tributary_domain::BusinessId;
 use tributary_migrations::MigratorTrait;
@@ -79,16 +80,21 @@ impl Database {
             .connect_timeout(Duration::from_secs(10))
             .acquire_timeout(Duration::from_secs(30));
         if url.starts_with("sqlite:") {
-            // One writer at a time in SQLite: a small pool avoids lock convoys.
+            // One writer at a time in SQLite: a small pool avoids lock convoys. Every pooled
+            // connection gets WAL and a busy timeout, so the API and the scheduler can share
+            // one file.
             opts.max_connections(if url.contains(":memory:") { 1 } else { 8 });
+            opts.map_sqlx_sqlite_opts(|o| {
+                use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(30))
+                    .foreign_keys(true)
+            });
         } else {
             opts.max_connections(16);
         }
         let conn = sea_orm::Database::connect(opts).await?;
-        if conn.get_database_backend() == sea_orm::DbBackend::Sqlite {
-            conn.execute_unprepared("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-                .await?;
-        }
         Ok(Self { conn })
     }
 
@@ -113,14 +119,30 @@ impl Database {
         Ok(())
     }
 
+    /// Begins a transaction that will write. On SQLite it takes the write lock at `BEGIN`
+    /// (`BEGIN IMMEDIATE`), so it waits on the busy timeout instead of failing when it later
+    /// upgrades from reading to writing; on PostgreSQL it is an ordinary transaction.
+    pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+        begin_write(&self.conn).await
+    }
+
     /// Deletes every row the business has in every table except `businesses` itself, in one
     /// transaction (SPEC §4, disconnect).
     pub async fn purge_business(&self, business: &BusinessId) -> Result<(), PersistenceError> {
-        let txn = self.conn.begin().await?;
+        let txn = self.begin_write().await?;
         purge_business_rows(&txn, business, PurgeScope::Everything).await?;
         txn.commit().await?;
         Ok(())
     }
+}
+
+/// [`Database::begin_write`] for any connection or transaction.
+pub async fn begin_write<C: TransactionTrait>(conn: &C) -> Result<C::Transaction, DbErr> {
+    conn.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
 }
 
 /// What [`purge_business_rows`] removes.

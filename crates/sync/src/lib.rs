@@ -1,1 +1,232 @@
-//! The Tributary sync engine: fetch_stripe_data and the event/webhook appliers.
+//! The Tributary sync engine: [`fetch_stripe_data`], the one implementation behind the manual
+//! sync button, the scheduler, backfills and webhook-triggered refreshes, and the event
+//! appliers that webhooks share with it.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use secrecy::SecretString;
+//! use tributary_domain::BusinessId;
+//! use tributary_persistence::Database;
+//! use tributary_stripe_connect::{Stripe, StripeConfig};
+//! use tributary_sync::{SyncConfig, SyncContext, Trigger, fetch_stripe_data};
+//!
+//! let db = Database::connect("sqlite://tributary.db?mode=rwc").await?;
+//! db.migrate().await?;
+//! let stripe = Stripe::new(StripeConfig::new(SecretString::from("sk_test_…")))?;
+//! let ctx = SyncContext::new(db, stripe, SyncConfig::default());
+//! let report = fetch_stripe_data(&ctx, &BusinessId::parse("biz_1")?, Trigger::Manual).await?;
+//! println!("{} objects written", report.written());
+//! # Ok(()) }
+//! ```
+
+pub mod apply;
+mod engine;
+pub mod map;
+pub mod readmodel;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tributary_domain::BusinessId;
+use tributary_persistence::{Database, PersistenceError};
+use tributary_stripe_connect::{Stripe, StripeError};
+
+pub use engine::{Resource, run_job};
+pub use worker::WorkerPool;
+
+/// Tunables of the sync (SPEC §2 `sync.*`).
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// History pulled on the first sync, in days; 0 = everything.
+    pub backfill_days: u32,
+    /// Full re-list interval in days.
+    pub reconcile_every_days: u32,
+    /// Businesses synced at once by one worker pool.
+    pub concurrency: usize,
+    /// Lease length; renewed every third of it while a job runs.
+    pub lease_secs: i64,
+    /// Incremental lists start this long before the last successful sync (clock skew, objects
+    /// created during the previous run).
+    pub overlap_secs: i64,
+    /// This process's lease owner id.
+    pub worker_id: String,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            backfill_days: 0,
+            reconcile_every_days: 7,
+            concurrency: 4,
+            lease_secs: 60,
+            overlap_secs: 300,
+            worker_id: format!("{}-{}", hostname(), uuid_short()),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into())
+}
+
+fn uuid_short() -> String {
+    let id = tributary_domain::JobId::new().to_string();
+    id[id.len() - 8..].to_owned()
+}
+
+/// What a sync needs: the database, the Stripe client and the tunables. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SyncContext {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Database,
+    stripe: Stripe,
+    config: SyncConfig,
+    clock_offset: std::sync::atomic::AtomicI64,
+}
+
+impl SyncContext {
+    pub fn new(db: Database, stripe: Stripe, config: SyncConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                stripe,
+                config,
+                clock_offset: Default::default(),
+            }),
+        }
+    }
+
+    /// The sync's clock (unix seconds): wall time, plus an offset tests and the demo use to
+    /// follow a simulator whose clock was moved forward.
+    pub fn now(&self) -> i64 {
+        tributary_persistence::now()
+            + self
+                .inner
+                .clock_offset
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Moves this context's clock forward (tests and the demo, alongside `/_sim/clock`).
+    pub fn advance_clock(&self, secs: i64) {
+        self.inner
+            .clock_offset
+            .fetch_add(secs, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.inner.db
+    }
+
+    pub fn stripe(&self) -> &Stripe {
+        &self.inner.stripe
+    }
+
+    pub fn config(&self) -> &SyncConfig {
+        &self.inner.config
+    }
+}
+
+/// What started a sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Manual,
+    Scheduled,
+    Backfill,
+    Webhook,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Scheduled => "scheduled",
+            Self::Backfill => "backfill",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
+/// Why a sync could not run or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("business {0} is not connected to Stripe")]
+    NotConnected(String),
+    #[error(transparent)]
+    Stripe(#[from] StripeError),
+    #[error(transparent)]
+    Database(#[from] PersistenceError),
+    #[error("the sync was cancelled (lease lost or business disconnected)")]
+    Cancelled,
+}
+
+impl SyncError {
+    /// The job error code of SPEC §4.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotConnected(_) => "not_connected",
+            Self::Stripe(e) => e.code(),
+            Self::Database(_) => "database",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl From<tributary_persistence::sea_orm::DbErr> for SyncError {
+    fn from(e: tributary_persistence::sea_orm::DbErr) -> Self {
+        Self::Database(PersistenceError::Db(e))
+    }
+}
+
+/// Objects fetched and written for one resource.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResourceProgress {
+    pub fetched: u64,
+    pub written: u64,
+    pub done: bool,
+}
+
+/// The outcome of one sync run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SyncReport {
+    pub job_id: String,
+    pub business_id: String,
+    /// `succeeded` or `failed`.
+    pub status: String,
+    pub full: bool,
+    pub error: Option<(String, String)>,
+    pub progress: BTreeMap<String, ResourceProgress>,
+}
+
+impl SyncReport {
+    pub fn written(&self) -> u64 {
+        self.progress.values().map(|p| p.written).sum()
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.status == tributary_persistence::jobs::SUCCEEDED
+    }
+}
+
+/// Syncs one business: queues a job (or joins the one queued or running), runs it under the
+/// lease when no other worker holds it, and waits for it to finish otherwise.
+pub async fn fetch_stripe_data(
+    ctx: &SyncContext,
+    business: &BusinessId,
+    trigger: Trigger,
+) -> Result<SyncReport, SyncError> {
+    engine::fetch(ctx, business, trigger, false).await
+}
+
+/// Like [`fetch_stripe_data`], forcing a full re-list with reconciliation.
+pub async fn fetch_stripe_data_full(
+    ctx: &SyncContext,
+    business: &BusinessId,
+    trigger: Trigger,
+) -> Result<SyncReport, SyncError> {
+    engine::fetch(ctx, business, trigger, true).await
+}

@@ -1,0 +1,421 @@
+//! Applying one Stripe event to the mirror: the code path webhooks and the sync's events
+//! phase share.
+//!
+//! Order is not guaranteed and several events share one `created` second, so an event is
+//! applied only when it is newer than the stored row's `last_event_at`; on a tie, or when the
+//! payload was rendered for another API version than the one we pin, the object is re-fetched
+//! from the API instead of guessed.
+
+use serde_json::Value;
+use tributary_domain::BusinessId;
+use tributary_persistence::entities::MirrorModel;
+use tributary_persistence::entities::*;
+use tributary_persistence::mirror::{self, Mirror};
+use tributary_stripe_connect::{AccountClient, EventEnvelope, STRIPE_VERSION};
+
+use crate::SyncError;
+use crate::map::{self, Stamp};
+
+/// What applying an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The payload was written.
+    Applied,
+    /// The object was re-fetched from the API and written.
+    Refetched,
+    /// The object was marked deleted.
+    Deleted,
+    /// The stored row is newer: nothing changed.
+    Stale,
+    /// A type the mirror does not hold.
+    Ignored,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Refetched => "refetched",
+            Self::Deleted => "deleted",
+            Self::Stale => "stale",
+            Self::Ignored => "ignored",
+        }
+    }
+}
+
+async fn get_last_event_at<E, C>(
+    conn: &C,
+    b: &BusinessId,
+    id: &str,
+) -> Result<Option<i64>, SyncError>
+where
+    E: Mirror,
+    E::Model: MirrorModel,
+    C: sea_orm::ConnectionTrait,
+{
+    Ok(mirror::find::<E, _>(conn, b, id)
+        .await?
+        .map(|m| m.last_event_at()))
+}
+
+/// The stored row's `last_event_at` for an object named by its `object` type and id.
+async fn stored_last_event_at<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    object: &str,
+    id: &str,
+) -> Result<Option<i64>, SyncError> {
+    match object {
+        "product" => get_last_event_at::<stripe_products::Entity, _>(conn, business, id).await,
+        "price" => get_last_event_at::<stripe_prices::Entity, _>(conn, business, id).await,
+        "customer" => get_last_event_at::<stripe_customers::Entity, _>(conn, business, id).await,
+        "payment_intent" | "charge" => {
+            get_last_event_at::<stripe_orders::Entity, _>(conn, business, id).await
+        }
+        "refund" => get_last_event_at::<stripe_refunds::Entity, _>(conn, business, id).await,
+        "invoice" => get_last_event_at::<stripe_invoices::Entity, _>(conn, business, id).await,
+        "invoice_payment" => {
+            get_last_event_at::<stripe_invoice_payments::Entity, _>(conn, business, id).await
+        }
+        "checkout.session" => {
+            get_last_event_at::<stripe_checkout_sessions::Entity, _>(conn, business, id).await
+        }
+        "subscription" => {
+            get_last_event_at::<stripe_subscriptions::Entity, _>(conn, business, id).await
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Whether the mirror holds objects of this type.
+pub fn mirrored(object: &str) -> bool {
+    matches!(
+        object,
+        "product"
+            | "price"
+            | "customer"
+            | "payment_intent"
+            | "charge"
+            | "refund"
+            | "invoice"
+            | "invoice_payment"
+            | "checkout.session"
+            | "subscription"
+    )
+}
+
+/// Writes one object (as the API or an event renders it) and its embedded children, inside the
+/// caller's transaction. `client` fetches children the object does not embed in full (invoice
+/// lines beyond the first 10, checkout session line items); without it they are left as they
+/// are and the next sync fills them in.
+pub async fn write_object<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    object: &Value,
+    stamp: Stamp<'_>,
+    client: Option<&AccountClient>,
+) -> Result<u64, SyncError> {
+    let kind = object
+        .get("object")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let id = object
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let deleted = object
+        .get("deleted")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if deleted {
+        return mark_deleted(conn, business, kind, &id, stamp.at).await;
+    }
+    let written = match kind {
+        "product" => {
+            mirror::upsert::<stripe_products::Entity, _>(
+                conn,
+                business,
+                vec![map::product(stamp, object)],
+            )
+            .await?
+        }
+        "price" => {
+            mirror::upsert::<stripe_prices::Entity, _>(
+                conn,
+                business,
+                vec![map::price(stamp, object)],
+            )
+            .await?
+        }
+        "customer" => {
+            mirror::upsert::<stripe_customers::Entity, _>(
+                conn,
+                business,
+                vec![map::customer(stamp, object)],
+            )
+            .await?
+        }
+        "payment_intent" => {
+            mirror::upsert::<stripe_orders::Entity, _>(
+                conn,
+                business,
+                vec![map::payment_intent(stamp, object)],
+            )
+            .await?
+        }
+        "charge" => match map::charge(stamp, object) {
+            Some(row) => {
+                mirror::upsert::<stripe_orders::Entity, _>(conn, business, vec![row]).await?
+            }
+            None => 0,
+        },
+        "refund" => {
+            mirror::upsert::<stripe_refunds::Entity, _>(
+                conn,
+                business,
+                vec![map::refund(stamp, object)],
+            )
+            .await?
+        }
+        "invoice" => {
+            let n = mirror::upsert::<stripe_invoices::Entity, _>(
+                conn,
+                business,
+                vec![map::invoice(stamp, object)],
+            )
+            .await?;
+            let lines = invoice_lines(object, client).await?;
+            let created = object.get("created").and_then(Value::as_i64).unwrap_or(0);
+            let rows = lines
+                .iter()
+                .map(|l| map::invoice_line(stamp, &id, created, l))
+                .collect();
+            let mut n =
+                n + mirror::upsert::<stripe_invoice_line_items::Entity, _>(conn, business, rows)
+                    .await?;
+            // A change to an invoice (voided, paid, retried) changes its invoice payments too,
+            // and Stripe sends no event of theirs for most of those changes: re-read them.
+            if let Some(client) = client {
+                let payments = client.invoice_payments_of(&id).collect_all().await?;
+                let rows = payments
+                    .iter()
+                    .map(|p| map::invoice_payment(stamp, &p.raw))
+                    .collect();
+                n += mirror::upsert::<stripe_invoice_payments::Entity, _>(conn, business, rows)
+                    .await?;
+            }
+            n
+        }
+        "invoice_payment" => {
+            mirror::upsert::<stripe_invoice_payments::Entity, _>(
+                conn,
+                business,
+                vec![map::invoice_payment(stamp, object)],
+            )
+            .await?
+        }
+        "checkout.session" => {
+            let n = mirror::upsert::<stripe_checkout_sessions::Entity, _>(
+                conn,
+                business,
+                vec![map::checkout_session(stamp, object)],
+            )
+            .await?;
+            let lines = session_lines(object, client).await?;
+            let created = object.get("created").and_then(Value::as_i64).unwrap_or(0);
+            let rows = lines
+                .iter()
+                .map(|l| map::checkout_line(stamp, &id, created, l))
+                .collect();
+            n + mirror::upsert::<stripe_checkout_line_items::Entity, _>(conn, business, rows)
+                .await?
+        }
+        "subscription" => {
+            let n = mirror::upsert::<stripe_subscriptions::Entity, _>(
+                conn,
+                business,
+                vec![map::subscription(stamp, object)],
+            )
+            .await?;
+            n + mirror::upsert::<stripe_subscription_items::Entity, _>(
+                conn,
+                business,
+                map::subscription_items(stamp, object),
+            )
+            .await?
+        }
+        _ => 0,
+    };
+    Ok(written)
+}
+
+async fn invoice_lines(
+    invoice: &Value,
+    client: Option<&AccountClient>,
+) -> Result<Vec<Value>, SyncError> {
+    let embedded = invoice.get("lines").filter(|l| l.is_object());
+    let has_more = embedded
+        .and_then(|l| l.get("has_more"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    match (embedded, client) {
+        (Some(_), Some(client)) if has_more => Ok(client
+            .all_invoice_lines(invoice)
+            .await?
+            .into_iter()
+            .map(|i| i.raw)
+            .collect()),
+        (Some(lines), _) => Ok(lines
+            .get("data")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()),
+        (None, _) => Ok(Vec::new()),
+    }
+}
+
+async fn session_lines(
+    session: &Value,
+    client: Option<&AccountClient>,
+) -> Result<Vec<Value>, SyncError> {
+    let embedded = session.get("line_items").filter(|l| l.is_object());
+    let complete =
+        embedded.is_some_and(|l| !l.get("has_more").and_then(Value::as_bool).unwrap_or(false));
+    match (embedded, client) {
+        (Some(lines), _) if complete => Ok(lines
+            .get("data")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()),
+        (_, Some(client)) => Ok(client
+            .all_checkout_session_line_items(session)
+            .await?
+            .into_iter()
+            .map(|i| i.raw)
+            .collect()),
+        (Some(lines), None) => Ok(lines
+            .get("data")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()),
+        (None, None) => Ok(Vec::new()),
+    }
+}
+
+async fn mark_deleted<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    kind: &str,
+    id: &str,
+    at: i64,
+) -> Result<u64, SyncError> {
+    let ids = [id.to_owned()];
+    let n = match kind {
+        "product" => {
+            mirror::mark_deleted::<stripe_products::Entity, _>(conn, business, &ids, at).await?
+        }
+        "price" => {
+            mirror::mark_deleted::<stripe_prices::Entity, _>(conn, business, &ids, at).await?
+        }
+        "customer" => {
+            mirror::mark_deleted::<stripe_customers::Entity, _>(conn, business, &ids, at).await?
+        }
+        "invoice" => {
+            mirror::mark_deleted::<stripe_invoices::Entity, _>(conn, business, &ids, at).await?
+        }
+        "subscription" => {
+            mirror::mark_deleted::<stripe_subscriptions::Entity, _>(conn, business, &ids, at)
+                .await?
+        }
+        _ => 0,
+    };
+    Ok(n)
+}
+
+/// Whether an event payload lacks what the mirror needs: subscriptions list with their
+/// discounts expanded (MRR subtracts them), event payloads name them by id only.
+fn incomplete(kind: &str, object: &Value) -> bool {
+    kind == "subscription"
+        && object
+            .get("discounts")
+            .and_then(Value::as_array)
+            .is_some_and(|d| d.iter().any(Value::is_string))
+}
+
+/// Reads the current state of an object, rendered as the sync's lists render it.
+pub async fn refetch(
+    client: &AccountClient,
+    kind: &str,
+    id: &str,
+) -> Result<Option<tributary_stripe_connect::Item<Value>>, tributary_stripe_connect::StripeError> {
+    match (kind, tributary_stripe_connect::retrieve_path(kind, id)) {
+        ("subscription", Some(path)) => client
+            .retrieve(&path, &[("expand[]", "discounts")])
+            .await
+            .map(Some),
+        _ => client.retrieve_object(kind, id).await,
+    }
+}
+
+/// Applies one event of `business`, inside the caller's transaction. `client`, when given,
+/// re-fetches on ties and foreign API versions (and fetches children); without it the payload
+/// is applied when it is not older than the stored row.
+pub async fn apply_event<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    event: &EventEnvelope,
+    now: i64,
+    client: Option<&AccountClient>,
+) -> Result<Outcome, SyncError> {
+    let Some(kind) = event.object_type().filter(|k| mirrored(k)) else {
+        return Ok(Outcome::Ignored);
+    };
+    let Some(id) = event.object_id() else {
+        return Ok(Outcome::Ignored);
+    };
+    let stored = stored_last_event_at(conn, business, kind, id).await?;
+    if stored.is_some_and(|at| at > event.created) {
+        return Ok(Outcome::Stale);
+    }
+    let deleted_event =
+        event.event_type.ends_with(".deleted") && matches!(kind, "product" | "price" | "customer");
+    if deleted_event || event.object.get("deleted").and_then(Value::as_bool) == Some(true) {
+        mark_deleted(conn, business, kind, id, event.created).await?;
+        return Ok(Outcome::Deleted);
+    }
+    let tie = stored == Some(event.created);
+    let foreign_version = event
+        .api_version
+        .as_deref()
+        .is_some_and(|v| v != STRIPE_VERSION);
+    if let Some(client) = client
+        && (tie || foreign_version || incomplete(kind, &event.object))
+    {
+        let sent = now;
+        return match refetch(client, kind, id).await {
+            Ok(Some(item)) => {
+                let stamp = Stamp {
+                    business_id: business.as_str(),
+                    at: sent,
+                    now,
+                };
+                write_object(conn, business, &item.raw, stamp, Some(client)).await?;
+                Ok(Outcome::Refetched)
+            }
+            Ok(None) => Ok(Outcome::Ignored),
+            Err(tributary_stripe_connect::StripeError::NotFound { .. }) => {
+                mark_deleted(conn, business, kind, id, sent).await?;
+                Ok(Outcome::Deleted)
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
+    let stamp = Stamp {
+        business_id: business.as_str(),
+        at: event.created,
+        now,
+    };
+    write_object(conn, business, &event.object, stamp, client).await?;
+    Ok(Outcome::Applied)
+}

@@ -1,0 +1,647 @@
+//! The sync run: lists, events, reconciliation, read models, cursors, under the lease.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect};
+use serde_json::Value;
+use tributary_domain::BusinessId;
+use tributary_persistence::entities::*;
+use tributary_persistence::mirror::{self, Mirror};
+use tributary_persistence::{access, jobs};
+use tributary_stripe_connect::{AccountClient, Created, Item, ListRequest};
+
+use crate::map::{self, Stamp};
+use crate::{ResourceProgress, SyncContext, SyncError, SyncReport, Trigger, apply, readmodel};
+
+const DAY: i64 = 86_400;
+/// Stripe keeps events for 30 days; past that (less a margin) the events feed cannot be trusted.
+const EVENT_RETENTION: i64 = 30 * DAY - 3_600;
+
+/// The resources a sync lists, in SPEC §5's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Resource {
+    Products,
+    Prices,
+    Customers,
+    PaymentIntents,
+    Charges,
+    Refunds,
+    Invoices,
+    InvoicePayments,
+    CheckoutSessions,
+    Subscriptions,
+}
+
+impl Resource {
+    pub const ALL: [Resource; 10] = [
+        Resource::Products,
+        Resource::Prices,
+        Resource::Customers,
+        Resource::PaymentIntents,
+        Resource::Charges,
+        Resource::Refunds,
+        Resource::Invoices,
+        Resource::InvoicePayments,
+        Resource::CheckoutSessions,
+        Resource::Subscriptions,
+    ];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Resource::Products => "products",
+            Resource::Prices => "prices",
+            Resource::Customers => "customers",
+            Resource::PaymentIntents => "payment_intents",
+            Resource::Charges => "charges",
+            Resource::Refunds => "refunds",
+            Resource::Invoices => "invoices",
+            Resource::InvoicePayments => "invoice_payments",
+            Resource::CheckoutSessions => "checkout_sessions",
+            Resource::Subscriptions => "subscriptions",
+        }
+    }
+}
+
+pub(crate) async fn fetch(
+    ctx: &SyncContext,
+    business: &BusinessId,
+    trigger: Trigger,
+    full: bool,
+) -> Result<SyncReport, SyncError> {
+    let db = ctx.db();
+    connected(ctx, business).await?;
+    let (job, _) = jobs::enqueue(db, business, trigger.as_str(), full, ctx.now()).await?;
+    let owner = &ctx.config().worker_id;
+    if jobs::claim(db, &job.id, owner, ctx.now(), ctx.config().lease_secs).await? {
+        let job = jobs::get(db, business, &job.id).await?.unwrap_or(job);
+        return Ok(run_job(ctx, job).await);
+    }
+    // Another worker runs it: join by waiting for its outcome.
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match jobs::get(db, business, &job.id).await? {
+            Some(j) if j.status == jobs::QUEUED || j.status == jobs::RUNNING => {
+                // A dead owner's lease expires; take the job over then.
+                if jobs::claim(db, &j.id, owner, ctx.now(), ctx.config().lease_secs).await? {
+                    return Ok(run_job(ctx, j).await);
+                }
+            }
+            Some(j) => return Ok(report_of(&j)),
+            None => return Err(SyncError::Cancelled),
+        }
+    }
+}
+
+async fn connected(
+    ctx: &SyncContext,
+    business: &BusinessId,
+) -> Result<stripe_access::Model, SyncError> {
+    access::get(ctx.db(), business)
+        .await?
+        .filter(|a| a.status == access::CONNECTED)
+        .ok_or_else(|| SyncError::NotConnected(business.to_string()))
+}
+
+fn report_of(job: &sync_jobs::Model) -> SyncReport {
+    SyncReport {
+        job_id: job.id.clone(),
+        business_id: job.business_id.clone(),
+        status: job.status.clone(),
+        full: job.full,
+        error: job
+            .error_code
+            .clone()
+            .map(|c| (c, job.error_message.clone().unwrap_or_default())),
+        progress: serde_json::from_value(job.progress.clone()).unwrap_or_default(),
+    }
+}
+
+/// State of one run, shared by its concurrent resource tasks.
+struct Run<'a> {
+    ctx: &'a SyncContext,
+    business: BusinessId,
+    job_id: String,
+    account: String,
+    started: i64,
+    cancelled: Arc<AtomicBool>,
+    progress: Mutex<BTreeMap<String, ResourceProgress>>,
+}
+
+/// Runs a job this worker has claimed, to completion or failure, and records the outcome on
+/// the job. Never panics on Stripe or database errors: they become the job's error.
+pub async fn run_job(ctx: &SyncContext, job: sync_jobs::Model) -> SyncReport {
+    let owner = ctx.config().worker_id.clone();
+    let Ok(business) = BusinessId::parse(&job.business_id) else {
+        return report_of(&job);
+    };
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let renewal = {
+        let ctx = ctx.clone();
+        let (id, owner, lease) = (job.id.clone(), owner.clone(), ctx.config().lease_secs);
+        let cancelled = cancelled.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_secs((lease / 3).max(1) as u64);
+            loop {
+                tokio::time::sleep(every).await;
+                match jobs::renew(ctx.db(), &id, &owner, ctx.now(), lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        cancelled.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e, job = %id, "lease renewal failed"),
+                }
+            }
+        })
+    };
+    let account = access::get(ctx.db(), &business).await.ok().flatten();
+    let run = Run {
+        ctx,
+        business: business.clone(),
+        job_id: job.id.clone(),
+        account: account.map(|a| a.stripe_account_id).unwrap_or_default(),
+        started: ctx.now(),
+        cancelled,
+        progress: Mutex::new(BTreeMap::new()),
+    };
+    let span = tracing::info_span!("sync", business_id = %business, job_id = %job.id);
+    let _enter = span.enter();
+    let result = run.execute(job.full).await;
+    renewal.abort();
+    let db = ctx.db();
+    let (status, error) = match &result {
+        Ok(()) => (jobs::SUCCEEDED, None),
+        Err(e) => {
+            if matches!(e, SyncError::Stripe(se) if se.is_access_revoked()) {
+                if let Err(err) = access::mark_revoked(db, &business, ctx.now()).await {
+                    tracing::error!(error = %err, "could not mark access revoked");
+                }
+            }
+            tracing::warn!(error = %e, code = e.code(), "sync failed");
+            (jobs::FAILED, Some((e.code().to_owned(), e.to_string())))
+        }
+    };
+    let progress = run.progress_json();
+    let _ = jobs::set_progress(db, &job.id, &owner, progress).await;
+    let finished = jobs::finish(
+        db,
+        &job.id,
+        &owner,
+        status,
+        error.as_ref().map(|(c, m)| (c.as_str(), m.as_str())),
+        ctx.now(),
+    )
+    .await
+    .unwrap_or(false);
+    if !finished {
+        // The job was failed or cancelled from outside (deauthorization, disconnect).
+        if let Ok(Some(j)) = jobs::get(db, &business, &job.id).await {
+            return report_of(&j);
+        }
+    }
+    tracing::info!(status, "sync finished");
+    SyncReport {
+        job_id: job.id.clone(),
+        business_id: job.business_id.clone(),
+        status: status.to_owned(),
+        full: job.full,
+        error,
+        progress: run.progress.lock().map(|p| p.clone()).unwrap_or_default(),
+    }
+}
+
+/// All rows one page writes, committed in one transaction.
+#[derive(Default)]
+struct PageWrite {
+    products: Vec<stripe_products::Model>,
+    prices: Vec<stripe_prices::Model>,
+    customers: Vec<stripe_customers::Model>,
+    orders: Vec<stripe_orders::Model>,
+    refunds: Vec<stripe_refunds::Model>,
+    invoices: Vec<stripe_invoices::Model>,
+    invoice_lines: Vec<stripe_invoice_line_items::Model>,
+    invoice_payments: Vec<stripe_invoice_payments::Model>,
+    sessions: Vec<stripe_checkout_sessions::Model>,
+    session_lines: Vec<stripe_checkout_line_items::Model>,
+    subscriptions: Vec<stripe_subscriptions::Model>,
+    subscription_items: Vec<stripe_subscription_items::Model>,
+}
+
+impl PageWrite {
+    async fn commit(self, txn: &DatabaseTransaction, b: &BusinessId) -> Result<u64, SyncError> {
+        let mut n = 0;
+        n += mirror::upsert::<stripe_products::Entity, _>(txn, b, self.products).await?;
+        n += mirror::upsert::<stripe_prices::Entity, _>(txn, b, self.prices).await?;
+        n += mirror::upsert::<stripe_customers::Entity, _>(txn, b, self.customers).await?;
+        n += mirror::upsert::<stripe_orders::Entity, _>(txn, b, self.orders).await?;
+        n += mirror::upsert::<stripe_refunds::Entity, _>(txn, b, self.refunds).await?;
+        n += mirror::upsert::<stripe_invoices::Entity, _>(txn, b, self.invoices).await?;
+        mirror::upsert::<stripe_invoice_line_items::Entity, _>(txn, b, self.invoice_lines).await?;
+        n += mirror::upsert::<stripe_invoice_payments::Entity, _>(txn, b, self.invoice_payments)
+            .await?;
+        n += mirror::upsert::<stripe_checkout_sessions::Entity, _>(txn, b, self.sessions).await?;
+        mirror::upsert::<stripe_checkout_line_items::Entity, _>(txn, b, self.session_lines).await?;
+        n += mirror::upsert::<stripe_subscriptions::Entity, _>(txn, b, self.subscriptions).await?;
+        mirror::upsert::<stripe_subscription_items::Entity, _>(txn, b, self.subscription_items)
+            .await?;
+        Ok(n)
+    }
+}
+
+impl Run<'_> {
+    async fn execute(&self, force_full: bool) -> Result<(), SyncError> {
+        let db = self.ctx.db();
+        let access = connected(self.ctx, &self.business).await?;
+        let client = self.ctx.stripe().account(&access.stripe_account_id)?;
+
+        // Account display name, refreshed every run; also the first call, so a revoked
+        // connection fails fast.
+        let name = client.display_name().await?;
+        access::set_account_name(db, &self.business, name.as_deref()).await?;
+
+        let cursors: HashMap<String, sync_cursors::Model> = sync_cursors::Entity::find()
+            .filter(sync_cursors::Column::BusinessId.eq(self.business.as_str()))
+            .all(db.conn())
+            .await?
+            .into_iter()
+            .map(|c| (c.resource.clone(), c))
+            .collect();
+        let last_success = Resource::ALL
+            .iter()
+            .map(|r| cursors.get(r.key()).and_then(|c| c.last_successful_date))
+            .collect::<Option<Vec<i64>>>()
+            .and_then(|v| v.into_iter().min());
+        let events_cursor = cursors.get("events").and_then(|c| c.events_cursor);
+        let last_reconciled = cursors.get("events").and_then(|c| c.last_reconciled_at);
+        let cfg = self.ctx.config();
+        let reconcile_due = last_reconciled
+            .is_none_or(|t| self.started - t >= i64::from(cfg.reconcile_every_days) * DAY);
+        let events_expired = events_cursor.is_none_or(|c| self.started - c > EVENT_RETENTION);
+        let first = last_success.is_none();
+        let full = force_full || first || reconcile_due || events_expired;
+        let bounded_backfill = first && cfg.backfill_days > 0;
+        let created = match (full, last_success) {
+            (true, _) if bounded_backfill => {
+                Created::since(self.started - i64::from(cfg.backfill_days) * DAY)
+            }
+            (true, _) | (false, None) => Created::all(),
+            (false, Some(since)) => Created::since(since - cfg.overlap_secs),
+        };
+        tracing::info!(full, first, "sync started");
+
+        futures::future::try_join_all(
+            Resource::ALL
+                .iter()
+                .map(|r| self.list(*r, &client, created)),
+        )
+        .await?;
+
+        let mut newest_event = events_cursor.unwrap_or(self.started);
+        if !full && let Some(cursor) = events_cursor {
+            newest_event = newest_event.max(
+                self.apply_events(&client, cursor - cfg.overlap_secs)
+                    .await?,
+            );
+        }
+
+        let txn = self.begin_guarded().await?;
+        if full && !bounded_backfill {
+            let b = &self.business;
+            let s = self.started;
+            mirror::mark_unseen_deleted::<stripe_products::Entity, _>(&txn, b, s).await?;
+            mirror::mark_unseen_deleted::<stripe_prices::Entity, _>(&txn, b, s).await?;
+            mirror::mark_unseen_deleted::<stripe_customers::Entity, _>(&txn, b, s).await?;
+            mirror::mark_unseen_deleted::<stripe_orders::Entity, _>(&txn, b, s).await?;
+            mirror::mark_unseen_deleted::<stripe_refunds::Entity, _>(&txn, b, s).await?;
+            mirror::mark_unseen_deleted::<stripe_invoices::Entity, _>(&txn, b, s).await?;
+            mirror::mark_unseen_deleted::<stripe_invoice_payments::Entity, _>(&txn, b, s).await?;
+            mirror::mark_unseen_deleted::<stripe_checkout_sessions::Entity, _>(&txn, b, s).await?;
+            mirror::mark_unseen_deleted::<stripe_subscriptions::Entity, _>(&txn, b, s).await?;
+        }
+        readmodel::rebuild_spend(&txn, &self.business, self.ctx.now()).await?;
+        readmodel::snapshot_mrr(&txn, &self.business, &readmodel::day_of(self.started)).await?;
+        // Cursors advance only now that every resource finished, to the moment the run started.
+        let mut rows: Vec<sync_cursors::ActiveModel> = Resource::ALL
+            .iter()
+            .map(|r| {
+                let prev = cursors.get(r.key());
+                sync_cursors::Model {
+                    business_id: self.business.as_str().to_owned(),
+                    resource: r.key().to_owned(),
+                    last_successful_date: Some(self.started),
+                    events_cursor: prev.and_then(|c| c.events_cursor),
+                    last_reconciled_at: if full {
+                        Some(self.started)
+                    } else {
+                        prev.and_then(|c| c.last_reconciled_at)
+                    },
+                }
+                .into()
+            })
+            .collect();
+        rows.push(
+            sync_cursors::Model {
+                business_id: self.business.as_str().to_owned(),
+                resource: "events".to_owned(),
+                last_successful_date: Some(self.started),
+                events_cursor: Some(newest_event.max(self.started)),
+                last_reconciled_at: if full {
+                    Some(self.started)
+                } else {
+                    last_reconciled
+                },
+            }
+            .into(),
+        );
+        sync_cursors::Entity::delete_many()
+            .filter(sync_cursors::Column::BusinessId.eq(self.business.as_str()))
+            .exec(&txn)
+            .await?;
+        sync_cursors::Entity::insert_many(rows)
+            .exec_without_returning(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Begins a transaction after checking the run may still write: the lease is held and
+    /// the business is still connected to the same account. On PostgreSQL the access row is
+    /// locked `FOR SHARE`, so a disconnect waits for the page to commit or the page sees it.
+    async fn begin_guarded(&self) -> Result<DatabaseTransaction, SyncError> {
+        if self.cancelled.load(Ordering::SeqCst) {
+            return Err(SyncError::Cancelled);
+        }
+        let txn = self.ctx.db().begin_write().await?;
+        let mut q = stripe_access::Entity::find_by_id(self.business.as_str())
+            .filter(stripe_access::Column::Status.eq(access::CONNECTED))
+            .filter(stripe_access::Column::StripeAccountId.eq(self.account.as_str()));
+        if sea_orm::ConnectionTrait::get_database_backend(&txn) == sea_orm::DbBackend::Postgres {
+            q = q.lock_shared();
+        }
+        if q.one(&txn).await?.is_none() {
+            txn.rollback().await.ok();
+            self.cancelled.store(true, Ordering::SeqCst);
+            return Err(SyncError::Cancelled);
+        }
+        let job_active = sync_jobs::Entity::find_by_id(self.job_id.as_str())
+            .filter(sync_jobs::Column::Status.eq(jobs::RUNNING))
+            .filter(sync_jobs::Column::LeaseOwner.eq(self.ctx.config().worker_id.as_str()))
+            .one(&txn)
+            .await?;
+        if job_active.is_none() {
+            txn.rollback().await.ok();
+            self.cancelled.store(true, Ordering::SeqCst);
+            return Err(SyncError::Cancelled);
+        }
+        Ok(txn)
+    }
+
+    fn bump(&self, key: &str, fetched: u64, written: u64, done: bool) {
+        if let Ok(mut p) = self.progress.lock() {
+            let e = p.entry(key.to_owned()).or_default();
+            e.fetched += fetched;
+            e.written += written;
+            e.done |= done;
+        }
+    }
+
+    fn progress_json(&self) -> Value {
+        self.progress
+            .lock()
+            .map(|p| serde_json::to_value(&*p).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    async fn save_progress(&self) {
+        let _ = jobs::set_progress(
+            self.ctx.db(),
+            &self.job_id,
+            &self.ctx.config().worker_id,
+            self.progress_json(),
+        )
+        .await;
+    }
+
+    async fn list(
+        &self,
+        resource: Resource,
+        client: &AccountClient,
+        created: Created,
+    ) -> Result<(), SyncError> {
+        match resource {
+            Resource::Products => self.pages(resource, client.products(created), client).await,
+            Resource::Prices => self.pages(resource, client.prices(created), client).await,
+            Resource::Customers => {
+                self.pages(resource, client.customers(created), client)
+                    .await
+            }
+            Resource::PaymentIntents => {
+                self.pages(resource, client.payment_intents(created), client)
+                    .await
+            }
+            Resource::Charges => self.pages(resource, client.charges(created), client).await,
+            Resource::Refunds => self.pages(resource, client.refunds(created), client).await,
+            Resource::Invoices => self.pages(resource, client.invoices(created), client).await,
+            Resource::InvoicePayments => {
+                self.pages(resource, client.invoice_payments(created), client)
+                    .await
+            }
+            Resource::CheckoutSessions => {
+                self.pages(resource, client.checkout_sessions(created), client)
+                    .await
+            }
+            Resource::Subscriptions => {
+                self.pages(resource, client.subscriptions(created), client)
+                    .await
+            }
+        }
+    }
+
+    async fn pages<T>(
+        &self,
+        resource: Resource,
+        req: ListRequest<T>,
+        client: &AccountClient,
+    ) -> Result<(), SyncError>
+    where
+        T: tributary_stripe_connect::FromRaw + Send + 'static,
+    {
+        let mut pages = req.pages();
+        loop {
+            let sent = self.ctx.now();
+            let Some(page) = pages.try_next().await? else {
+                break;
+            };
+            let fetched = page.items.len() as u64;
+            let raws: Vec<Value> = page.items.into_iter().map(|i: Item<T>| i.raw).collect();
+            let stamp = Stamp {
+                business_id: self.business.as_str(),
+                at: sent,
+                now: self.ctx.now(),
+            };
+            let write = self.build(resource, stamp, raws, client).await?;
+            let txn = self.begin_guarded().await?;
+            let written = write.commit(&txn, &self.business).await?;
+            txn.commit().await?;
+            self.bump(resource.key(), fetched, written, false);
+            self.save_progress().await;
+        }
+        self.bump(resource.key(), 0, 0, true);
+        self.save_progress().await;
+        Ok(())
+    }
+
+    /// The stored raw objects of the given ids, to tell new or changed parents from unchanged.
+    async fn stored_raw<E>(&self, ids: &[String]) -> Result<HashMap<String, Value>, SyncError>
+    where
+        E: Mirror,
+        E::Model: tributary_persistence::entities::MirrorModel,
+    {
+        use tributary_persistence::entities::MirrorModel;
+        let col = |name: &str| {
+            use sea_orm::{IdenStatic, Iterable};
+            E::Column::iter().find(|c| c.as_str() == name)
+        };
+        let (Some(b), Some(id)) = (col("business_id"), col("stripe_id")) else {
+            return Ok(HashMap::new());
+        };
+        let rows = E::find()
+            .filter(b.eq(self.business.as_str()))
+            .filter(id.is_in(ids.iter().map(String::as_str)))
+            .all(self.ctx.db().conn())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.stripe_id().to_owned(), r.raw().clone()))
+            .collect())
+    }
+
+    async fn build(
+        &self,
+        resource: Resource,
+        st: Stamp<'_>,
+        raws: Vec<Value>,
+        client: &AccountClient,
+    ) -> Result<PageWrite, SyncError> {
+        let mut w = PageWrite::default();
+        match resource {
+            Resource::Products => w.products = raws.iter().map(|r| map::product(st, r)).collect(),
+            Resource::Prices => w.prices = raws.iter().map(|r| map::price(st, r)).collect(),
+            Resource::Customers => {
+                w.customers = raws.iter().map(|r| map::customer(st, r)).collect()
+            }
+            Resource::PaymentIntents => {
+                w.orders = raws.iter().map(|r| map::payment_intent(st, r)).collect()
+            }
+            Resource::Charges => {
+                w.orders = raws.iter().filter_map(|r| map::charge(st, r)).collect()
+            }
+            Resource::Refunds => w.refunds = raws.iter().map(|r| map::refund(st, r)).collect(),
+            Resource::InvoicePayments => {
+                w.invoice_payments = raws.iter().map(|r| map::invoice_payment(st, r)).collect()
+            }
+            Resource::Subscriptions => {
+                for r in &raws {
+                    w.subscriptions.push(map::subscription(st, r));
+                    w.subscription_items.extend(map::subscription_items(st, r));
+                }
+            }
+            Resource::Invoices => {
+                let ids: Vec<String> = raws.iter().filter_map(|r| map::id_of(r, "id")).collect();
+                let stored = self.stored_raw::<stripe_invoices::Entity>(&ids).await?;
+                for r in &raws {
+                    let row = map::invoice(st, r);
+                    if stored.get(&row.stripe_id) != Some(&row.raw) {
+                        let lines = r.get("lines").filter(|l| l.is_object());
+                        let more = lines
+                            .and_then(|l| l.get("has_more"))
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false);
+                        let items: Vec<Value> = if more {
+                            client
+                                .all_invoice_lines(r)
+                                .await?
+                                .into_iter()
+                                .map(|i| i.raw)
+                                .collect()
+                        } else {
+                            lines
+                                .and_then(|l| l.get("data"))
+                                .and_then(Value::as_array)
+                                .cloned()
+                                .unwrap_or_default()
+                        };
+                        w.invoice_lines.extend(
+                            items
+                                .iter()
+                                .map(|l| map::invoice_line(st, &row.stripe_id, row.created, l)),
+                        );
+                    }
+                    w.invoices.push(row);
+                }
+            }
+            Resource::CheckoutSessions => {
+                let ids: Vec<String> = raws.iter().filter_map(|r| map::id_of(r, "id")).collect();
+                let stored = self
+                    .stored_raw::<stripe_checkout_sessions::Entity>(&ids)
+                    .await?;
+                for r in &raws {
+                    let row = map::checkout_session(st, r);
+                    if stored.get(&row.stripe_id) != Some(&row.raw) {
+                        let items: Vec<Value> = client
+                            .all_checkout_session_line_items(r)
+                            .await?
+                            .into_iter()
+                            .map(|i| i.raw)
+                            .collect();
+                        w.session_lines.extend(
+                            items
+                                .iter()
+                                .map(|l| map::checkout_line(st, &row.stripe_id, row.created, l)),
+                        );
+                    }
+                    w.sessions.push(row);
+                }
+            }
+        }
+        Ok(w)
+    }
+
+    /// Applies every event since `since` through the shared appliers, oldest first. Returns
+    /// the newest event time seen.
+    async fn apply_events(&self, client: &AccountClient, since: i64) -> Result<i64, SyncError> {
+        let mut events = Vec::new();
+        let mut pages = client.events(Created::since(since), &[]).pages();
+        while let Some(page) = pages.try_next().await? {
+            self.bump("events", page.items.len() as u64, 0, false);
+            events.extend(page.items.into_iter().filter_map(|i| i.typed.ok()));
+        }
+        events.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        let mut newest = since;
+        for chunk in events.chunks(100) {
+            let txn = self.begin_guarded().await?;
+            let mut applied = 0;
+            for event in chunk {
+                newest = newest.max(event.created);
+                let outcome =
+                    apply::apply_event(&txn, &self.business, event, self.ctx.now(), Some(client))
+                        .await?;
+                if matches!(
+                    outcome,
+                    apply::Outcome::Applied | apply::Outcome::Refetched | apply::Outcome::Deleted
+                ) {
+                    applied += 1;
+                }
+            }
+            txn.commit().await?;
+            self.bump("events", 0, applied, false);
+            self.save_progress().await;
+        }
+        self.bump("events", 0, 0, true);
+        Ok(newest)
+    }
+}

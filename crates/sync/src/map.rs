@@ -1,0 +1,533 @@
+//! Stripe objects (raw JSON, any API version) → mirror rows. Pure functions: the typed columns
+//! are read leniently from the raw object, which is stored whole in `raw`.
+
+use serde_json::Value;
+use tributary_domain::mrr::{self, Discount, Interval, RecurringItem};
+use tributary_domain::{Currency, Email};
+use tributary_persistence::entities::*;
+
+/// The row-independent facts of one write: whose row, when Stripe's state was read.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp<'a> {
+    pub business_id: &'a str,
+    /// `last_event_at`: the event's `created`, or the moment the API read was sent.
+    pub at: i64,
+    /// `synced_at`: when we wrote it.
+    pub now: i64,
+}
+
+fn s(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn i(v: &Value, key: &str) -> Option<i64> {
+    v.get(key).and_then(Value::as_i64)
+}
+
+fn b(v: &Value, key: &str) -> bool {
+    v.get(key).and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// An id field that may be a plain id or an expanded object.
+pub fn id_of(v: &Value, key: &str) -> Option<String> {
+    match v.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn at_path<'v>(v: &'v Value, path: &[&str]) -> Option<&'v Value> {
+    path.iter()
+        .try_fold(v, |cur, k| cur.get(*k))
+        .filter(|x| !x.is_null())
+}
+
+fn email(raw: Option<&str>) -> Option<String> {
+    Email::normalise(raw).map(Email::into_inner)
+}
+
+fn currency(v: &Value) -> String {
+    s(v, "currency")
+        .map(|c| c.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+macro_rules! common {
+    ($stamp:expr, $raw:expr) => {{
+        let raw: &Value = $raw;
+        (
+            $stamp.business_id.to_owned(),
+            s(raw, "id").unwrap_or_default(),
+            raw.clone(),
+            b(raw, "livemode"),
+            i(raw, "created").unwrap_or(0),
+            b(raw, "deleted"),
+            $stamp.at,
+            $stamp.now,
+        )
+    }};
+}
+
+pub fn product(st: Stamp<'_>, raw: &Value) -> stripe_products::Model {
+    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+        common!(st, raw);
+    stripe_products::Model {
+        business_id,
+        stripe_id,
+        name: s(raw, "name"),
+        active: b(raw, "active"),
+        description: s(raw, "description"),
+        raw: raw_v,
+        livemode,
+        created,
+        deleted,
+        last_event_at,
+        synced_at,
+    }
+}
+
+pub fn price(st: Stamp<'_>, raw: &Value) -> stripe_prices::Model {
+    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+        common!(st, raw);
+    let recurring = raw.get("recurring").filter(|r| r.is_object());
+    stripe_prices::Model {
+        business_id,
+        stripe_id,
+        product: id_of(raw, "product"),
+        active: b(raw, "active"),
+        currency: currency(raw),
+        unit_amount: i(raw, "unit_amount"),
+        price_type: s(raw, "type").unwrap_or_else(|| {
+            if recurring.is_some() {
+                "recurring"
+            } else {
+                "one_time"
+            }
+            .into()
+        }),
+        recurring_interval: recurring.and_then(|r| s(r, "interval")),
+        recurring_interval_count: recurring.and_then(|r| i(r, "interval_count")),
+        recurring_usage_type: recurring.and_then(|r| s(r, "usage_type")),
+        nickname: s(raw, "nickname"),
+        raw: raw_v,
+        livemode,
+        created,
+        deleted,
+        last_event_at,
+        synced_at,
+    }
+}
+
+pub fn customer(st: Stamp<'_>, raw: &Value) -> stripe_customers::Model {
+    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+        common!(st, raw);
+    stripe_customers::Model {
+        business_id,
+        stripe_id,
+        email: email(raw.get("email").and_then(Value::as_str)),
+        name: s(raw, "name"),
+        currency: s(raw, "currency"),
+        raw: raw_v,
+        livemode,
+        created,
+        deleted,
+        last_event_at,
+        synced_at,
+    }
+}
+
+pub fn payment_intent(st: Stamp<'_>, raw: &Value) -> stripe_orders::Model {
+    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+        common!(st, raw);
+    stripe_orders::Model {
+        business_id,
+        stripe_id,
+        stripe_type: "payment_intent".into(),
+        customer: id_of(raw, "customer"),
+        email: email(raw.get("receipt_email").and_then(Value::as_str)),
+        status: s(raw, "status").unwrap_or_default(),
+        amount: i(raw, "amount").unwrap_or(0),
+        amount_received: i(raw, "amount_received").unwrap_or(0),
+        currency: currency(raw),
+        invoice: id_of(raw, "invoice"),
+        payment_intent: None,
+        raw: raw_v,
+        livemode,
+        created,
+        deleted,
+        last_event_at,
+        synced_at,
+    }
+}
+
+/// A charge is an order of its own only when it has no payment intent (SPEC §3).
+pub fn charge(st: Stamp<'_>, raw: &Value) -> Option<stripe_orders::Model> {
+    if id_of(raw, "payment_intent").is_some() {
+        return None;
+    }
+    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+        common!(st, raw);
+    let receipt = raw
+        .get("receipt_email")
+        .and_then(Value::as_str)
+        .or_else(|| at_path(raw, &["billing_details", "email"]).and_then(Value::as_str));
+    let succeeded = s(raw, "status").as_deref() == Some("succeeded") && b(raw, "paid");
+    let captured = i(raw, "amount_captured").unwrap_or_else(|| i(raw, "amount").unwrap_or(0));
+    Some(stripe_orders::Model {
+        business_id,
+        stripe_id,
+        stripe_type: "charge".into(),
+        customer: id_of(raw, "customer"),
+        email: email(receipt),
+        status: s(raw, "status").unwrap_or_default(),
+        amount: i(raw, "amount").unwrap_or(0),
+        amount_received: if succeeded { captured } else { 0 },
+        currency: currency(raw),
+        invoice: id_of(raw, "invoice"),
+        payment_intent: None,
+        raw: raw_v,
+        livemode,
+        created,
+        deleted,
+        last_event_at,
+        synced_at,
+    })
+}
+
+pub fn refund(st: Stamp<'_>, raw: &Value) -> stripe_refunds::Model {
+    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+        common!(st, raw);
+    stripe_refunds::Model {
+        business_id,
+        stripe_id,
+        payment_intent: id_of(raw, "payment_intent"),
+        charge: id_of(raw, "charge"),
+        status: s(raw, "status").unwrap_or_default(),
+        amount: i(raw, "amount").unwrap_or(0),
+        currency: currency(raw),
+        reason: s(raw, "reason"),
+        raw: raw_v,
+        livemode,
+        created,
+        deleted,
+        last_event_at,
+        synced_at,
+    }
+}
+
+/// The subscription an invoice belongs to: `parent.subscription_details.subscription` in the
+/// current API, top-level `subscription` in older versions.
+pub fn invoice_subscription(raw: &Value) -> Option<String> {
+    at_path(raw, &["parent", "subscription_details"])
+        .and_then(|d| id_of(d, "subscription"))
+        .or_else(|| id_of(raw, "subscription"))
+}
+
+pub fn invoice(st: Stamp<'_>, raw: &Value) -> stripe_invoices::Model {
+    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+        common!(st, raw);
+    stripe_invoices::Model {
+        business_id,
+        stripe_id,
+        customer: id_of(raw, "customer"),
+        email: email(raw.get("customer_email").and_then(Value::as_str)),
+        status: s(raw, "status").unwrap_or_default(),
+        currency: currency(raw),
+        amount_due: i(raw, "amount_due").unwrap_or(0),
+        amount_paid: i(raw, "amount_paid").unwrap_or(0),
+        amount_remaining: i(raw, "amount_remaining").unwrap_or(0),
+        total: i(raw, "total").unwrap_or(0),
+        subscription: invoice_subscription(raw),
+        payment_intent: id_of(raw, "payment_intent"),
+        charge: id_of(raw, "charge"),
+        paid_at: at_path(raw, &["status_transitions", "paid_at"]).and_then(Value::as_i64),
+        number: s(raw, "number"),
+        raw: raw_v,
+        livemode,
+        created,
+        deleted,
+        last_event_at,
+        synced_at,
+    }
+}
+
+/// One invoice line. Lines carry no `created`: they take their invoice's.
+pub fn invoice_line(
+    st: Stamp<'_>,
+    invoice_id: &str,
+    invoice_created: i64,
+    raw: &Value,
+) -> stripe_invoice_line_items::Model {
+    let (business_id, stripe_id, raw_v, livemode, _, deleted, last_event_at, synced_at) =
+        common!(st, raw);
+    let price = at_path(raw, &["pricing", "price_details"])
+        .and_then(|p| id_of(p, "price"))
+        .or_else(|| id_of(raw, "price"));
+    let subscription = at_path(raw, &["parent", "subscription_item_details"])
+        .and_then(|d| id_of(d, "subscription"))
+        .or_else(|| id_of(raw, "subscription"));
+    stripe_invoice_line_items::Model {
+        business_id,
+        stripe_id,
+        invoice: invoice_id.to_owned(),
+        amount: i(raw, "amount").unwrap_or(0),
+        currency: currency(raw),
+        description: s(raw, "description"),
+        price,
+        quantity: i(raw, "quantity"),
+        subscription,
+        period_start: at_path(raw, &["period", "start"]).and_then(Value::as_i64),
+        period_end: at_path(raw, &["period", "end"]).and_then(Value::as_i64),
+        raw: raw_v,
+        livemode,
+        created: invoice_created,
+        deleted,
+        last_event_at,
+        synced_at,
+    }
+}
+
+pub fn invoice_payment(st: Stamp<'_>, raw: &Value) -> stripe_invoice_payments::Model {
+    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+        common!(st, raw);
+    let payment = raw.get("payment").cloned().unwrap_or(Value::Null);
+    stripe_invoice_payments::Model {
+        business_id,
+        stripe_id,
+        invoice: id_of(raw, "invoice").unwrap_or_default(),
+        payment_type: s(&payment, "type"),
+        payment_intent: id_of(&payment, "payment_intent"),
+        charge: id_of(&payment, "charge"),
+        status: s(raw, "status").unwrap_or_default(),
+        amount_paid: i(raw, "amount_paid").unwrap_or(0),
+        amount_requested: i(raw, "amount_requested").unwrap_or(0),
+        currency: currency(raw),
+        paid_at: at_path(raw, &["status_transitions", "paid_at"]).and_then(Value::as_i64),
+        raw: raw_v,
+        livemode,
+        created,
+        deleted,
+        last_event_at,
+        synced_at,
+    }
+}
+
+pub fn checkout_session(st: Stamp<'_>, raw: &Value) -> stripe_checkout_sessions::Model {
+    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+        common!(st, raw);
+    let details_email = at_path(raw, &["customer_details", "email"]).and_then(Value::as_str);
+    // Line items are mirrored in their own table; keep the session's raw without the
+    // expanded list so the two never disagree.
+    let mut raw_v = raw_v;
+    if let Some(o) = raw_v.as_object_mut() {
+        o.remove("line_items");
+    }
+    stripe_checkout_sessions::Model {
+        business_id,
+        stripe_id,
+        customer: id_of(raw, "customer"),
+        email: email(details_email.or_else(|| raw.get("customer_email").and_then(Value::as_str))),
+        mode: s(raw, "mode").unwrap_or_default(),
+        status: s(raw, "status"),
+        payment_status: s(raw, "payment_status").unwrap_or_default(),
+        amount_total: i(raw, "amount_total"),
+        amount_subtotal: i(raw, "amount_subtotal"),
+        currency: s(raw, "currency").map(|c| c.to_ascii_lowercase()),
+        payment_intent: id_of(raw, "payment_intent"),
+        invoice: id_of(raw, "invoice"),
+        subscription: id_of(raw, "subscription"),
+        client_reference_id: s(raw, "client_reference_id"),
+        raw: raw_v,
+        livemode,
+        created,
+        deleted,
+        last_event_at,
+        synced_at,
+    }
+}
+
+pub fn checkout_line(
+    st: Stamp<'_>,
+    session_id: &str,
+    session_created: i64,
+    raw: &Value,
+) -> stripe_checkout_line_items::Model {
+    let (business_id, stripe_id, raw_v, livemode, _, deleted, last_event_at, synced_at) =
+        common!(st, raw);
+    let price = raw.get("price").cloned().unwrap_or(Value::Null);
+    stripe_checkout_line_items::Model {
+        business_id,
+        stripe_id,
+        checkout_session: session_id.to_owned(),
+        price: id_of(raw, "price"),
+        product: id_of(&price, "product"),
+        quantity: i(raw, "quantity"),
+        amount_total: i(raw, "amount_total").unwrap_or(0),
+        amount_subtotal: i(raw, "amount_subtotal").unwrap_or(0),
+        currency: currency(raw),
+        description: s(raw, "description"),
+        raw: raw_v,
+        livemode,
+        created: session_created,
+        deleted,
+        last_event_at,
+        synced_at,
+    }
+}
+
+fn recurring_item(item: &Value, fallback_currency: &str) -> Option<RecurringItem> {
+    let price = item
+        .get("price")
+        .filter(|p| p.is_object())
+        .or_else(|| item.get("plan"))?;
+    let recurring = price.get("recurring").filter(|r| r.is_object());
+    let interval = recurring
+        .and_then(|r| s(r, "interval"))
+        .or_else(|| s(price, "interval"))
+        .and_then(|x| Interval::parse(&x))?;
+    let count = recurring
+        .and_then(|r| i(r, "interval_count"))
+        .or_else(|| i(price, "interval_count"))
+        .unwrap_or(1);
+    let usage = recurring
+        .and_then(|r| s(r, "usage_type"))
+        .or_else(|| s(price, "usage_type"));
+    let cur = s(price, "currency").unwrap_or_else(|| fallback_currency.to_owned());
+    Some(RecurringItem {
+        unit_amount: i(price, "unit_amount")
+            .or_else(|| i(price, "amount"))
+            .unwrap_or(0),
+        quantity: i(item, "quantity").unwrap_or(1),
+        interval,
+        interval_count: count,
+        currency: Currency::parse(&cur).ok()?,
+        metered: usage.as_deref() == Some("metered"),
+    })
+}
+
+fn discount_of(d: &Value) -> Option<Discount> {
+    // `discounts` holds ids unless expanded; `discount` (older) is the object.
+    let coupon = d
+        .get("coupon")
+        .or_else(|| at_path(d, &["source", "coupon"]))?;
+    if let Some(p) = coupon.get("percent_off").and_then(Value::as_f64) {
+        return Some(Discount::PercentOff {
+            basis_points: (p * 100.0).round() as i64,
+        });
+    }
+    let currency = Currency::parse(&s(coupon, "currency")?).ok()?;
+    Some(Discount::AmountOff {
+        amount: i(coupon, "amount_off")?,
+        currency,
+    })
+}
+
+fn discounts(raw: &Value) -> Vec<Discount> {
+    let out: Vec<Discount> = raw
+        .get("discounts")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter(|d| d.is_object())
+                .filter_map(discount_of)
+                .collect()
+        })
+        .unwrap_or_default();
+    if out.is_empty() {
+        return raw
+            .get("discount")
+            .filter(|d| d.is_object())
+            .and_then(discount_of)
+            .into_iter()
+            .collect();
+    }
+    out
+}
+
+/// The subscription's normalised monthly amount in its own currency (0 when it does not count).
+pub fn subscription_mrr(raw: &Value) -> i64 {
+    let status = s(raw, "status").unwrap_or_default();
+    let cur = currency(raw);
+    let items: Vec<RecurringItem> = at_path(raw, &["items", "data"])
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|it| recurring_item(it, &cur)).collect())
+        .unwrap_or_default();
+    let Ok(currency) = Currency::parse(if cur.is_empty() { "usd" } else { &cur }) else {
+        return 0;
+    };
+    mrr::subscription_mrr(&status, &items, &discounts(raw), &currency).unwrap_or(0)
+}
+
+pub fn subscription(st: Stamp<'_>, raw: &Value) -> stripe_subscriptions::Model {
+    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+        common!(st, raw);
+    let first_item = at_path(raw, &["items", "data"])
+        .and_then(Value::as_array)
+        .and_then(|a| a.first());
+    let period = |key: &str| i(raw, key).or_else(|| first_item.and_then(|it| i(it, key)));
+    stripe_subscriptions::Model {
+        business_id,
+        stripe_id,
+        customer: id_of(raw, "customer"),
+        status: s(raw, "status").unwrap_or_default(),
+        currency: currency(raw),
+        cancel_at_period_end: b(raw, "cancel_at_period_end"),
+        canceled_at: i(raw, "canceled_at"),
+        ended_at: i(raw, "ended_at"),
+        start_date: i(raw, "start_date"),
+        trial_start: i(raw, "trial_start"),
+        trial_end: i(raw, "trial_end"),
+        current_period_start: period("current_period_start"),
+        current_period_end: period("current_period_end"),
+        mrr: subscription_mrr(raw),
+        raw: raw_v,
+        livemode,
+        created,
+        deleted,
+        last_event_at,
+        synced_at,
+    }
+}
+
+pub fn subscription_item(
+    st: Stamp<'_>,
+    subscription_id: &str,
+    raw: &Value,
+) -> stripe_subscription_items::Model {
+    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+        common!(st, raw);
+    let price = raw.get("price").cloned().unwrap_or(Value::Null);
+    let recurring = price.get("recurring").cloned().unwrap_or(Value::Null);
+    stripe_subscription_items::Model {
+        business_id,
+        stripe_id,
+        subscription: subscription_id.to_owned(),
+        price: id_of(raw, "price"),
+        product: id_of(&price, "product"),
+        quantity: i(raw, "quantity").unwrap_or(1),
+        unit_amount: i(&price, "unit_amount"),
+        currency: s(&price, "currency"),
+        recurring_interval: s(&recurring, "interval"),
+        recurring_interval_count: i(&recurring, "interval_count"),
+        recurring_usage_type: s(&recurring, "usage_type"),
+        raw: raw_v,
+        livemode,
+        created,
+        deleted,
+        last_event_at,
+        synced_at,
+    }
+}
+
+/// The subscription's embedded items (`items.data`).
+pub fn subscription_items(st: Stamp<'_>, raw: &Value) -> Vec<stripe_subscription_items::Model> {
+    let id = s(raw, "id").unwrap_or_default();
+    at_path(raw, &["items", "data"])
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(|it| subscription_item(st, &id, it)).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,437 @@
+//! The sync engine against the simulator, on SQLite and PostgreSQL (`name::sqlite`,
+//! `name::postgres`): the mirror must equal the account, field by field.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tributary_domain::{BusinessId, StripeAccountId};
+use tributary_persistence::entities::*;
+use tributary_persistence::testing::TestDbRef;
+use tributary_persistence::{access, db_test, jobs, mirror};
+use tributary_stripe_connect::{AccountClient, Created, Stripe, StripeConfig};
+use tributary_stripe_sim::{Scale, SimOptions, SimServer};
+use tributary_sync::map::{self, Stamp};
+use tributary_sync::{SyncConfig, SyncContext, Trigger, fetch_stripe_data, fetch_stripe_data_full};
+
+struct Env {
+    sim: SimServer,
+    ctx: SyncContext,
+    business: BusinessId,
+    account: String,
+    http: reqwest::Client,
+}
+
+impl Env {
+    async fn new(t: &TestDbRef, seed: u64) -> Env {
+        let sim = SimServer::start(SimOptions {
+            seed,
+            accounts: 1,
+            scale: Scale::Small,
+            ..Default::default()
+        })
+        .await
+        .expect("simulator");
+        let config = StripeConfig {
+            max_requests_per_second: 1000,
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(100),
+            max_retries: 8,
+            ..StripeConfig::new(SecretString::from("sk_test_sync")).with_base(sim.base_url())
+        };
+        let stripe = Stripe::new(config).unwrap();
+        let ctx = SyncContext::new(
+            t.db.clone(),
+            stripe,
+            SyncConfig {
+                lease_secs: 30,
+                ..SyncConfig::default()
+            },
+        );
+        let business = BusinessId::parse("biz_sync").unwrap();
+        let account = sim.accounts()[0].clone();
+        let acct = StripeAccountId::parse(&account).unwrap();
+        let conn = access::NewConnection {
+            account: &acct,
+            account_name: None,
+            livemode: false,
+            scope: "read_write",
+        };
+        access::connect(&t.db, &business, conn, ctx.now())
+            .await
+            .unwrap();
+        Env {
+            sim,
+            ctx,
+            business,
+            account,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn client(&self) -> AccountClient {
+        self.ctx.stripe().account(&self.account).unwrap()
+    }
+
+    async fn control(&self, path: &str, body: Value) -> Value {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.sim.base_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+        res.json().await.unwrap_or(Value::Null)
+    }
+
+    async fn counts(&self) -> Value {
+        let all: Value = self
+            .http
+            .get(format!("{}/_sim/accounts", self.sim.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == self.account.as_str())
+            .unwrap()["counts"]
+            .clone()
+    }
+
+    async fn sync(&self) -> tributary_sync::SyncReport {
+        let report = fetch_stripe_data(&self.ctx, &self.business, Trigger::Manual)
+            .await
+            .unwrap();
+        assert!(report.succeeded(), "sync failed: {report:?}");
+        report
+    }
+
+    /// Compares every mirrored row's typed columns with what Stripe (the simulator) says now.
+    async fn assert_mirror_exact(&self) {
+        let c = self.client();
+        let st = Stamp {
+            business_id: self.business.as_str(),
+            at: 0,
+            now: 0,
+        };
+        let db = self.ctx.db().conn();
+        let b = &self.business;
+
+        macro_rules! same {
+            ($entity:ty, $expected:expr, $what:literal) => {{
+                let mut want: Vec<_> = $expected;
+                let mut have: Vec<_> = mirror::all::<$entity, _>(db, b)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .filter(|m| !m.deleted)
+                    .collect();
+                for m in want.iter_mut().chain(have.iter_mut()) {
+                    m.raw = Value::Null;
+                    m.last_event_at = 0;
+                    m.synced_at = 0;
+                }
+                want.sort_by(|a, b| a.stripe_id.cmp(&b.stripe_id));
+                have.sort_by(|a, b| a.stripe_id.cmp(&b.stripe_id));
+                assert_eq!(have.len(), want.len(), "{} count", $what);
+                for (h, w) in have.iter().zip(&want) {
+                    assert_eq!(h, w, "{} differs", $what);
+                }
+                want.len()
+            }};
+        }
+        let raws = |items: Vec<tributary_stripe_connect::Item<Value>>| {
+            items.into_iter().map(|i| i.raw).collect::<Vec<_>>()
+        };
+        let customers = raws(
+            c.list::<Value>("/v1/customers")
+                .collect_all()
+                .await
+                .unwrap(),
+        );
+        let n = same!(
+            stripe_customers::Entity,
+            customers.iter().map(|r| map::customer(st, r)).collect(),
+            "customers"
+        );
+        let counts = self.counts().await;
+        assert_eq!(n as u64, counts["customers"].as_u64().unwrap());
+        let products = raws(c.list::<Value>("/v1/products").collect_all().await.unwrap());
+        same!(
+            stripe_products::Entity,
+            products.iter().map(|r| map::product(st, r)).collect(),
+            "products"
+        );
+        let prices = raws(c.list::<Value>("/v1/prices").collect_all().await.unwrap());
+        same!(
+            stripe_prices::Entity,
+            prices.iter().map(|r| map::price(st, r)).collect(),
+            "prices"
+        );
+        let pis = raws(
+            c.list::<Value>("/v1/payment_intents")
+                .collect_all()
+                .await
+                .unwrap(),
+        );
+        let charges = raws(c.list::<Value>("/v1/charges").collect_all().await.unwrap());
+        let mut orders: Vec<_> = pis.iter().map(|r| map::payment_intent(st, r)).collect();
+        orders.extend(charges.iter().filter_map(|r| map::charge(st, r)));
+        same!(stripe_orders::Entity, orders, "orders");
+        let refunds = raws(c.list::<Value>("/v1/refunds").collect_all().await.unwrap());
+        same!(
+            stripe_refunds::Entity,
+            refunds.iter().map(|r| map::refund(st, r)).collect(),
+            "refunds"
+        );
+        let invoices = raws(c.list::<Value>("/v1/invoices").collect_all().await.unwrap());
+        same!(
+            stripe_invoices::Entity,
+            invoices.iter().map(|r| map::invoice(st, r)).collect(),
+            "invoices"
+        );
+        let mut lines = Vec::new();
+        for inv in &invoices {
+            let id = inv["id"].as_str().unwrap();
+            let created = inv["created"].as_i64().unwrap();
+            for l in c.all_invoice_lines(inv).await.unwrap() {
+                lines.push(map::invoice_line(st, id, created, &l.raw));
+            }
+        }
+        let n = same!(stripe_invoice_line_items::Entity, lines, "invoice lines");
+        assert_eq!(n as u64, counts["invoice_line_items"].as_u64().unwrap());
+        let payments = raws(
+            c.list::<Value>("/v1/invoice_payments")
+                .collect_all()
+                .await
+                .unwrap(),
+        );
+        same!(
+            stripe_invoice_payments::Entity,
+            payments
+                .iter()
+                .map(|r| map::invoice_payment(st, r))
+                .collect(),
+            "invoice payments"
+        );
+        let sessions: Vec<Value> = c
+            .checkout_sessions(Created::all())
+            .collect_all()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.raw)
+            .collect();
+        same!(
+            stripe_checkout_sessions::Entity,
+            sessions
+                .iter()
+                .map(|r| map::checkout_session(st, r))
+                .collect(),
+            "checkout sessions"
+        );
+        let mut slines = Vec::new();
+        for s in &sessions {
+            let id = s["id"].as_str().unwrap();
+            let created = s["created"].as_i64().unwrap();
+            for l in c.all_checkout_session_line_items(s).await.unwrap() {
+                slines.push(map::checkout_line(st, id, created, &l.raw));
+            }
+        }
+        same!(stripe_checkout_line_items::Entity, slines, "checkout lines");
+        let subs: Vec<Value> = c
+            .subscriptions(Created::all())
+            .collect_all()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.raw)
+            .collect();
+        same!(
+            stripe_subscriptions::Entity,
+            subs.iter().map(|r| map::subscription(st, r)).collect(),
+            "subscriptions"
+        );
+        same!(
+            stripe_subscription_items::Entity,
+            subs.iter()
+                .flat_map(|r| map::subscription_items(st, r))
+                .collect(),
+            "subscription items"
+        );
+    }
+}
+
+db_test!(first_sync_mirrors_the_account_exactly, |t| {
+    let env = Env::new(&t, 21).await;
+    let report = env.sync().await;
+    assert!(report.progress["customers"].done && report.progress["invoices"].done);
+    env.assert_mirror_exact().await;
+    // The read models were written in the same run.
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    let spend = customer_spend::Entity::find()
+        .filter(customer_spend::Column::BusinessId.eq(env.business.as_str()))
+        .count(t.db.conn())
+        .await
+        .unwrap();
+    assert!(spend > 0, "customer_spend is empty");
+    let snapshots = mrr_snapshots::Entity::find()
+        .filter(mrr_snapshots::Column::BusinessId.eq(env.business.as_str()))
+        .count(t.db.conn())
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshots,
+        env.counts().await["subscriptions"].as_u64().unwrap()
+    );
+    let name = access::get(&t.db, &env.business)
+        .await
+        .unwrap()
+        .unwrap()
+        .account_name;
+    assert!(name.is_some(), "account display name refreshed");
+});
+
+db_test!(incremental_sync_after_random_changes_is_exact, |t| {
+    let env = Env::new(&t, 22).await;
+    env.sync().await;
+    env.control(
+        &format!("/_sim/accounts/{}/mutate", env.account),
+        json!({"count": 300, "seed": 9}),
+    )
+    .await;
+    let report = env.sync().await;
+    assert!(
+        report.progress.contains_key("events"),
+        "the second sync read the events feed: {report:?}"
+    );
+    env.assert_mirror_exact().await;
+    env.control(
+        &format!("/_sim/accounts/{}/mutate", env.account),
+        json!({"count": 150, "seed": 10}),
+    )
+    .await;
+    env.sync().await;
+    env.assert_mirror_exact().await;
+});
+
+db_test!(sync_under_injected_faults_is_exact, |t| {
+    let env = Env::new(&t, 23).await;
+    env.control(
+        "/_sim/faults",
+        json!({"error_ratio": 0.2, "reset_ratio": 0.05, "rate_limit_per_second": 40}),
+    )
+    .await;
+    env.sync().await;
+    env.control(
+        &format!("/_sim/accounts/{}/mutate", env.account),
+        json!({"count": 100, "seed": 3}),
+    )
+    .await;
+    env.sync().await;
+    env.control("/_sim/faults", json!({})).await;
+    env.assert_mirror_exact().await;
+});
+
+db_test!(two_syncs_started_together_run_once, |t| {
+    let env = Env::new(&t, 24).await;
+    let (a, b) = tokio::join!(
+        fetch_stripe_data(&env.ctx, &env.business, Trigger::Manual),
+        fetch_stripe_data(&env.ctx, &env.business, Trigger::Scheduled)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.job_id, b.job_id, "the second trigger joined the first");
+    assert!(a.succeeded() && b.succeeded());
+    let (_, total) = jobs::list(&t.db, &env.business, 10, 0).await.unwrap();
+    assert_eq!(total, 1);
+});
+
+db_test!(revoked_access_fails_the_job_and_stops_syncing, |t| {
+    let env = Env::new(&t, 25).await;
+    env.control(&format!("/_sim/accounts/{}/revoke", env.account), json!({}))
+        .await;
+    let report = fetch_stripe_data(&env.ctx, &env.business, Trigger::Scheduled)
+        .await
+        .unwrap();
+    assert_eq!(report.status, jobs::FAILED);
+    assert_eq!(
+        report.error.as_ref().map(|e| e.0.as_str()),
+        Some("access_revoked")
+    );
+    let row = access::get(&t.db, &env.business).await.unwrap().unwrap();
+    assert_eq!(row.status, access::REVOKED);
+    let again = fetch_stripe_data(&env.ctx, &env.business, Trigger::Scheduled).await;
+    assert!(
+        matches!(again, Err(tributary_sync::SyncError::NotConnected(_))),
+        "{again:?}"
+    );
+});
+
+db_test!(
+    stale_cursor_triggers_reconciliation_that_marks_vanished_objects_deleted,
+    |t| {
+        let env = Env::new(&t, 26).await;
+        env.sync().await;
+        // An object the account no longer has (as if its deletion event was lost).
+        let ghost = stripe_customers::Model {
+            business_id: env.business.as_str().into(),
+            stripe_id: "cus_ghost".into(),
+            email: Some("ghost@example.com".into()),
+            name: None,
+            currency: None,
+            raw: json!({"id": "cus_ghost"}),
+            livemode: false,
+            created: 1,
+            deleted: false,
+            last_event_at: 1,
+            synced_at: 1,
+        };
+        mirror::upsert::<stripe_customers::Entity, _>(t.db.conn(), &env.business, vec![ghost])
+            .await
+            .unwrap();
+        // An ordinary incremental sync cannot see it vanish...
+        env.sync().await;
+        assert!(
+            !mirror::find::<stripe_customers::Entity, _>(t.db.conn(), &env.business, "cus_ghost")
+                .await
+                .unwrap()
+                .unwrap()
+                .deleted
+        );
+        // ...but 31 days later the events cursor is past Stripe's retention: a full re-list runs.
+        env.control("/_sim/clock", json!({"advance_seconds": 31 * 86_400}))
+            .await;
+        env.ctx.advance_clock(31 * 86_400);
+        let report = env.sync().await;
+        let customers = env.counts().await["customers"].as_u64().unwrap();
+        assert_eq!(
+            report.progress["customers"].fetched, customers,
+            "every customer re-listed"
+        );
+        assert!(
+            mirror::find::<stripe_customers::Entity, _>(t.db.conn(), &env.business, "cus_ghost")
+                .await
+                .unwrap()
+                .unwrap()
+                .deleted
+        );
+        env.assert_mirror_exact().await;
+    }
+);
+
+db_test!(forced_full_sync_reconciles_at_once, |t| {
+    let env = Env::new(&t, 27).await;
+    env.sync().await;
+    let report = fetch_stripe_data_full(&env.ctx, &env.business, Trigger::Manual)
+        .await
+        .unwrap();
+    assert!(report.succeeded() && report.full);
+    env.assert_mirror_exact().await;
+});
