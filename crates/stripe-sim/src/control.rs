@@ -369,7 +369,7 @@ async fn post_objects(
     };
     let n = objects.len();
     let mut world = sim.write();
-    if !world.order.contains(&acct) {
+    if !world.order.contains(&acct) && *acct != world.platform {
         return not_found(&acct);
     }
     match store_objects(&sim, &mut world, &acct, objects) {

@@ -294,7 +294,7 @@ impl Sim {
     /// Sends an event recorded on `account` to every webhook endpoint registered for it.
     pub fn dispatch(&self, world: &World, account: &str, event: &Value) {
         for ep in &world.endpoints {
-            if let Some(d) = ep.delivery_for(account, event) {
+            if let Some(d) = ep.delivery_for(account, account == world.platform, event) {
                 let _ = self.deliveries.send(d);
             }
         }

@@ -37,8 +37,21 @@ pub struct Delivery {
 }
 
 impl Endpoint {
-    pub fn delivery_for(&self, account: &str, event: &Value) -> Option<Delivery> {
-        if !self.connect && self.account.as_deref().is_some_and(|a| a != account) {
+    /// The delivery of an event recorded on `account` to this endpoint, if it is one of its
+    /// events: Connect endpoints get every connected account's events; a plain endpoint gets
+    /// the events of its `account`, or of the platform when it names none.
+    pub fn delivery_for(
+        &self,
+        account: &str,
+        is_platform: bool,
+        event: &Value,
+    ) -> Option<Delivery> {
+        let wanted = match (self.connect, self.account.as_deref()) {
+            (true, _) => !is_platform,
+            (false, Some(a)) => a == account,
+            (false, None) => is_platform,
+        };
+        if !wanted {
             return None;
         }
         let mut event = event.clone();

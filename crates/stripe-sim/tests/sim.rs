@@ -558,6 +558,26 @@ async fn invoices_sessions_and_expansion() {
         .get(&a, &format!("/v1/invoices/{pid}?expand[]=nonsense"))
         .await;
     assert_eq!(s, 400);
+    // Discounts with their coupon, as MRR needs them.
+    let subs = t
+        .all(
+            &a,
+            "/v1/subscriptions?status=all&expand[]=data.discounts.source.coupon",
+            100,
+        )
+        .await;
+    let d = subs
+        .iter()
+        .flat_map(|s| s["discounts"].as_array().expect("d").clone())
+        .next()
+        .expect("a discount");
+    assert_eq!(d["object"], "discount");
+    assert!(
+        d["source"]["coupon"]["percent_off"]
+            .as_f64()
+            .expect("percent")
+            > 0.0
+    );
     // Currencies, zero-decimal included.
     let charges = t.all(&a, "/v1/charges", 100).await;
     let currencies: HashSet<&str> = charges
@@ -1184,11 +1204,52 @@ async fn webhooks_are_signed_and_routed() {
     let nb = rb["events"].as_array().expect("e").len();
     t.post(&format!("/_sim/accounts/{a}/revoke"), json!({}))
         .await;
-    let all = wait_for(&got, na + nb + 1 + nb).await;
+    // The platform's own endpoint: only the platform account's events.
+    t.post(
+        "/_sim/webhooks",
+        json!({"url": format!("{url}/platform"), "secret": "whsec_platform"}),
+    )
+    .await;
+    let (_, platform) = t
+        .control(reqwest::Method::GET, "/_sim/platform", None)
+        .await;
+    let pid = platform["id"].as_str().expect("platform id");
+    t.post(
+        &format!("/_sim/accounts/{pid}/objects"),
+        json!([{"object": "customer", "email": "agency@example.com"}]),
+    )
+    .await;
+    let all = wait_for(&got, na + nb + 1 + nb + 1).await;
     let connect: Vec<_> = all.iter().filter(|(p, _, _)| p == "/connect").collect();
     let own: Vec<_> = all.iter().filter(|(p, _, _)| p == "/own").collect();
+    let plat: Vec<_> = all.iter().filter(|(p, _, _)| p == "/platform").collect();
     assert_eq!(connect.len(), na + nb + 1);
     assert_eq!(own.len(), nb);
+    assert_eq!(plat.len(), 1);
+    assert!(verify("whsec_platform", &plat[0].1, &plat[0].2));
+    let pe: Value = serde_json::from_str(&plat[0].2).expect("json");
+    assert_eq!(
+        (pe["type"].as_str(), pe.get("account")),
+        (Some("customer.created"), None)
+    );
+    // The counters move once the receiver has answered, a moment after it saw the body.
+    let mut delivered = 0;
+    for _ in 0..400 {
+        let (_, hooks) = t
+            .control(reqwest::Method::GET, "/_sim/webhooks", None)
+            .await;
+        delivered = hooks
+            .as_array()
+            .expect("hooks")
+            .iter()
+            .map(|h| h["delivered"].as_u64().expect("n"))
+            .sum::<u64>() as usize;
+        if delivered >= all.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(delivered, all.len());
     for (_, sig, body) in &connect {
         assert!(verify("whsec_connect", sig, body), "bad signature");
         assert!(!verify("whsec_own", sig, body));
