@@ -83,6 +83,8 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Serves the API; the same process runs manual and first syncs in its worker pool
+/// (`sync.concurrency` at a time) and lets them finish on SIGINT/SIGTERM.
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = tributary_web::Application::build(settings).await?;
     tracing::info!(port = app.port(), "tributary-api listening");
@@ -92,6 +94,15 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
 async fn demo(mut settings: Settings) -> anyhow::Result<()> {
     settings.database.url = "sqlite://tributary-demo.db?mode=rwc".into();
+    // Placeholders until the simulator-backed demo (issue 9) fills these in.
+    settings
+        .stripe
+        .secret_key
+        .get_or_insert_with(|| String::from("sk_test_demo_placeholder").into());
+    settings
+        .auth
+        .jwt_secret
+        .get_or_insert_with(|| String::from("demo-jwt-secret-not-for-production").into());
     let app = tributary_web::Application::build(settings).await?;
     println!(
         "Tributary demo: API on http://127.0.0.1:{port} (GET /healthz, /readyz). \

@@ -13,15 +13,29 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
+pub mod error;
+pub mod routes;
 pub mod settings;
+pub mod state;
 pub mod telemetry;
+pub mod views;
 
 use std::net::TcpListener;
 
+use actix_cors::Cors;
+use actix_web::http::header::{self, HeaderName};
 use actix_web::{App, HttpResponse, HttpServer, dev::Server, web};
+use secrecy::SecretString;
 use tributary_persistence::Database;
+use tributary_stripe_connect::{Stripe, StripeConfig, StripeError};
+use tributary_sync::{SyncConfig, SyncContext, WorkerPool};
 
-use crate::settings::Settings;
+use crate::auth::JwtKeys;
+use crate::settings::{ConfigError, Settings};
+use crate::state::{AppState, Workers};
+
+pub use crate::state::Tuning;
 
 /// Errors of building the application.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +44,8 @@ pub enum StartupError {
     Config(#[from] settings::ConfigError),
     #[error("database: {0}")]
     Database(#[from] tributary_persistence::PersistenceError),
+    #[error("stripe client: {0}")]
+    Stripe(Box<StripeError>),
     #[error("cannot bind {addr}: {source}")]
     Bind {
         addr: String,
@@ -41,6 +57,7 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    workers: Workers,
 }
 
 impl std::fmt::Debug for Application {
@@ -51,10 +68,83 @@ impl std::fmt::Debug for Application {
     }
 }
 
+fn required<'a, T>(value: Option<&'a T>, key: &str) -> Result<&'a T, ConfigError> {
+    value.ok_or_else(|| ConfigError {
+        key: key.to_owned(),
+        problem: "is required to serve the API".to_owned(),
+    })
+}
+
+/// The Stripe client of the `stripe.*` settings.
+pub fn stripe_client(settings: &Settings) -> Result<Stripe, StartupError> {
+    let key: &SecretString = required(settings.stripe.secret_key.as_ref(), "stripe.secret_key")?;
+    let config = StripeConfig {
+        api_base: settings.stripe.api_base.clone(),
+        connect_base: settings.stripe.connect_base.clone(),
+        connect_client_id: settings.stripe.connect_client_id.clone(),
+        max_requests_per_second: settings.stripe.max_requests_per_second,
+        ..StripeConfig::new(key.clone())
+    };
+    Stripe::new(config).map_err(|e| StartupError::Stripe(Box::new(e)))
+}
+
+/// The sync tunables of the `sync.*` settings.
+pub fn sync_config(settings: &Settings) -> SyncConfig {
+    SyncConfig {
+        backfill_days: settings.sync.backfill_days,
+        reconcile_every_days: settings.sync.reconcile_every_days,
+        concurrency: settings.sync.concurrency,
+        ..SyncConfig::default()
+    }
+}
+
+/// CORS for `server.cors_origins` (`*` allows any origin); no origins: same-origin only.
+fn cors(origins: &[String]) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "POST", "PUT", "DELETE"])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .expose_headers([HeaderName::from_static("tributary-revoke")])
+        .max_age(3600);
+    for origin in origins {
+        cors = if origin == "*" {
+            cors.allow_any_origin()
+        } else {
+            cors.allowed_origin(origin.trim_end_matches('/'))
+        };
+    }
+    cors
+}
+
+fn validate_origins(origins: &[String]) -> Result<(), ConfigError> {
+    for origin in origins {
+        let trimmed = origin.trim_end_matches('/');
+        let host = trimmed
+            .strip_prefix("https://")
+            .or_else(|| trimmed.strip_prefix("http://"));
+        let ok = origin == "*"
+            || host.is_some_and(|h| {
+                !h.is_empty() && !h.contains('/') && trimmed.parse::<actix_web::http::Uri>().is_ok()
+            });
+        if !ok {
+            return Err(ConfigError {
+                key: "server.cors_origins".into(),
+                problem: format!("{origin:?} is not an origin (scheme://host[:port]) or *"),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl Application {
-    /// Connects the database (migrating it unless disabled), binds `server.host:server.port`
-    /// (port 0 picks a free one) and prepares the server.
+    /// Connects the database (migrating it unless disabled), builds the Stripe client, starts
+    /// the sync worker pool, binds `server.host:server.port` (port 0 picks a free one) and
+    /// prepares the server.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with(settings, Tuning::default()).await
+    }
+
+    /// [`Application::build`] with non-default [`Tuning`] (tests).
+    pub async fn build_with(settings: Settings, tuning: Tuning) -> Result<Self, StartupError> {
         let db = Database::connect(&settings.database.url).await?;
         if settings.database.migrate_on_start {
             db.migrate().await?;
@@ -62,14 +152,16 @@ impl Application {
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
         let listener =
             TcpListener::bind(&addr).map_err(|source| StartupError::Bind { addr, source })?;
-        Self::with_listener(settings, db, listener)
+        Self::with_listener(settings, db, listener, tuning)
     }
 
-    /// Builds on an existing database and listener (tests, the demo).
+    /// Builds on an existing database and listener (tests, the demo). Must be called inside
+    /// a tokio runtime: the worker pool starts here.
     pub fn with_listener(
-        _settings: Settings,
+        settings: Settings,
         db: Database,
         listener: TcpListener,
+        tuning: Tuning,
     ) -> Result<Self, StartupError> {
         let port = listener
             .local_addr()
@@ -78,12 +170,40 @@ impl Application {
                 source,
             })?
             .port();
+        let stripe = stripe_client(&settings)?;
+        let jwt_secret = required(settings.auth.jwt_secret.as_ref(), "auth.jwt_secret")?;
+        let jwt = JwtKeys::new(Some(jwt_secret), settings.auth.jwt_previous_secret.as_ref());
+        validate_origins(&settings.server.cors_origins)?;
+        let workers = Workers::new(tuning.start_workers.then(|| {
+            let ctx = SyncContext::new(db.clone(), stripe.clone(), sync_config(&settings));
+            WorkerPool::start_with_interval(ctx, tuning.worker_poll)
+        }));
+        let state = web::Data::new(AppState {
+            db: db.clone(),
+            stripe,
+            workers: workers.clone(),
+            jwt,
+            livemode: settings.livemode(),
+            settings,
+            tuning,
+        });
         let db = web::Data::new(db);
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(cors(&state.settings.server.cors_origins))
+                .app_data(state.clone())
                 .app_data(db.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(error::JSON_LIMIT)
+                        .error_handler(error::json_error),
+                )
+                .app_data(web::QueryConfig::default().error_handler(error::query_error))
+                .app_data(web::PathConfig::default().error_handler(error::path_error))
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
+                .configure(routes::configure)
+                .default_service(web::to(error::not_found))
         })
         .listen(listener)
         .map_err(|source| StartupError::Bind {
@@ -91,16 +211,28 @@ impl Application {
             source,
         })?
         .run();
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            workers,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Serves until the process is asked to stop (SIGINT/SIGTERM: graceful shutdown).
+    /// Stops the server from outside (tests); [`Application::run_until_stopped`] then returns.
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the process is asked to stop (SIGINT/SIGTERM: graceful shutdown), then
+    /// lets running syncs finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        self.workers.shutdown().await;
+        served
     }
 }
 

@@ -1,0 +1,232 @@
+//! The API's one error type and its mapping to `{"error": {"code", "message"}}` (SPEC §10).
+//!
+//! Client errors carry a stable `code` and a message meant for the caller. Server errors are
+//! logged with their whole cause chain and answer a fixed message: nothing internal (SQL, file
+//! paths, Stripe's answers) ever reaches a 5xx body.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, error::JsonPayloadError};
+use serde::Serialize;
+use tributary_persistence::PersistenceError;
+
+/// Largest JSON request body the API reads (64 KiB).
+pub const JSON_LIMIT: usize = 64 * 1024;
+
+/// Everything a handler can answer other than success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No token, or a token that is malformed, forged, expired or of another algorithm.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The token is valid but does not grant this kind of route (admin, client portal).
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// Unknown, or outside the token's claims: the two are indistinguishable on purpose.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A malformed request: `code` names the problem.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// The request conflicts with the current state (`not_connected`, `slug_taken`).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// The body is larger than [`JSON_LIMIT`].
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// A setting the route needs is missing (`stripe.connect_client_id`, …).
+    #[error("{0}")]
+    NotConfigured(&'static str),
+    /// Anything else: logged with its cause chain, answered as an opaque 500.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(err))
+    }
+
+    pub fn not_connected() -> Self {
+        Self::conflict(
+            "not_connected",
+            "this business has no Stripe connection; connect it first",
+        )
+    }
+
+    /// The stable machine code of the error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::BadRequest { code, .. } | Self::Conflict { code, .. } => code,
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::NotConfigured(_) => "not_configured",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl From<PersistenceError> for ApiError {
+    fn from(err: PersistenceError) -> Self {
+        Self::internal(err)
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: String,
+}
+
+/// The error body of SPEC §10, for answers built outside [`ApiError`].
+pub fn error_body(code: &str, message: impl Into<String>) -> serde_json::Value {
+    serde_json::json!({"error": {"code": code, "message": message.into()}})
+}
+
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let message = match self {
+            Self::Internal(source) => {
+                tracing::error!(error = %chain(source.as_ref()), "request failed");
+                "something went wrong on our side; the error was logged".to_owned()
+            }
+            Self::NotConfigured(what) => {
+                tracing::error!(missing = what, "a route needs a setting that is not set");
+                "this server is not configured for this request".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut res = HttpResponse::build(self.status_code());
+        if matches!(self, Self::Unauthorized(_)) {
+            res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        res.json(Body {
+            error: Detail {
+                code: self.code(),
+                message,
+            },
+        })
+    }
+}
+
+/// Maps actix's JSON body errors: too large → 413, anything else → 400 with the reason.
+pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    match err {
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => {
+            ApiError::PayloadTooLarge(limit).into()
+        }
+        JsonPayloadError::ContentType => ApiError::bad_request(
+            "invalid_json",
+            "the body must be JSON (Content-Type: application/json)",
+        )
+        .into(),
+        JsonPayloadError::Deserialize(e) => {
+            ApiError::bad_request("invalid_json", format!("the JSON body is not valid: {e}")).into()
+        }
+        other => ApiError::bad_request(
+            "invalid_json",
+            format!("the body could not be read: {other}"),
+        )
+        .into(),
+    }
+}
+
+/// Maps bad query strings to 400 `invalid_query`.
+pub fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _req: &HttpRequest,
+) -> actix_web::Error {
+    ApiError::bad_request("invalid_query", err.to_string()).into()
+}
+
+/// Maps bad path segments to 400 `invalid_path`.
+pub fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request("invalid_path", err.to_string()).into()
+}
+
+/// Unknown routes answer the JSON error shape too.
+pub async fn not_found() -> HttpResponse {
+    ApiError::NotFound("route").error_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
+
+    fn body_of(err: &ApiError) -> serde_json::Value {
+        let bytes = err
+            .error_response()
+            .into_body()
+            .try_into_bytes()
+            .unwrap_or_default();
+        serde_json::from_slice(&bytes).unwrap_or_default()
+    }
+
+    #[test]
+    fn internal_errors_say_nothing_inside() {
+        let err = ApiError::internal(std::io::Error::other("SELECT secret FROM table"));
+        assert_eq!(err.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = body_of(&err);
+        assert_eq!(body["error"]["code"], "internal_error");
+        assert!(!body.to_string().contains("SELECT"), "{body}");
+    }
+
+    #[test]
+    fn client_errors_have_code_and_message() {
+        let body = body_of(&ApiError::conflict("slug_taken", "the slug is taken"));
+        assert_eq!(
+            body,
+            serde_json::json!({"error": {"code": "slug_taken", "message": "the slug is taken"}})
+        );
+        assert_eq!(
+            body_of(&ApiError::NotFound("business"))["error"]["code"],
+            "not_found"
+        );
+    }
+}

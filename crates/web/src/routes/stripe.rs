@@ -1,0 +1,247 @@
+//! A business's Stripe connection (SPEC §4): status, manual sync, jobs, webhook secret and
+//! disconnect, for the agency app and the client portal.
+
+use actix_web::{HttpResponse, web};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tributary_domain::BusinessId;
+use tributary_persistence::{access, jobs, webhooks};
+
+use crate::auth::{AuthedBusiness, ClientBusiness};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::views::{JobView, PageView, StatusView};
+
+/// The response header reporting a revocation at Stripe that failed.
+pub const REVOKE_HEADER: &str = "Tributary-Revoke";
+
+pub(crate) async fn status_of(
+    state: &AppState,
+    business: &BusinessId,
+) -> Result<StatusView, ApiError> {
+    let connection = access::get(&state.db, business).await?;
+    let (latest, _) = jobs::list(&state.db, business, 1, 0).await?;
+    let success = jobs::latest_with_status(&state.db, business, jobs::SUCCEEDED).await?;
+    Ok(StatusView::new(
+        connection,
+        latest.into_iter().next(),
+        success,
+    ))
+}
+
+/// `GET /api/stripe/{businessId}/status`.
+pub async fn status(
+    state: web::Data<AppState>,
+    auth: AuthedBusiness,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(status_of(&state, &auth.business).await?))
+}
+
+/// `GET /api/client/stripe/status`.
+pub async fn client_status(
+    state: web::Data<AppState>,
+    auth: ClientBusiness,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(status_of(&state, &auth.business).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncQuery {
+    /// Re-list everything and reconcile deletions.
+    #[serde(default)]
+    full: bool,
+}
+
+/// `POST /api/stripe/{businessId}/sync[?full=true]` → `202 {job}`; joins an active job.
+pub async fn sync(
+    state: web::Data<AppState>,
+    auth: AuthedBusiness,
+    query: web::Query<SyncQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let connected = access::get(&state.db, &auth.business)
+        .await?
+        .is_some_and(|a| a.status == access::CONNECTED);
+    if !connected {
+        return Err(ApiError::not_connected());
+    }
+    let (job, created) = jobs::enqueue(
+        &state.db,
+        &auth.business,
+        "manual",
+        query.full,
+        tributary_persistence::now(),
+    )
+    .await?;
+    if created {
+        state.workers.wake();
+    }
+    tracing::info!(business_id = %auth.business, job_id = %job.id, created, "manual sync requested");
+    Ok(HttpResponse::Accepted().json(JobView::from(job)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    #[serde(default = "first_page")]
+    page: u64,
+    #[serde(default = "default_per_page")]
+    per_page: u64,
+}
+
+fn first_page() -> u64 {
+    1
+}
+
+fn default_per_page() -> u64 {
+    20
+}
+
+/// Most jobs one page lists.
+pub const MAX_PER_PAGE: u64 = 100;
+
+/// `GET /api/stripe/{businessId}/sync-jobs?page=1&per_page=20`, newest first.
+pub async fn list_jobs(
+    state: web::Data<AppState>,
+    auth: AuthedBusiness,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let PageQuery { page, per_page } = query.into_inner();
+    if page == 0 || page > 1_000_000 {
+        return Err(ApiError::bad_request(
+            "invalid_page",
+            "page must be 1 or more",
+        ));
+    }
+    if per_page == 0 || per_page > MAX_PER_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_per_page",
+            format!("per_page must be between 1 and {MAX_PER_PAGE}"),
+        ));
+    }
+    let (items, total) =
+        jobs::list(&state.db, &auth.business, per_page, (page - 1) * per_page).await?;
+    Ok(HttpResponse::Ok().json(PageView {
+        items: items.into_iter().map(JobView::from).collect(),
+        page,
+        per_page,
+        total,
+    }))
+}
+
+/// `GET /api/stripe/{businessId}/sync-jobs/{jobId}`.
+pub async fn get_job(
+    state: web::Data<AppState>,
+    auth: AuthedBusiness,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, job_id) = path.into_inner();
+    let job = jobs::get(&state.db, &auth.business, &job_id)
+        .await?
+        .ok_or(ApiError::NotFound("sync job"))?;
+    Ok(HttpResponse::Ok().json(JobView::from(job)))
+}
+
+/// Cancels the running sync, revokes at Stripe and removes every row of the business but the
+/// business itself. `None` when there was no connection.
+pub(crate) async fn disconnect_business(
+    state: &AppState,
+    business: &BusinessId,
+) -> Result<Option<HttpResponse>, ApiError> {
+    let Some(connection) = access::get(&state.db, business).await? else {
+        return Ok(None);
+    };
+    let now = tributary_persistence::now();
+    // Cancel first: the worker's next lease renewal fails and it stops before the purge.
+    jobs::fail_active(
+        &state.db,
+        business,
+        "cancelled",
+        "the business was disconnected from Stripe",
+        now,
+    )
+    .await?;
+    let mut revoke_failed = false;
+    if connection.status == access::CONNECTED
+        && let Err(e) = state
+            .stripe
+            .deauthorize(&connection.stripe_account_id)
+            .await
+    {
+        // The local clear happens regardless; the header tells the caller.
+        tracing::warn!(
+            business_id = %business,
+            account = %connection.stripe_account_id,
+            error = %e,
+            "revoking the Stripe connection failed"
+        );
+        revoke_failed = true;
+    }
+    state.db.purge_business(business).await?;
+    tracing::info!(business_id = %business, account = %connection.stripe_account_id, revoke_failed, "Stripe disconnected");
+    let mut res = HttpResponse::NoContent();
+    if revoke_failed {
+        res.insert_header((REVOKE_HEADER, "failed"));
+    }
+    Ok(Some(res.finish()))
+}
+
+/// `DELETE /api/stripe/{businessId}` → `204`; `409 not_connected`.
+pub async fn disconnect(
+    state: web::Data<AppState>,
+    auth: AuthedBusiness,
+) -> Result<HttpResponse, ApiError> {
+    disconnect_business(&state, &auth.business)
+        .await?
+        .ok_or_else(ApiError::not_connected)
+}
+
+/// `DELETE /api/client/stripe/disconnect`.
+pub async fn client_disconnect(
+    state: web::Data<AppState>,
+    auth: ClientBusiness,
+) -> Result<HttpResponse, ApiError> {
+    disconnect_business(&state, &auth.business)
+        .await?
+        .ok_or_else(ApiError::not_connected)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSecret {
+    secret: SecretString,
+}
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookSecret(..)")
+    }
+}
+
+/// `PUT /api/stripe/{businessId}/webhook-secret` `{"secret": "whsec_…"}` → `204`.
+pub async fn set_webhook_secret(
+    state: web::Data<AppState>,
+    auth: AuthedBusiness,
+    body: web::Json<WebhookSecret>,
+) -> Result<HttpResponse, ApiError> {
+    let secret = body.secret.expose_secret();
+    let valid = secret.starts_with("whsec_")
+        && (10..=256).contains(&secret.len())
+        && secret.bytes().all(|b| b.is_ascii_graphic());
+    if !valid {
+        // Never echo the value.
+        return Err(ApiError::bad_request(
+            "invalid_secret",
+            "secret must be a Stripe webhook signing secret (whsec_…)",
+        ));
+    }
+    webhooks::set_secret(
+        &state.db,
+        &auth.business,
+        secret,
+        tributary_persistence::now(),
+    )
+    .await?;
+    tracing::info!(business_id = %auth.business, "webhook signing secret saved");
+    Ok(HttpResponse::NoContent().finish())
+}

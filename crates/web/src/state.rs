@@ -1,0 +1,80 @@
+//! What every handler shares: the database, the Stripe client, the worker pool, the JWT keys
+//! and the settings the routes read.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tributary_persistence::Database;
+use tributary_stripe_connect::Stripe;
+use tributary_sync::WorkerPool;
+
+use crate::auth::JwtKeys;
+use crate::settings::Settings;
+
+/// How long an OAuth state (CSRF nonce) stays valid: 10 minutes (SPEC §3).
+pub const OAUTH_STATE_TTL_SECS: i64 = 600;
+
+/// Knobs of a built application that are not configuration: tests shorten or switch them.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Lifetime of an OAuth state.
+    pub oauth_state_ttl_secs: i64,
+    /// Run queued syncs in this process (SPEC §4: manual and first syncs).
+    pub start_workers: bool,
+    /// How often the worker pool looks for jobs queued elsewhere.
+    pub worker_poll: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            oauth_state_ttl_secs: OAUTH_STATE_TTL_SECS,
+            start_workers: true,
+            worker_poll: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The background worker pool, shared by the handlers (to wake it) and the application (to
+/// shut it down).
+#[derive(Debug, Clone, Default)]
+pub struct Workers(Arc<Mutex<Option<WorkerPool>>>);
+
+impl Workers {
+    pub fn new(pool: Option<WorkerPool>) -> Self {
+        Self(Arc::new(Mutex::new(pool)))
+    }
+
+    /// Tells the pool a job was queued (no-op without a pool: another process runs it).
+    pub fn wake(&self) {
+        if let Some(pool) = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            pool.wake();
+        }
+    }
+
+    /// Stops claiming jobs and waits for the running ones.
+    pub async fn shutdown(&self) {
+        let pool = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(pool) = pool {
+            pool.shutdown().await;
+        }
+    }
+}
+
+/// Shared by every request (`web::Data<AppState>`).
+#[derive(Debug)]
+pub struct AppState {
+    pub db: Database,
+    pub stripe: Stripe,
+    pub workers: Workers,
+    pub jwt: JwtKeys,
+    pub settings: Settings,
+    /// The deployment's mode, from the platform key (`sk_live_…`).
+    pub livemode: bool,
+    pub tuning: Tuning,
+}
