@@ -66,19 +66,30 @@ impl Resource {
     }
 }
 
+/// How a sync started from code should run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FetchOptions {
+    /// Re-list everything and reconcile deletions.
+    pub full: bool,
+    /// Re-list only objects created in the last N days (a backfill); implies a full list of
+    /// that window, without reconciliation.
+    pub since_days: Option<u32>,
+}
+
 pub(crate) async fn fetch(
     ctx: &SyncContext,
     business: &BusinessId,
     trigger: Trigger,
-    full: bool,
+    opts: FetchOptions,
 ) -> Result<SyncReport, SyncError> {
     let db = ctx.db();
     connected(ctx, business).await?;
+    let full = opts.full || opts.since_days.is_some();
     let (job, _) = jobs::enqueue(db, business, trigger.as_str(), full, ctx.now()).await?;
     let owner = &ctx.config().worker_id;
     if jobs::claim(db, &job.id, owner, ctx.now(), ctx.config().lease_secs).await? {
         let job = jobs::get(db, business, &job.id).await?.unwrap_or(job);
-        return Ok(run_job(ctx, job).await);
+        return Ok(run_job_with(ctx, job, opts.since_days).await);
     }
     // Another worker runs it: join by waiting for its outcome.
     loop {
@@ -134,6 +145,14 @@ struct Run<'a> {
 /// Runs a job this worker has claimed, to completion or failure, and records the outcome on
 /// the job. Never panics on Stripe or database errors: they become the job's error.
 pub async fn run_job(ctx: &SyncContext, job: sync_jobs::Model) -> SyncReport {
+    run_job_with(ctx, job, None).await
+}
+
+async fn run_job_with(
+    ctx: &SyncContext,
+    job: sync_jobs::Model,
+    since_days: Option<u32>,
+) -> SyncReport {
     let owner = ctx.config().worker_id.clone();
     let Ok(business) = BusinessId::parse(&job.business_id) else {
         return report_of(&job);
@@ -170,7 +189,7 @@ pub async fn run_job(ctx: &SyncContext, job: sync_jobs::Model) -> SyncReport {
     };
     let span = tracing::info_span!("sync", business_id = %business, job_id = %job.id);
     let _enter = span.enter();
-    let result = run.execute(job.full).await;
+    let result = run.execute(job.full, since_days).await;
     renewal.abort();
     let db = ctx.db();
     let (status, error) = match &result {
@@ -253,7 +272,7 @@ impl PageWrite {
 }
 
 impl Run<'_> {
-    async fn execute(&self, force_full: bool) -> Result<(), SyncError> {
+    async fn execute(&self, force_full: bool, since_days: Option<u32>) -> Result<(), SyncError> {
         let db = self.ctx.db();
         let access = connected(self.ctx, &self.business).await?;
         let client = self.ctx.stripe().account(&access.stripe_account_id)?;
@@ -283,13 +302,13 @@ impl Run<'_> {
         let events_expired = events_cursor.is_none_or(|c| self.started - c > EVENT_RETENTION);
         let first = last_success.is_none();
         let full = force_full || first || reconcile_due || events_expired;
-        let bounded_backfill = first && cfg.backfill_days > 0;
-        let created = match (full, last_success) {
-            (true, _) if bounded_backfill => {
-                Created::since(self.started - i64::from(cfg.backfill_days) * DAY)
-            }
-            (true, _) | (false, None) => Created::all(),
-            (false, Some(since)) => Created::since(since - cfg.overlap_secs),
+        let window = since_days.or((first && cfg.backfill_days > 0).then_some(cfg.backfill_days));
+        let bounded_backfill = window.is_some();
+        let full = full || bounded_backfill;
+        let created = match (full, last_success, window) {
+            (true, _, Some(days)) => Created::since(self.started - i64::from(days) * DAY),
+            (true, _, None) | (false, None, _) => Created::all(),
+            (false, Some(since), _) => Created::since(since - cfg.overlap_secs),
         };
         tracing::info!(full, first, "sync started");
 
@@ -334,7 +353,7 @@ impl Run<'_> {
                     resource: r.key().to_owned(),
                     last_successful_date: Some(self.started),
                     events_cursor: prev.and_then(|c| c.events_cursor),
-                    last_reconciled_at: if full {
+                    last_reconciled_at: if full && !bounded_backfill {
                         Some(self.started)
                     } else {
                         prev.and_then(|c| c.last_reconciled_at)
@@ -349,7 +368,7 @@ impl Run<'_> {
                 resource: "events".to_owned(),
                 last_successful_date: Some(self.started),
                 events_cursor: Some(newest_event.max(self.started)),
-                last_reconciled_at: if full {
+                last_reconciled_at: if full && !bounded_backfill {
                     Some(self.started)
                 } else {
                     last_reconciled

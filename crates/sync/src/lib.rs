@@ -20,9 +20,11 @@
 //! ```
 
 pub mod apply;
+pub mod audit;
 mod engine;
 pub mod map;
 pub mod readmodel;
+mod scheduler;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -32,7 +34,8 @@ use tributary_domain::BusinessId;
 use tributary_persistence::{Database, PersistenceError};
 use tributary_stripe_connect::{Stripe, StripeError};
 
-pub use engine::{Resource, run_job};
+pub use engine::{FetchOptions, Resource, run_job};
+pub use scheduler::{Round, run_once};
 pub use worker::WorkerPool;
 
 /// Tunables of the sync (SPEC §2 `sync.*`).
@@ -219,7 +222,7 @@ pub async fn fetch_stripe_data(
     business: &BusinessId,
     trigger: Trigger,
 ) -> Result<SyncReport, SyncError> {
-    engine::fetch(ctx, business, trigger, false).await
+    engine::fetch(ctx, business, trigger, FetchOptions::default()).await
 }
 
 /// Like [`fetch_stripe_data`], forcing a full re-list with reconciliation.
@@ -228,5 +231,24 @@ pub async fn fetch_stripe_data_full(
     business: &BusinessId,
     trigger: Trigger,
 ) -> Result<SyncReport, SyncError> {
-    engine::fetch(ctx, business, trigger, true).await
+    engine::fetch(
+        ctx,
+        business,
+        trigger,
+        FetchOptions {
+            full: true,
+            since_days: None,
+        },
+    )
+    .await
+}
+
+/// [`fetch_stripe_data`] with explicit options (full re-list, backfill window).
+pub async fn fetch_stripe_data_with(
+    ctx: &SyncContext,
+    business: &BusinessId,
+    trigger: Trigger,
+    opts: FetchOptions,
+) -> Result<SyncReport, SyncError> {
+    engine::fetch(ctx, business, trigger, opts).await
 }

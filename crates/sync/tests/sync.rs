@@ -11,9 +11,8 @@ use tributary_domain::{BusinessId, StripeAccountId};
 use tributary_persistence::entities::*;
 use tributary_persistence::testing::TestDbRef;
 use tributary_persistence::{access, db_test, jobs, mirror};
-use tributary_stripe_connect::{AccountClient, Created, Stripe, StripeConfig};
+use tributary_stripe_connect::{AccountClient, Stripe, StripeConfig};
 use tributary_stripe_sim::{Scale, SimOptions, SimServer};
-use tributary_sync::map::{self, Stamp};
 use tributary_sync::{SyncConfig, SyncContext, Trigger, fetch_stripe_data, fetch_stripe_data_full};
 
 struct Env {
@@ -115,157 +114,27 @@ impl Env {
 
     /// Compares every mirrored row's typed columns with what Stripe (the simulator) says now.
     async fn assert_mirror_exact(&self) {
-        let c = self.client();
-        let st = Stamp {
-            business_id: self.business.as_str(),
-            at: 0,
-            now: 0,
-        };
-        let db = self.ctx.db().conn();
-        let b = &self.business;
-
-        macro_rules! same {
-            ($entity:ty, $expected:expr, $what:literal) => {{
-                let mut want: Vec<_> = $expected;
-                let mut have: Vec<_> = mirror::all::<$entity, _>(db, b)
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .filter(|m| !m.deleted)
-                    .collect();
-                for m in want.iter_mut().chain(have.iter_mut()) {
-                    m.raw = Value::Null;
-                    m.last_event_at = 0;
-                    m.synced_at = 0;
-                }
-                want.sort_by(|a, b| a.stripe_id.cmp(&b.stripe_id));
-                have.sort_by(|a, b| a.stripe_id.cmp(&b.stripe_id));
-                assert_eq!(have.len(), want.len(), "{} count", $what);
-                for (h, w) in have.iter().zip(&want) {
-                    assert_eq!(h, w, "{} differs", $what);
-                }
-                want.len()
-            }};
-        }
-        let raws = |items: Vec<tributary_stripe_connect::Item<Value>>| {
-            items.into_iter().map(|i| i.raw).collect::<Vec<_>>()
-        };
-        let customers = raws(
-            c.list::<Value>("/v1/customers")
-                .collect_all()
-                .await
-                .unwrap(),
-        );
-        let n = same!(
-            stripe_customers::Entity,
-            customers.iter().map(|r| map::customer(st, r)).collect(),
-            "customers"
+        let audit = tributary_sync::audit::audit(&self.ctx, &self.business, &self.client())
+            .await
+            .unwrap();
+        assert!(
+            audit.is_exact(),
+            "mirror differs from Stripe:\n{}",
+            audit.differences.join("\n")
         );
         let counts = self.counts().await;
-        assert_eq!(n as u64, counts["customers"].as_u64().unwrap());
-        let products = raws(c.list::<Value>("/v1/products").collect_all().await.unwrap());
-        same!(
-            stripe_products::Entity,
-            products.iter().map(|r| map::product(st, r)).collect(),
-            "products"
-        );
-        let prices = raws(c.list::<Value>("/v1/prices").collect_all().await.unwrap());
-        same!(
-            stripe_prices::Entity,
-            prices.iter().map(|r| map::price(st, r)).collect(),
-            "prices"
-        );
-        let pis = raws(
-            c.list::<Value>("/v1/payment_intents")
-                .collect_all()
-                .await
-                .unwrap(),
-        );
-        let charges = raws(c.list::<Value>("/v1/charges").collect_all().await.unwrap());
-        let mut orders: Vec<_> = pis.iter().map(|r| map::payment_intent(st, r)).collect();
-        orders.extend(charges.iter().filter_map(|r| map::charge(st, r)));
-        same!(stripe_orders::Entity, orders, "orders");
-        let refunds = raws(c.list::<Value>("/v1/refunds").collect_all().await.unwrap());
-        same!(
-            stripe_refunds::Entity,
-            refunds.iter().map(|r| map::refund(st, r)).collect(),
-            "refunds"
-        );
-        let invoices = raws(c.list::<Value>("/v1/invoices").collect_all().await.unwrap());
-        same!(
-            stripe_invoices::Entity,
-            invoices.iter().map(|r| map::invoice(st, r)).collect(),
-            "invoices"
-        );
-        let mut lines = Vec::new();
-        for inv in &invoices {
-            let id = inv["id"].as_str().unwrap();
-            let created = inv["created"].as_i64().unwrap();
-            for l in c.all_invoice_lines(inv).await.unwrap() {
-                lines.push(map::invoice_line(st, id, created, &l.raw));
-            }
+        for (table, key) in [
+            ("customers", "customers"),
+            ("invoice_line_items", "invoice_line_items"),
+            ("subscriptions", "subscriptions"),
+            ("checkout_line_items", "checkout_line_items"),
+        ] {
+            assert_eq!(
+                audit.compared[table] as u64,
+                counts[key].as_u64().unwrap(),
+                "{table}"
+            );
         }
-        let n = same!(stripe_invoice_line_items::Entity, lines, "invoice lines");
-        assert_eq!(n as u64, counts["invoice_line_items"].as_u64().unwrap());
-        let payments = raws(
-            c.list::<Value>("/v1/invoice_payments")
-                .collect_all()
-                .await
-                .unwrap(),
-        );
-        same!(
-            stripe_invoice_payments::Entity,
-            payments
-                .iter()
-                .map(|r| map::invoice_payment(st, r))
-                .collect(),
-            "invoice payments"
-        );
-        let sessions: Vec<Value> = c
-            .checkout_sessions(Created::all())
-            .collect_all()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|i| i.raw)
-            .collect();
-        same!(
-            stripe_checkout_sessions::Entity,
-            sessions
-                .iter()
-                .map(|r| map::checkout_session(st, r))
-                .collect(),
-            "checkout sessions"
-        );
-        let mut slines = Vec::new();
-        for s in &sessions {
-            let id = s["id"].as_str().unwrap();
-            let created = s["created"].as_i64().unwrap();
-            for l in c.all_checkout_session_line_items(s).await.unwrap() {
-                slines.push(map::checkout_line(st, id, created, &l.raw));
-            }
-        }
-        same!(stripe_checkout_line_items::Entity, slines, "checkout lines");
-        let subs: Vec<Value> = c
-            .subscriptions(Created::all())
-            .collect_all()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|i| i.raw)
-            .collect();
-        same!(
-            stripe_subscriptions::Entity,
-            subs.iter().map(|r| map::subscription(st, r)).collect(),
-            "subscriptions"
-        );
-        same!(
-            stripe_subscription_items::Entity,
-            subs.iter()
-                .flat_map(|r| map::subscription_items(st, r))
-                .collect(),
-            "subscription items"
-        );
     }
 }
 

@@ -94,6 +94,7 @@ pub fn sync_config(settings: &Settings) -> SyncConfig {
         backfill_days: settings.sync.backfill_days,
         reconcile_every_days: settings.sync.reconcile_every_days,
         concurrency: settings.sync.concurrency,
+        lease_secs: settings.sync.lease_secs,
         ..SyncConfig::default()
     }
 }

@@ -81,6 +81,9 @@ pub struct SyncSettings {
     pub reconcile_every_days: u32,
     /// Businesses synced at once by one process.
     pub concurrency: usize,
+    /// How long a sync's lease lasts without renewal (renewed every third of it); a dead
+    /// worker's business is picked up again after this.
+    pub lease_secs: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +133,7 @@ max_requests_per_second = 25
 backfill_days = 0
 reconcile_every_days = 7
 concurrency = 4
+lease_secs = 60
 
 [notify]
 
@@ -284,6 +288,9 @@ impl Settings {
         }
         if self.sync.concurrency == 0 {
             return Err(ConfigError::new("sync.concurrency", "must be at least 1"));
+        }
+        if self.sync.lease_secs < 3 {
+            return Err(ConfigError::new("sync.lease_secs", "must be at least 3"));
         }
         if purpose == Purpose::Serve {
             let secret = self
