@@ -1504,6 +1504,10 @@ impl<'a> Gen<'a> {
         if status == "trialing" {
             start = self.anchor - self.r.range(DAY, 12 * DAY);
         }
+        // Past due needs a paid period before the failed one.
+        if status == "past_due" && add_interval(start, &interval, count) >= self.anchor - 3_600 {
+            start = self.anchor - 2 * plen - self.r.range(DAY, 20 * DAY);
+        }
         if status == "canceled" && start + plen >= self.anchor {
             start = (self.anchor - plen - self.r.range(DAY, 60 * DAY))
                 .max(c.created.min(self.anchor - plen - DAY));
@@ -1932,6 +1936,17 @@ mod tests {
             .iter()
             .filter_map(|id| a.col(Kind::Subscription).value(id))
             .collect();
+        for s in subs.iter().filter(|s| s["status"] == json!("past_due")) {
+            let inv = a
+                .col(Kind::Invoice)
+                .value(s["latest_invoice"].as_str().expect("latest"))
+                .expect("invoice");
+            assert_eq!(
+                inv["status"],
+                json!("open"),
+                "past-due subscription with a settled latest invoice"
+            );
+        }
         for s in ["active", "canceled", "past_due", "trialing"] {
             assert!(
                 subs.iter().any(|v| v["status"] == json!(s)),

@@ -1,5 +1,6 @@
 //! Signed webhook delivery (`Stripe-Signature: t=…,v1=…`, HMAC-SHA256 over `"{t}.{body}"`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -30,6 +31,7 @@ pub struct Endpoint {
 
 #[derive(Debug)]
 pub struct Delivery {
+    pub endpoint: String,
     pub url: String,
     pub secret: String,
     pub body: String,
@@ -64,6 +66,7 @@ impl Endpoint {
             m.insert("pending_webhooks".into(), json!(1));
         }
         Some(Delivery {
+            endpoint: self.id.clone(),
             url: self.url.clone(),
             secret: self.secret.clone(),
             body: event.to_string(),
@@ -105,6 +108,19 @@ pub async fn deliver(mut rx: mpsc::UnboundedReceiver<Delivery>) {
             return;
         }
     };
+    // One queue per endpoint: in order for each, and a dead receiver delays no one else.
+    let mut queues: HashMap<String, mpsc::UnboundedSender<Delivery>> = HashMap::new();
+    while let Some(d) = rx.recv().await {
+        let tx = queues.entry(d.endpoint.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(endpoint_loop(client.clone(), rx));
+            tx
+        });
+        let _ = tx.send(d);
+    }
+}
+
+async fn endpoint_loop(client: reqwest::Client, mut rx: mpsc::UnboundedReceiver<Delivery>) {
     while let Some(d) = rx.recv().await {
         let mut ok = false;
         for attempt in 0..3u32 {

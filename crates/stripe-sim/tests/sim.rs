@@ -1178,6 +1178,15 @@ async fn webhooks_are_signed_and_routed() {
     let t = T::start(2, 81).await;
     let (a, b) = (t.acct(0), t.acct(1));
     let (url, got, handle) = receiver().await;
+    // A receiver that is down must not hold up the others.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_url = format!("http://{}/dead", dead.local_addr().expect("addr"));
+    drop(dead);
+    t.post(
+        "/_sim/webhooks",
+        json!({"url": dead_url, "secret": "whsec_dead", "connect": true}),
+    )
+    .await;
     t.post(
         "/_sim/webhooks",
         json!({"url": format!("{url}/connect"), "secret": "whsec_connect", "connect": true}),
@@ -1250,6 +1259,10 @@ async fn webhooks_are_signed_and_routed() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(delivered, all.len());
+    let (_, hooks) = t
+        .control(reqwest::Method::GET, "/_sim/webhooks", None)
+        .await;
+    assert_eq!(hooks[0]["delivered"], 0, "nothing reaches a closed port");
     for (_, sig, body) in &connect {
         assert!(verify("whsec_connect", sig, body), "bad signature");
         assert!(!verify("whsec_own", sig, body));
