@@ -33,6 +33,8 @@ struct Opts {
     state_ttl: i64,
     accounts: usize,
     scale: Scale,
+    /// Stripe (API and OAuth) somewhere else than the simulator.
+    stripe_base: Option<String>,
 }
 
 impl Default for Opts {
@@ -42,6 +44,7 @@ impl Default for Opts {
             state_ttl: 600,
             accounts: 3,
             scale: Scale::Empty,
+            stripe_base: None,
         }
     }
 }
@@ -163,8 +166,9 @@ impl TestApp {
         settings.stripe.secret_key = Some(String::from("sk_test_tributary_api_tests").into());
         settings.stripe.connect_client_id = Some("ca_tributary_sim".into());
         settings.stripe.oauth_redirect_uri = Some(REDIRECT_URI.into());
-        settings.stripe.api_base = sim.base_url();
-        settings.stripe.connect_base = sim.base_url();
+        let stripe_base = opts.stripe_base.clone().unwrap_or_else(|| sim.base_url());
+        settings.stripe.api_base.clone_from(&stripe_base);
+        settings.stripe.connect_base = stripe_base;
         settings.stripe.max_requests_per_second = 100;
         settings.frontend.agency_settings_url = Some(AGENCY_URL.into());
         settings.frontend.client_settings_url = Some(CLIENT_URL.into());
@@ -546,8 +550,26 @@ db_test!(
 
 db_test!(states_are_bound_to_business_portal_and_user, |t| {
     let app = TestApp::spawn(&t).await;
+    // A state that expired two days ago is pruned when a new one is minted.
+    oauth_states::create(
+        &app.db,
+        "ancient",
+        &biz("biz-a"),
+        "agency",
+        "u",
+        now() - 2 * 86_400,
+        600,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows_by_table(&app.db, "biz-a").await["oauth_states"], 1);
     let url = app.connect_url(&agency(&["biz-a", "biz-b"]), "biz-b").await;
     let nonce = query_of(&url)["state"].clone();
+    assert_eq!(
+        rows_by_table(&app.db, "biz-a").await["oauth_states"],
+        0,
+        "pruned"
+    );
     let saved = oauth_states::consume(&app.db, &nonce, now())
         .await
         .unwrap()
@@ -1649,4 +1671,95 @@ db_test!(errors_are_json_and_cors_follows_the_settings, |t| {
         .unwrap();
     assert!(res.headers().get("access-control-allow-origin").is_none());
     app.stop().await;
+});
+
+/// A stand-in Stripe whose OAuth answers depend on the code: `live` links a live-mode account,
+/// `down` is a 503 Stripe says not to retry, `garbage` is not JSON, anything else links
+/// `acct_fake1` in test mode. `/v1/account` always fails.
+async fn fake_stripe() -> (String, actix_web::dev::ServerHandle) {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    async fn token(body: String) -> HttpResponse {
+        let code = url::form_urlencoded::parse(body.as_bytes())
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let grant = |acct: &str, live: bool| {
+            json!({"access_token": "sk_x", "livemode": live, "refresh_token": "rt_x", "scope": "read_write",
+                   "stripe_publishable_key": "pk_x", "stripe_user_id": acct, "token_type": "bearer"})
+        };
+        match code.as_str() {
+            "live" => HttpResponse::Ok().json(grant("acct_live1", true)),
+            "down" => HttpResponse::ServiceUnavailable()
+                .insert_header(("Stripe-Should-Retry", "false"))
+                .json(json!({"error": {"type": "api_error", "message": "down"}})),
+            "garbage" => HttpResponse::Ok().body("<html>"),
+            _ => HttpResponse::Ok().json(grant("acct_fake1", false)),
+        }
+    }
+    async fn account() -> HttpResponse {
+        HttpResponse::InternalServerError()
+            .insert_header(("Stripe-Should-Retry", "false"))
+            .json(json!({"error": {"type": "api_error", "message": "boom"}}))
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = HttpServer::new(|| {
+        App::new()
+            .route("/oauth/token", web::post().to(token))
+            .route("/v1/account", web::get().to(account))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (base, handle)
+}
+
+db_test!(refused_exchanges_other_modes_and_missing_names, |t| {
+    let (base, fake) = fake_stripe().await;
+    let app = TestApp::spawn_with(
+        &t,
+        Opts {
+            stripe_base: Some(base),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let token = agency(&["biz-a"]);
+    let callback = |code: &str, state: &str| {
+        format!(
+            "{}/api/stripe/oauth/callback?code={code}&scope=read_write&state={state}",
+            app.base
+        )
+    };
+    for code in ["live", "down", "garbage"] {
+        let url = app.connect_url(&token, "biz-a").await;
+        let state = query_of(&url)["state"].clone();
+        let (_, q) = app.callback(&callback(code, &state)).await;
+        assert_eq!(
+            (q["businessId"].as_str(), q["reason"].as_str()),
+            ("biz-a", "stripe_exchange_failed"),
+            "{code}"
+        );
+        assert_eq!(
+            app.status("biz-a").await["status"],
+            "not_connected",
+            "{code}"
+        );
+    }
+    // Linked even though the display name could not be read.
+    let url = app.connect_url(&token, "biz-a").await;
+    let state = query_of(&url)["state"].clone();
+    let (_, q) = app.callback(&callback("ok", &state)).await;
+    assert_eq!(q["stripe"], "connected");
+    let status = app.status("biz-a").await;
+    assert_eq!(
+        (status["account_id"].as_str(), &status["account_name"]),
+        (Some("acct_fake1"), &Value::Null)
+    );
+    app.stop().await;
+    fake.stop(true).await;
 });

@@ -25,6 +25,9 @@ pub mod reason {
     pub const INTERNAL: &str = "internal_error";
 }
 
+/// Expired states are kept this long (for the audit trail), then pruned.
+const STATE_RETENTION_SECS: i64 = 86_400;
+
 #[derive(Debug, Serialize)]
 struct ConnectUrl {
     url: String,
@@ -50,16 +53,21 @@ async fn connect_url_for(
         .as_deref()
         .ok_or(ApiError::NotConfigured("stripe.oauth_redirect_uri"))?;
     let nonce = nonce();
+    let now = tributary_persistence::now();
     oauth_states::create(
         &state.db,
         &nonce,
         business,
         identity.portal.as_str(),
         &identity.user,
-        tributary_persistence::now(),
+        now,
         state.tuning.oauth_state_ttl_secs,
     )
     .await?;
+    // Housekeeping: states expired for a day are of no use to anyone.
+    if let Err(e) = oauth_states::prune(&state.db, now - STATE_RETENTION_SECS).await {
+        tracing::warn!(error = %e, "could not prune old OAuth states");
+    }
     let url = state.stripe.authorize_url(client_id, redirect_uri, &nonce);
     Ok(HttpResponse::Ok().json(ConnectUrl { url }))
 }
