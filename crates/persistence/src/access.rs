@@ -59,7 +59,13 @@ pub async fn connect(
     {
         return Err(PersistenceError::Conflict("stripe account"));
     }
-    let previous = Entity::find_by_id(business.as_str()).one(&txn).await?;
+    // Lock the business's connection row (PostgreSQL) so a sync page of the old account in
+    // flight finishes before its rows are cleared, and later pages see the new account.
+    let mut previous = Entity::find_by_id(business.as_str());
+    if sea_orm::ConnectionTrait::get_database_backend(&txn) == sea_orm::DbBackend::Postgres {
+        previous = sea_orm::QuerySelect::lock_exclusive(previous);
+    }
+    let previous = previous.one(&txn).await?;
     let outcome = match &previous {
         Some(p) if p.stripe_account_id != conn.account.as_str() => {
             purge_business_rows(&txn, business, PurgeScope::MirroredData).await?;

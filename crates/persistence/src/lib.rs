@@ -171,11 +171,15 @@ pub async fn purge_business_rows<C: ConnectionTrait>(
     business: &BusinessId,
     scope: PurgeScope,
 ) -> Result<(), PersistenceError> {
-    let mut tables: Vec<&str> = tributary_migrations::MIRROR_TABLES.to_vec();
-    tables.extend(DERIVED_TABLES);
+    // `stripe_access` goes first: a sync page holds that row `FOR SHARE` while it writes, so
+    // deleting it waits for any page in flight, and every later statement here sees (and
+    // deletes) what that page wrote; the next page then finds no connection and stops.
+    let mut tables: Vec<&str> = Vec::new();
     if scope == PurgeScope::Everything {
         tables.extend(CONNECTION_TABLES);
     }
+    tables.extend(tributary_migrations::MIRROR_TABLES);
+    tables.extend(DERIVED_TABLES);
     let backend = conn.get_database_backend();
     let placeholder = if backend == sea_orm::DbBackend::Postgres {
         "$1"

@@ -25,6 +25,11 @@ struct Env {
 
 impl Env {
     async fn new(t: &TestDbRef, seed: u64) -> Env {
+        Self::with_rate(t, seed, 1000).await
+    }
+
+    /// An environment whose client may send `rate` requests per second to the account.
+    async fn with_rate(t: &TestDbRef, seed: u64, rate: u32) -> Env {
         let sim = SimServer::start(SimOptions {
             seed,
             accounts: 1,
@@ -34,7 +39,7 @@ impl Env {
         .await
         .expect("simulator");
         let config = StripeConfig {
-            max_requests_per_second: 1000,
+            max_requests_per_second: rate,
             initial_backoff: Duration::from_millis(5),
             max_backoff: Duration::from_millis(100),
             max_retries: 8,
@@ -303,4 +308,83 @@ db_test!(forced_full_sync_reconciles_at_once, |t| {
         .unwrap();
     assert!(report.succeeded() && report.full);
     env.assert_mirror_exact().await;
+});
+
+/// Starts a sync of `env`'s business in the background and returns once it has written its
+/// first page. Build `env` with a low request rate, so the run is far from done by then.
+async fn sync_in_flight(env: &Env) -> tokio::task::JoinHandle<tributary_sync::SyncReport> {
+    let ctx = env.ctx.clone();
+    let business = env.business.clone();
+    let handle = tokio::spawn(async move {
+        fetch_stripe_data(&ctx, &business, Trigger::Manual)
+            .await
+            .unwrap()
+    });
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let job = jobs::active_job(env.ctx.db(), &env.business).await.unwrap();
+        if job.is_some_and(|j| j.progress.as_object().is_some_and(|p| !p.is_empty())) {
+            return handle;
+        }
+    }
+    panic!("the sync never wrote a page");
+}
+
+db_test!(revocation_mid_run_fails_the_job_with_access_revoked, |t| {
+    let env = Env::with_rate(&t, 28, 4).await;
+    let running = sync_in_flight(&env).await;
+    env.control(&format!("/_sim/accounts/{}/revoke", env.account), json!({}))
+        .await;
+    let report = running.await.unwrap();
+    assert_eq!(report.status, jobs::FAILED, "{report:?}");
+    assert_eq!(
+        report.error.as_ref().map(|e| e.0.as_str()),
+        Some("access_revoked")
+    );
+    assert_eq!(
+        access::get(&t.db, &env.business)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        access::REVOKED
+    );
+});
+
+db_test!(disconnect_mid_run_leaves_no_rows_behind, |t| {
+    let env = Env::with_rate(&t, 29, 4).await;
+    let running = sync_in_flight(&env).await;
+    // What DELETE /api/stripe/{id} does: fail the job, then clear every row in one transaction.
+    jobs::fail_active(
+        &t.db,
+        &env.business,
+        "cancelled",
+        "disconnected",
+        env.ctx.now(),
+    )
+    .await
+    .unwrap();
+    t.db.purge_business(&env.business).await.unwrap();
+    let report = running.await.unwrap();
+    assert_ne!(report.status, jobs::SUCCEEDED, "{report:?}");
+    use sea_orm::ConnectionTrait;
+    let backend = t.db.conn().get_database_backend();
+    for table in tributary_migrations::TABLES
+        .iter()
+        .filter(|t| !matches!(**t, "businesses" | "agency_billing"))
+    {
+        let sql =
+            format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table} WHERE business_id = 'biz_sync'");
+        let row =
+            t.db.conn()
+                .query_one_raw(sea_orm::Statement::from_string(backend, sql))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            row.try_get_by_index::<String>(0).unwrap(),
+            "0",
+            "{table} has rows written after the disconnect"
+        );
+    }
 });
