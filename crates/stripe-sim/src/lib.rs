@@ -92,13 +92,9 @@ impl SimServer {
         let addr = listener.local_addr().context("reading the bound address")?;
         let anchor = real_now() / generate::DAY * generate::DAY;
         let (seed, n, scale) = (opts.seed, opts.accounts, opts.scale);
-        let generated = tokio::task::spawn_blocking(move || {
-            (0..n)
-                .map(|i| generate::generate_account(seed, i, None, None, scale, anchor))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .context("generating accounts")?;
+        let generated = tokio::task::spawn_blocking(move || generate_all(seed, n, scale, anchor))
+            .await
+            .context("generating accounts")?;
         let (tx, rx) = mpsc::unbounded_channel();
         let sim = Arc::new(Sim::new(seed, anchor, generated, tx));
         let accounts = sim.read().order.clone();
@@ -166,6 +162,33 @@ impl Drop for SimServer {
             t.abort();
         }
     }
+}
+
+/// Generates accounts on all cores; each account's data depends only on the seed and its
+/// index, so the result is the same however the work is split.
+fn generate_all(seed: u64, n: usize, scale: Scale, anchor: i64) -> Vec<Account> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(n.max(1));
+    let mut slots: Vec<Option<Account>> = (0..n).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        for (t, chunk) in slots.chunks_mut(n.div_ceil(threads).max(1)).enumerate() {
+            let first = t * n.div_ceil(threads).max(1);
+            scope.spawn(move || {
+                for (k, slot) in chunk.iter_mut().enumerate() {
+                    *slot = Some(generate::generate_account(
+                        seed,
+                        first + k,
+                        None,
+                        None,
+                        scale,
+                        anchor,
+                    ));
+                }
+            });
+        }
+    });
+    slots.into_iter().flatten().collect()
 }
 
 fn routes(cfg: &mut web::ServiceConfig) {
