@@ -192,6 +192,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(cors(&state.settings.server.cors_origins))
+                .wrap(actix_web::middleware::from_fn(access_log))
                 .app_data(state.clone())
                 .app_data(db.clone())
                 .app_data(
@@ -235,6 +236,31 @@ impl Application {
         self.workers.shutdown().await;
         served
     }
+}
+
+/// One line per request: method, path (never the query, which carries OAuth codes and states,
+/// nor any header), status and duration.
+async fn access_log(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let started = std::time::Instant::now();
+    let res = next.call(req).await;
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match &res {
+        Ok(r) if path == "/healthz" || path == "/readyz" => {
+            tracing::debug!(%method, %path, status = r.status().as_u16(), elapsed_ms, "request");
+        }
+        Ok(r) => {
+            tracing::info!(%method, %path, status = r.status().as_u16(), elapsed_ms, "request")
+        }
+        Err(e) => {
+            tracing::info!(%method, %path, status = e.as_response_error().status_code().as_u16(), elapsed_ms, "request")
+        }
+    }
+    res
 }
 
 async fn healthz() -> HttpResponse {

@@ -216,7 +216,7 @@ pub async fn oauth_callback(state: web::Data<AppState>, req: HttpRequest) -> Htt
 }
 
 /// Exchanges the code and links the account; `Err` is the redirect reason.
-#[tracing::instrument(skip(state, code), fields(business_id = %business))]
+#[tracing::instrument(skip_all, fields(business_id = %business))]
 async fn link(
     state: &AppState,
     business: &BusinessId,
