@@ -1164,7 +1164,7 @@ db_test!(disconnect_in_the_middle_of_a_sync_leaves_nothing, |t| {
     assert!(b_rows["stripe_customers"] > 0, "{b_rows:?}");
 
     // Slow Stripe down so the first sync of biz-a is still running when it disconnects.
-    app.sim_control("/_sim/faults", json!({"latency_ms": 150}))
+    app.sim_control("/_sim/faults", json!({"latency_ms": 200}))
         .await;
     assert_eq!(app.connect("biz-a", &acct0).await["stripe"], "connected");
     let job = app.status("biz-a").await["last_sync"]["id"]
@@ -1185,6 +1185,15 @@ db_test!(disconnect_in_the_middle_of_a_sync_leaves_nothing, |t| {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let running = jobs::get(&app.db, &biz("biz-a"), &job)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        running.status,
+        jobs::RUNNING,
+        "still syncing when disconnected"
+    );
     let res = app.delete("/api/stripe/biz-a", &agency(&["biz-a"])).await;
     assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text);
     app.sim_control("/_sim/faults", json!({})).await;
