@@ -1306,11 +1306,15 @@ async fn oracle_official_python_client() {
     }
     let t = T::start(2, 91).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oracle.py");
-    let out = tokio::process::Command::new("python3")
+    let run = tokio::process::Command::new("python3")
         .arg(script)
         .arg(&t.base)
-        .output()
+        .kill_on_drop(true)
+        .output();
+    // A generous bound so a wedged run fails instead of hanging CI; not a speed assertion.
+    let out = tokio::time::timeout(Duration::from_secs(600), run)
         .await
+        .expect("oracle.py finished within 10 minutes")
         .expect("run oracle.py");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
