@@ -91,7 +91,6 @@ pub async fn delete_business(
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ConnectionsQuery {
     #[serde(default)]
     status: Option<String>,

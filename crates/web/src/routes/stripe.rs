@@ -46,7 +46,6 @@ pub async fn client_status(
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SyncQuery {
     /// Re-list everything and reconcile deletions.
     #[serde(default)]
@@ -81,7 +80,6 @@ pub async fn sync(
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PageQuery {
     #[serde(default = "first_page")]
     page: u64,
