@@ -729,6 +729,35 @@ async fn stored_objects_events_and_deletions() {
     assert_eq!(n["counts"]["customers"], 0);
     let nid = n["id"].as_str().expect("id");
     assert_eq!(t.ok(nid, "/v1/customers").await["data"], json!([]));
+    // Even an empty account can be mutated: it gets a catalogue and new payments.
+    let m = t
+        .post(
+            &format!("/_sim/accounts/{nid}/mutate"),
+            json!({"count": 3, "seed": 1}),
+        )
+        .await;
+    assert_eq!(m["count"], 3);
+    let c = t.counts(nid).await;
+    assert!(
+        c["checkout_sessions"].as_u64() >= Some(3) && c["charges"].as_u64() >= Some(3),
+        "{c}"
+    );
+    let (s, _) = t
+        .control(
+            reqwest::Method::POST,
+            "/_sim/accounts",
+            Some(json!({"id": nid})),
+        )
+        .await;
+    assert_eq!(s, 409);
+    let (s, _) = t
+        .control(
+            reqwest::Method::POST,
+            "/_sim/accounts",
+            Some(json!({"scale": "huge"})),
+        )
+        .await;
+    assert_eq!(s, 400);
 }
 
 #[tokio::test]
