@@ -275,3 +275,32 @@ async fn readyz(db: web::Data<Database>) -> HttpResponse {
             .json(serde_json::json!({"error": {"code": "database_unavailable", "message": "the database does not answer"}}))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::validate_origins;
+
+    #[test]
+    fn cors_origins_are_checked_at_start_up() {
+        let ok =
+            |o: &[&str]| validate_origins(&o.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        assert!(
+            ok(&[
+                "https://app.example",
+                "http://localhost:3000",
+                "https://a.example/",
+                "*"
+            ])
+            .is_ok()
+        );
+        for bad in [
+            "app.example",
+            "https://app.example/path",
+            "ftp://x",
+            "https://",
+        ] {
+            let err = ok(&[bad]).unwrap_err();
+            assert_eq!(err.key, "server.cors_origins", "{bad}");
+        }
+    }
+}
