@@ -137,3 +137,18 @@ pub async fn list_by_status(db: &Database, status: &str) -> Result<Vec<Model>, P
         .all(db.conn())
         .await?)
 }
+
+/// Reads the business's connection row inside a write transaction, locking it on PostgreSQL
+/// (`FOR UPDATE`) so every writer of one business's mirror and read models — sync pages,
+/// webhook events, a disconnect — takes its turn. SQLite's `BEGIN IMMEDIATE` already
+/// serialises writers.
+pub async fn lock_for_write<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+) -> Result<Option<Model>, PersistenceError> {
+    let mut query = Entity::find_by_id(business.as_str());
+    if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        query = sea_orm::QuerySelect::lock_exclusive(query);
+    }
+    Ok(query.one(conn).await?)
+}

@@ -358,10 +358,49 @@ pub async fn refetch(
     }
 }
 
+/// Applies one event of `business`, inside the caller's transaction, and brings the
+/// `customer_spend` rows of every email the change touches (before and after it) and the
+/// subscription's MRR snapshot of the day up to date in the same transaction. `client`, when
+/// given, re-fetches on ties, foreign API versions and incomplete payloads (and fetches
+/// children); without it the payload is applied when it is not older than the stored row.
+pub async fn apply_event<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    event: &EventEnvelope,
+    now: i64,
+    client: Option<&AccountClient>,
+) -> Result<Outcome, SyncError> {
+    // Writers of one business take turns (PostgreSQL; SQLite serialises writers anyway).
+    tributary_persistence::access::lock_for_write(conn, business).await?;
+    let mut touched = crate::readmodel::Touched::default();
+    touched.add_object(&event.object);
+    let mut emails = crate::readmodel::affected_emails(conn, business, &touched).await?;
+    let outcome = apply_event_inner(conn, business, event, now, client).await?;
+    if matches!(
+        outcome,
+        Outcome::Applied | Outcome::Refetched | Outcome::Deleted
+    ) {
+        emails.extend(crate::readmodel::affected_emails(conn, business, &touched).await?);
+        crate::readmodel::refresh_emails(conn, business, &emails, now).await?;
+        if event.object_type() == Some("subscription")
+            && let Some(id) = event.object_id()
+        {
+            crate::readmodel::snapshot_subscription(
+                conn,
+                business,
+                id,
+                &crate::readmodel::day_of(now),
+            )
+            .await?;
+        }
+    }
+    Ok(outcome)
+}
+
 /// Applies one event of `business`, inside the caller's transaction. `client`, when given,
 /// re-fetches on ties and foreign API versions (and fetches children); without it the payload
 /// is applied when it is not older than the stored row.
-pub async fn apply_event<C: sea_orm::ConnectionTrait>(
+async fn apply_event_inner<C: sea_orm::ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
     event: &EventEnvelope,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter};
 use serde_json::Value;
 use tributary_domain::BusinessId;
 use tributary_persistence::entities::*;
@@ -139,6 +139,9 @@ struct Run<'a> {
     account: String,
     started: i64,
     cancelled: Arc<AtomicBool>,
+    /// A full re-list rebuilds the read models once at the end; an incremental run keeps them
+    /// current page by page.
+    full: AtomicBool,
     progress: Mutex<BTreeMap<String, ResourceProgress>>,
 }
 
@@ -185,6 +188,7 @@ async fn run_job_with(
         account: account.map(|a| a.stripe_account_id).unwrap_or_default(),
         started: ctx.now(),
         cancelled,
+        full: AtomicBool::new(true),
         progress: Mutex::new(BTreeMap::new()),
     };
     let span = tracing::info_span!("sync", business_id = %business, job_id = %job.id);
@@ -311,6 +315,7 @@ impl Run<'_> {
             (false, Some(since), _) => Created::since(since - cfg.overlap_secs),
         };
         tracing::info!(full, first, "sync started");
+        self.full.store(full, Ordering::SeqCst);
 
         futures::future::try_join_all(
             Resource::ALL
@@ -341,7 +346,9 @@ impl Run<'_> {
             mirror::mark_unseen_deleted::<stripe_checkout_sessions::Entity, _>(&txn, b, s).await?;
             mirror::mark_unseen_deleted::<stripe_subscriptions::Entity, _>(&txn, b, s).await?;
         }
-        readmodel::rebuild_spend(&txn, &self.business, self.ctx.now()).await?;
+        if full {
+            readmodel::rebuild_spend(&txn, &self.business, self.ctx.now()).await?;
+        }
         readmodel::snapshot_mrr(&txn, &self.business, &readmodel::day_of(self.started)).await?;
         // Cursors advance only now that every resource finished, to the moment the run started.
         let mut rows: Vec<sync_cursors::ActiveModel> = Resource::ALL
@@ -388,20 +395,19 @@ impl Run<'_> {
     }
 
     /// Begins a transaction after checking the run may still write: the lease is held and
-    /// the business is still connected to the same account. On PostgreSQL the access row is
-    /// locked `FOR SHARE`, so a disconnect waits for the page to commit or the page sees it.
+    /// the business is still connected to the same account. The connection row is locked for
+    /// the transaction (see [`access::lock_for_write`]), so a disconnect waits for the page to
+    /// commit or the page sees it gone, and pages, events and webhooks of one business never
+    /// recompute the same email's spend at once.
     async fn begin_guarded(&self) -> Result<DatabaseTransaction, SyncError> {
         if self.cancelled.load(Ordering::SeqCst) {
             return Err(SyncError::Cancelled);
         }
         let txn = self.ctx.db().begin_write().await?;
-        let mut q = stripe_access::Entity::find_by_id(self.business.as_str())
-            .filter(stripe_access::Column::Status.eq(access::CONNECTED))
-            .filter(stripe_access::Column::StripeAccountId.eq(self.account.as_str()));
-        if sea_orm::ConnectionTrait::get_database_backend(&txn) == sea_orm::DbBackend::Postgres {
-            q = q.lock_shared();
-        }
-        if q.one(&txn).await?.is_none() {
+        let connection = access::lock_for_write(&txn, &self.business).await?;
+        let same = connection
+            .is_some_and(|a| a.status == access::CONNECTED && a.stripe_account_id == self.account);
+        if !same {
             txn.rollback().await.ok();
             self.cancelled.store(true, Ordering::SeqCst);
             return Err(SyncError::Cancelled);
@@ -502,9 +508,21 @@ impl Run<'_> {
                 at: sent,
                 now: self.ctx.now(),
             };
+            let incremental = !self.full.load(Ordering::SeqCst);
+            let mut touched = readmodel::Touched::default();
+            if incremental {
+                raws.iter().for_each(|r| touched.add_object(r));
+            }
             let write = self.build(resource, stamp, raws, client).await?;
             let txn = self.begin_guarded().await?;
+            // Spend moves with the page: the emails it takes money from (before) and gives
+            // money to (after) are recomputed in the same transaction.
+            let mut emails = readmodel::affected_emails(&txn, &self.business, &touched).await?;
             let written = write.commit(&txn, &self.business).await?;
+            if incremental {
+                emails.extend(readmodel::affected_emails(&txn, &self.business, &touched).await?);
+                readmodel::refresh_emails(&txn, &self.business, &emails, self.ctx.now()).await?;
+            }
             txn.commit().await?;
             self.bump(resource.key(), fetched, written, false);
             self.save_progress().await;

@@ -127,6 +127,27 @@ impl Env {
             "mirror differs from Stripe:\n{}",
             audit.differences.join("\n")
         );
+        // The spend read model equals a recomputation from the whole mirror.
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let mut stored = customer_spend::Entity::find()
+            .filter(customer_spend::Column::BusinessId.eq(self.business.as_str()))
+            .all(self.ctx.db().conn())
+            .await
+            .unwrap();
+        let mut want =
+            tributary_sync::readmodel::compute_spend(self.ctx.db().conn(), &self.business, 0)
+                .await
+                .unwrap();
+        for r in stored.iter_mut().chain(want.iter_mut()) {
+            r.updated_at = 0;
+        }
+        stored.sort_by(|a, b| (&a.email, &a.currency).cmp(&(&b.email, &b.currency)));
+        want.sort_by(|a, b| (&a.email, &a.currency).cmp(&(&b.email, &b.currency)));
+        assert_eq!(stored.len(), want.len(), "customer_spend rows");
+        for (s, w) in stored.iter().zip(&want) {
+            assert_eq!(s, w, "customer_spend differs from a recomputation");
+        }
+        assert!(!want.is_empty());
         let counts = self.counts().await;
         for (table, key) in [
             ("customers", "customers"),
