@@ -199,10 +199,10 @@ async fn run_job_with(
     let (status, error) = match &result {
         Ok(()) => (jobs::SUCCEEDED, None),
         Err(e) => {
-            if matches!(e, SyncError::Stripe(se) if se.is_access_revoked()) {
-                if let Err(err) = access::mark_revoked(db, &business, ctx.now()).await {
-                    tracing::error!(error = %err, "could not mark access revoked");
-                }
+            if matches!(e, SyncError::Stripe(se) if se.is_access_revoked())
+                && let Err(err) = access::mark_revoked(db, &business, ctx.now()).await
+            {
+                tracing::error!(error = %err, "could not mark access revoked");
             }
             tracing::warn!(error = %e, code = e.code(), "sync failed");
             (jobs::FAILED, Some((e.code().to_owned(), e.to_string())))
