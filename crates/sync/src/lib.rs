@@ -21,12 +21,10 @@
 
 pub mod apply;
 pub mod audit;
-pub mod billing;
 mod engine;
 pub mod map;
 pub mod readmodel;
 mod scheduler;
-pub mod verify;
 mod worker;
 
 use std::collections::BTreeMap;
