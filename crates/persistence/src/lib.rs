@@ -18,6 +18,7 @@
 //! ```
 
 pub mod access;
+pub mod billing;
 pub mod businesses;
 pub mod entities;
 pub mod jobs;

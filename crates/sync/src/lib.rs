@@ -21,6 +21,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod billing;
 mod engine;
 pub mod map;
 pub mod readmodel;

@@ -1772,3 +1772,4 @@ db_test!(refused_exchanges_other_modes_and_missing_names, |t| {
     app.stop().await;
     fake.stop(true).await;
 });
+#[path = "api/webhooks.rs"] mod webhooks_api;

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod connect;
 pub mod stripe;
+pub mod webhooks;
 
 use actix_web::web;
 
@@ -61,4 +62,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::delete().to(admin::delete_business),
     )
     .route("/api/admin/connections", web::get().to(admin::connections));
+    cfg.route("/api/webhooks/stripe", web::post().to(webhooks::platform));
+    cfg.route(
+        "/api/webhooks/stripe/connect",
+        web::post().to(webhooks::connect),
+    );
+    cfg.route(
+        "/api/webhooks/stripe/{slug}",
+        web::post().to(webhooks::business),
+    );
 }

@@ -1,0 +1,501 @@
+//! Stripe webhooks (SPEC §6): the platform's Connect endpoint, each business's own endpoint and
+//! the platform-billing endpoint. No bearer token: the `Stripe-Signature` authenticates.
+//!
+//! Every delivery is verified on the raw body, then recorded in `webhook_events` in the same
+//! transaction as the change it causes, so a retried or duplicated delivery changes nothing.
+//! Events are applied within the request (see `docs/decisions.md`, "Webhooks"): a failure rolls
+//! the record back and answers `5xx`, and Stripe delivers again.
+
+use std::time::Duration;
+
+use actix_web::web::{Bytes, BytesMut};
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures::StreamExt;
+use secrecy::SecretString;
+use serde_json::json;
+use time::OffsetDateTime;
+use tributary_domain::BusinessId;
+use tributary_persistence::entities::{stripe_access, webhook_events};
+use tributary_persistence::sea_orm::{
+    ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QuerySelect,
+};
+use tributary_persistence::{Database, access, billing, businesses, jobs, webhooks};
+use tributary_stripe_connect::{
+    DEFAULT_TOLERANCE, EventEnvelope, SigningSecret, StripeError, WebhookError, construct_event,
+};
+use tributary_sync::SyncError;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Largest webhook body read (1 MiB); Stripe's events are far smaller.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Longest an event may take to apply (re-fetches included) before the delivery is answered
+/// `503` and left to Stripe's retry: Stripe gives up on a delivery after a few seconds more.
+pub const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The idempotency-record endpoint of the Connect webhook.
+pub const CONNECT_ENDPOINT: &str = "connect";
+const DEAUTHORIZED: &str = "account.application.deauthorized";
+
+/// Reads the body, refusing more than [`MAX_BODY`] bytes (`413`) before reading them when the
+/// length is announced.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<Bytes, ApiError> {
+    let announced = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(ApiError::PayloadTooLarge(MAX_BODY));
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request("invalid_body", format!("the body could not be read: {e}"))
+        })?;
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(ApiError::PayloadTooLarge(MAX_BODY));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Verifies the `Stripe-Signature` of `body` against `secrets` and parses the event.
+fn verify<S: SigningSecret + ?Sized>(
+    req: &HttpRequest,
+    body: &[u8],
+    secrets: &[&S],
+) -> Result<EventEnvelope, ApiError> {
+    let header = match req.headers().get("Stripe-Signature") {
+        None => "",
+        Some(v) => v.to_str().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_signature",
+                "malformed Stripe-Signature header: not ASCII",
+            )
+        })?,
+    };
+    construct_event(
+        body,
+        header,
+        secrets,
+        DEFAULT_TOLERANCE,
+        OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| match e {
+        WebhookError::Signature(e) => ApiError::bad_request("invalid_signature", e.to_string()),
+        WebhookError::Event(e) => ApiError::bad_request("invalid_event", e.to_string()),
+    })
+}
+
+fn configured<'a>(
+    secret: Option<&'a SecretString>,
+    key: &'static str,
+) -> Result<&'a SecretString, ApiError> {
+    secret.ok_or(ApiError::NotConfigured(key))
+}
+
+/// The answer to every accepted delivery.
+fn received(event: &EventEnvelope, outcome: &str, duplicate: bool) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "received": true,
+        "id": event.id,
+        "outcome": outcome,
+        "duplicate": duplicate,
+    }))
+}
+
+/// The idempotency record of `event` at `endpoint`.
+fn record(
+    endpoint: &str,
+    event: &EventEnvelope,
+    business: Option<&BusinessId>,
+    account: Option<&str>,
+    outcome: &str,
+    now: i64,
+) -> webhook_events::Model {
+    webhook_events::Model {
+        endpoint: endpoint.to_owned(),
+        event_id: event.id.clone(),
+        business_id: business.map(|b| b.as_str().to_owned()),
+        event_type: event.event_type.clone(),
+        account: account.map(str::to_owned),
+        livemode: event.livemode,
+        received_at: now,
+        processed_at: Some(now),
+        outcome: outcome.to_owned(),
+        payload: None,
+    }
+}
+
+async fn seen<C: ConnectionTrait>(
+    conn: &C,
+    endpoint: &str,
+    event_id: &str,
+) -> Result<bool, ApiError> {
+    Ok(
+        webhook_events::Entity::find_by_id((endpoint.to_owned(), event_id.to_owned()))
+            .one(conn)
+            .await
+            .map_err(ApiError::internal)?
+            .is_some(),
+    )
+}
+
+/// Records an event that changes nothing (unrouted, other mode, revoked connection).
+async fn record_only(
+    db: &Database,
+    event: &EventEnvelope,
+    row: webhook_events::Model,
+) -> Result<HttpResponse, ApiError> {
+    let outcome = row.outcome.clone();
+    let txn = db.begin_write().await.map_err(ApiError::internal)?;
+    let fresh = webhooks::record_event(&txn, row).await?;
+    txn.commit().await.map_err(ApiError::internal)?;
+    log(event, &outcome, !fresh);
+    Ok(received(event, &outcome, !fresh))
+}
+
+fn log(event: &EventEnvelope, outcome: &str, duplicate: bool) {
+    tracing::info!(
+        event_id = %event.id,
+        event_type = %event.event_type,
+        account = event.account.as_deref().unwrap_or(""),
+        outcome,
+        duplicate,
+        "webhook event"
+    );
+}
+
+/// Where a Connect or per-business event goes.
+struct Route<'a> {
+    endpoint: &'a str,
+    business: BusinessId,
+    account: String,
+}
+
+/// `POST /api/webhooks/stripe/connect` — events of every connected account, routed by `account`.
+pub async fn connect(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, payload).await?;
+    let secret = configured(
+        state.settings.stripe.connect_webhook_secret.as_ref(),
+        "stripe.connect_webhook_secret",
+    )?;
+    let event = verify(&req, &body, &[secret])?;
+    let now = tributary_persistence::now();
+    let acct = event.account.clone();
+    let unrouted = |outcome: &str| {
+        record(
+            CONNECT_ENDPOINT,
+            &event,
+            None,
+            acct.as_deref(),
+            outcome,
+            now,
+        )
+    };
+    if event.livemode != state.livemode {
+        return record_only(&state.db, &event, unrouted("other_mode")).await;
+    }
+    let Some(account) = acct.as_deref() else {
+        return record_only(&state.db, &event, unrouted("unrouted")).await;
+    };
+    let holder = access::by_account(&state.db, account).await?;
+    let Some(business) = holder.and_then(|h| BusinessId::parse(&h.business_id).ok()) else {
+        return record_only(&state.db, &event, unrouted("unrouted")).await;
+    };
+    let route = Route {
+        endpoint: CONNECT_ENDPOINT,
+        business,
+        account: account.to_owned(),
+    };
+    if event.event_type == DEAUTHORIZED {
+        return deauthorized(&state, &route, &event, now).await;
+    }
+    apply(&state, &route, &event, now).await
+}
+
+/// `POST /api/webhooks/stripe/{slug}` — a business's own endpoint, signed with the secret saved
+/// through `PUT /api/stripe/{businessId}/webhook-secret`.
+pub async fn business(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    slug: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let slug = slug.into_inner();
+    let body = read_body(&req, payload).await?;
+    let found = businesses::by_slug(&state.db, &slug).await?;
+    let Some(business) = found.and_then(|b| BusinessId::parse(&b.id).ok()) else {
+        return Err(ApiError::NotFound("webhook endpoint"));
+    };
+    let Some(secret) = webhooks::secret(&state.db, &business).await? else {
+        return Err(ApiError::bad_request(
+            "webhook_secret_missing",
+            "no signing secret is saved for this endpoint; save it in the Stripe settings",
+        ));
+    };
+    let event = verify(&req, &body, &[secret.as_str()])?;
+    let now = tributary_persistence::now();
+    let connection = access::get(&state.db, &business).await?;
+    let linked = connection.as_ref().map(|c| c.stripe_account_id.clone());
+    let unrouted = |outcome: &str| {
+        let account = event.account.as_deref().or(linked.as_deref());
+        record(&slug, &event, None, account, outcome, now)
+    };
+    if event.livemode != state.livemode {
+        return record_only(&state.db, &event, unrouted("other_mode")).await;
+    }
+    // The endpoint belongs to the account the business links; an event naming another account
+    // (or arriving while nothing is linked) has nowhere to go.
+    let Some(account) = linked
+        .clone()
+        .filter(|a| event.account.as_deref().is_none_or(|e| e == a))
+    else {
+        return record_only(&state.db, &event, unrouted("unrouted")).await;
+    };
+    let route = Route {
+        endpoint: &slug,
+        business,
+        account,
+    };
+    if event.event_type == DEAUTHORIZED {
+        // An account's own endpoint hears about every application it removes: only ours counts.
+        let ours = state.settings.stripe.connect_client_id.as_deref();
+        if ours.is_some() && event.object_id() == ours {
+            return deauthorized(&state, &route, &event, now).await;
+        }
+    }
+    apply(&state, &route, &event, now).await
+}
+
+/// Marks the connection revoked and fails its running sync (whose worker stops at its next
+/// lease renewal), so the status shows the reconnect prompt.
+///
+/// The repositories doing this write on their own connections, so they run before the record
+/// rather than inside its transaction (on SQLite that transaction holds the only write lock).
+/// Both are idempotent, and a delivery already recorded is skipped, so a retry after a crash
+/// between the two repeats nothing harmful.
+async fn deauthorized(
+    state: &AppState,
+    route: &Route<'_>,
+    event: &EventEnvelope,
+    now: i64,
+) -> Result<HttpResponse, ApiError> {
+    if seen(state.db.conn(), route.endpoint, &event.id).await? {
+        log(event, "revoked", true);
+        return Ok(received(event, "revoked", true));
+    }
+    revoke(state, &route.business, now).await?;
+    let row = record(
+        route.endpoint,
+        event,
+        Some(&route.business),
+        Some(&route.account),
+        "revoked",
+        now,
+    );
+    record_only(&state.db, event, row).await
+}
+
+async fn revoke(state: &AppState, business: &BusinessId, now: i64) -> Result<(), ApiError> {
+    let revoked = access::mark_revoked(&state.db, business, now).await?;
+    let failed = jobs::fail_active(
+        &state.db,
+        business,
+        "access_revoked",
+        "the Stripe account removed the platform's access (account.application.deauthorized)",
+        now,
+    )
+    .await?;
+    tracing::warn!(business_id = %business, revoked, failed_jobs = failed, "Stripe access revoked");
+    Ok(())
+}
+
+/// The business's connection, read inside the transaction. On PostgreSQL it is held
+/// `FOR UPDATE`, as every writer of a business's mirror holds it, so writers take turns and a
+/// disconnect waits for this event's rows and then clears them too (SQLite's `BEGIN IMMEDIATE`
+/// serialises writers already).
+async fn connection_in(
+    txn: &DatabaseTransaction,
+    business: &BusinessId,
+) -> Result<Option<stripe_access::Model>, ApiError> {
+    let mut query = stripe_access::Entity::find_by_id(business.as_str());
+    if txn.get_database_backend() == DbBackend::Postgres {
+        query = query.lock_exclusive();
+    }
+    query.one(txn).await.map_err(ApiError::internal)
+}
+
+/// What went wrong applying an event.
+enum Failure {
+    /// The platform lost access while re-fetching: the connection is revoked.
+    Revoked,
+    /// Stripe throttled or failed the re-fetch, or it took too long: let Stripe retry.
+    Unavailable(String),
+    Internal(ApiError),
+}
+
+/// Applies a Connect or per-business event to the mirror with the sync's applier, in one
+/// transaction with its record.
+async fn apply(
+    state: &AppState,
+    route: &Route<'_>,
+    event: &EventEnvelope,
+    now: i64,
+) -> Result<HttpResponse, ApiError> {
+    let client = state
+        .stripe
+        .account(&route.account)
+        .map_err(ApiError::internal)?;
+    let run = async {
+        let txn = state.db.begin_write().await.map_err(internal)?;
+        if seen(&txn, route.endpoint, &event.id)
+            .await
+            .map_err(Failure::Internal)?
+        {
+            return Ok(None);
+        }
+        let connection = connection_in(&txn, &route.business)
+            .await
+            .map_err(Failure::Internal)?;
+        let outcome = match connection {
+            Some(c) if c.stripe_account_id != route.account => "unrouted",
+            None => "unrouted",
+            Some(c) if c.status != access::CONNECTED => "revoked",
+            Some(_) => {
+                tributary_sync::apply::apply_event(&txn, &route.business, event, now, Some(&client))
+                    .await
+                    .map_err(|e| match e {
+                        SyncError::Stripe(StripeError::AccessRevoked { .. }) => Failure::Revoked,
+                        SyncError::Stripe(e) => Failure::Unavailable(e.to_string()),
+                        other => Failure::Internal(ApiError::internal(other)),
+                    })?
+                    .as_str()
+            }
+        };
+        let business = (outcome != "unrouted").then_some(&route.business);
+        let row = record(
+            route.endpoint,
+            event,
+            business,
+            Some(&route.account),
+            outcome,
+            now,
+        );
+        if !webhooks::record_event(&txn, row)
+            .await
+            .map_err(|e| Failure::Internal(e.into()))?
+        {
+            // Recorded meanwhile by a concurrent delivery (PostgreSQL): undo ours.
+            txn.rollback().await.map_err(internal)?;
+            return Ok(None);
+        }
+        txn.commit().await.map_err(internal)?;
+        Ok(Some(outcome))
+    };
+    let result = match tokio::time::timeout(APPLY_TIMEOUT, run).await {
+        Ok(r) => r,
+        Err(_) => Err(Failure::Unavailable(format!(
+            "applying took longer than {} s",
+            APPLY_TIMEOUT.as_secs()
+        ))),
+    };
+    match result {
+        Ok(Some(outcome)) => {
+            log(event, outcome, false);
+            Ok(received(event, outcome, false))
+        }
+        Ok(None) => {
+            log(event, "duplicate", true);
+            Ok(received(event, "duplicate", true))
+        }
+        Err(Failure::Internal(e)) => Err(e),
+        Err(Failure::Unavailable(detail)) => {
+            tracing::warn!(event_id = %event.id, %detail, "webhook event not applied; Stripe will retry");
+            Ok(
+                HttpResponse::ServiceUnavailable().json(crate::error::error_body(
+                    "stripe_unavailable",
+                    "the event could not be applied now; it will be accepted on a later delivery",
+                )),
+            )
+        }
+        Err(Failure::Revoked) => {
+            revoke(state, &route.business, now).await?;
+            let row = record(
+                route.endpoint,
+                event,
+                Some(&route.business),
+                Some(&route.account),
+                "revoked",
+                now,
+            );
+            record_only(&state.db, event, row).await
+        }
+    }
+}
+
+fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Failure {
+    Failure::Internal(ApiError::internal(e))
+}
+
+/// `POST /api/webhooks/stripe` — the platform's own billing of agencies.
+pub async fn platform(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(&req, payload).await?;
+    let secret = configured(
+        state.settings.stripe.platform_webhook_secret.as_ref(),
+        "stripe.platform_webhook_secret",
+    )?;
+    let event = verify(&req, &body, &[secret])?;
+    let now = tributary_persistence::now();
+    let endpoint = billing::PLATFORM_ENDPOINT;
+    if event.livemode != state.livemode {
+        let row = record(
+            endpoint,
+            &event,
+            None,
+            event.account.as_deref(),
+            "other_mode",
+            now,
+        );
+        return record_only(&state.db, &event, row).await;
+    }
+    let txn = state.db.begin_write().await.map_err(ApiError::internal)?;
+    if seen(&txn, endpoint, &event.id).await? {
+        txn.rollback().await.map_err(ApiError::internal)?;
+        log(&event, "duplicate", true);
+        return Ok(received(&event, "duplicate", true));
+    }
+    let (outcome, agency) = tributary_sync::billing::apply_event(&txn, &event, now)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut row = record(
+        endpoint,
+        &event,
+        None,
+        event.account.as_deref(),
+        outcome.as_str(),
+        now,
+    );
+    if outcome == tributary_sync::billing::BillingOutcome::Unrouted {
+        // Kept so a later checkout that links this customer to an agency can apply it.
+        row.payload = serde_json::from_slice(&body).ok();
+    }
+    if !webhooks::record_event(&txn, row).await? {
+        txn.rollback().await.map_err(ApiError::internal)?;
+        log(&event, "duplicate", true);
+        return Ok(received(&event, "duplicate", true));
+    }
+    txn.commit().await.map_err(ApiError::internal)?;
+    tracing::info!(event_id = %event.id, event_type = %event.event_type, agency_id = agency.as_deref().unwrap_or(""), outcome = outcome.as_str(), "platform billing event");
+    Ok(received(&event, outcome.as_str(), false))
+}
