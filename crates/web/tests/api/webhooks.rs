@@ -1088,3 +1088,71 @@ db_test!(platform_billing_from_checkout_to_cancellation, |t| {
     );
     app.stop().await;
 });
+
+// ---------------------------------------------------------------------------------------
+// Failures on our side
+// ---------------------------------------------------------------------------------------
+
+db_test!(a_database_failure_answers_5xx_so_stripe_retries, |t| {
+    let app = spawn(&t, Opts::default()).await;
+    let acct = app.account(0);
+    assert_eq!(app.connect("biz-a", &acct).await["stripe"], "connected");
+    let c = now();
+    let e = event(
+        "evt_db_down",
+        "customer.created",
+        Some(&acct),
+        c,
+        customer_object("cus_db_1", "db@example.com", c),
+    );
+    let billing_event = event(
+        "evt_db_down_pb",
+        "customer.subscription.created",
+        None,
+        c,
+        subscription_object("sub_db", "cus_db", "active", 1, "price_team", c + 86400),
+    );
+    let backend = app.db.conn().get_database_backend();
+    let exec = |sql: &'static str| {
+        let db = app.db.clone();
+        async move {
+            db.conn()
+                .execute_raw(Statement::from_string(backend, sql))
+                .await
+                .unwrap();
+        }
+    };
+    // The idempotency table is unreachable: nothing can be recorded, so nothing is accepted.
+    exec("ALTER TABLE webhook_events RENAME TO webhook_events_away").await;
+    for (path, e, secret) in [
+        (CONNECT, &e, CONNECT_SECRET),
+        (PLATFORM, &billing_event, PLATFORM_SECRET),
+    ] {
+        let body = e.to_string();
+        let res = app
+            .hook(path, body.clone(), Some(&header(&body, now(), &[secret])))
+            .await;
+        assert!(
+            res.status.is_server_error(),
+            "{path}: {} {}",
+            res.status,
+            res.text
+        );
+        assert_eq!(res.error_code(), "internal_error");
+        assert_no_trace(&res, &["webhook_events", "SELECT", "sqlite", "postgres"]);
+    }
+    assert!(customer_row(&app.db, "biz-a", "cus_db_1").await.is_none());
+    exec("ALTER TABLE webhook_events_away RENAME TO webhook_events").await;
+    // Stripe's retry then goes through, once.
+    assert_eq!(
+        app.deliver(CONNECT, &e, CONNECT_SECRET).await["outcome"],
+        "applied"
+    );
+    assert!(customer_row(&app.db, "biz-a", "cus_db_1").await.is_some());
+    assert_eq!(
+        app.deliver(PLATFORM, &billing_event, PLATFORM_SECRET).await["outcome"],
+        "unrouted"
+    );
+    assert_eq!(event_count(&app.db).await, 2);
+    app.stop().await;
+});
