@@ -138,17 +138,23 @@ pub async fn list_by_status(db: &Database, status: &str) -> Result<Vec<Model>, P
         .await?)
 }
 
-/// Reads the business's connection row inside a write transaction, locking it on PostgreSQL
-/// (`FOR UPDATE`) so every writer of one business's mirror and read models — sync pages,
-/// webhook events, a disconnect — takes its turn. SQLite's `BEGIN IMMEDIATE` already
-/// serialises writers.
+/// Reads the business's connection row inside a write transaction and locks it on
+/// PostgreSQL: `exclusive` (`FOR UPDATE`) makes every writer of one business's read models —
+/// incremental sync pages, webhook events — take its turn; shared (`FOR SHARE`) lets the pages
+/// of a full re-list write concurrently while still holding off a disconnect. SQLite's
+/// `BEGIN IMMEDIATE` already serialises writers.
 pub async fn lock_for_write<C: sea_orm::ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
+    exclusive: bool,
 ) -> Result<Option<Model>, PersistenceError> {
     let mut query = Entity::find_by_id(business.as_str());
     if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
-        query = sea_orm::QuerySelect::lock_exclusive(query);
+        query = if exclusive {
+            sea_orm::QuerySelect::lock_exclusive(query)
+        } else {
+            sea_orm::QuerySelect::lock_shared(query)
+        };
     }
     Ok(query.one(conn).await?)
 }

@@ -118,6 +118,12 @@ impl TestDb {
 
     async fn postgres_with(migrate: bool) -> Option<TestDb> {
         let admin_url = postgres_admin_url()?;
+        Some(Self::postgres_at(&admin_url, migrate).await)
+    }
+
+    /// A fresh PostgreSQL database on the server of `admin_url` (benchmarks pass their own).
+    pub async fn postgres_at(admin_url: &str, migrate: bool) -> TestDb {
+        let admin_url = admin_url.to_owned();
         let name = format!("trib_test_{}", uuid::Uuid::now_v7().simple());
         let admin = sea_orm::Database::connect(&admin_url)
             .await
@@ -134,14 +140,14 @@ impl TestDb {
         if migrate {
             db.migrate().await.expect("migrate postgres");
         }
-        Some(TestDb {
+        TestDb {
             db,
             url,
             backend: Backend::Postgres,
             admin_url: Some(admin_url),
             name: Some(name),
             _dir: None,
-        })
+        }
     }
 
     /// A fresh migrated database of `backend` (`None`: PostgreSQL skipped).

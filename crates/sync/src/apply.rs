@@ -371,7 +371,7 @@ pub async fn apply_event<C: sea_orm::ConnectionTrait>(
     client: Option<&AccountClient>,
 ) -> Result<Outcome, SyncError> {
     // Writers of one business take turns (PostgreSQL; SQLite serialises writers anyway).
-    tributary_persistence::access::lock_for_write(conn, business).await?;
+    tributary_persistence::access::lock_for_write(conn, business, true).await?;
     let mut touched = crate::readmodel::Touched::default();
     touched.add_object(&event.object);
     let mut emails = crate::readmodel::affected_emails(conn, business, &touched).await?;

@@ -404,7 +404,8 @@ impl Run<'_> {
             return Err(SyncError::Cancelled);
         }
         let txn = self.ctx.db().begin_write().await?;
-        let connection = access::lock_for_write(&txn, &self.business).await?;
+        let exclusive = !self.full.load(Ordering::SeqCst);
+        let connection = access::lock_for_write(&txn, &self.business, exclusive).await?;
         let same = connection
             .is_some_and(|a| a.status == access::CONNECTED && a.stripe_account_id == self.account);
         if !same {

@@ -24,37 +24,58 @@ pub async fn load_facts<C: ConnectionTrait>(
     business: &BusinessId,
 ) -> Result<(SpendFacts, HashMap<String, String>), SyncError> {
     let b = business.as_str();
+    let backend = conn.get_database_backend();
     Ok(facts_of(
-        stripe_customers::Entity::find()
+        lean::<stripe_customers::Entity>(backend)
             .filter(stripe_customers::Column::BusinessId.eq(b))
             .all(conn)
             .await?,
-        stripe_orders::Entity::find()
+        lean::<stripe_orders::Entity>(backend)
             .filter(stripe_orders::Column::BusinessId.eq(b))
             .filter(stripe_orders::Column::Deleted.eq(false))
             .all(conn)
             .await?,
-        stripe_invoices::Entity::find()
+        lean::<stripe_invoices::Entity>(backend)
             .filter(stripe_invoices::Column::BusinessId.eq(b))
             .filter(stripe_invoices::Column::Deleted.eq(false))
             .all(conn)
             .await?,
-        stripe_invoice_payments::Entity::find()
+        lean::<stripe_invoice_payments::Entity>(backend)
             .filter(stripe_invoice_payments::Column::BusinessId.eq(b))
             .filter(stripe_invoice_payments::Column::Deleted.eq(false))
             .all(conn)
             .await?,
-        stripe_checkout_sessions::Entity::find()
+        lean::<stripe_checkout_sessions::Entity>(backend)
             .filter(stripe_checkout_sessions::Column::BusinessId.eq(b))
             .filter(stripe_checkout_sessions::Column::Deleted.eq(false))
             .all(conn)
             .await?,
-        stripe_refunds::Entity::find()
+        lean::<stripe_refunds::Entity>(backend)
             .filter(stripe_refunds::Column::BusinessId.eq(b))
             .filter(stripe_refunds::Column::Deleted.eq(false))
             .all(conn)
             .await?,
     ))
+}
+
+/// A select of every column but `raw` (read as JSON `null`): the read models need the typed
+/// columns only, and a whole account's raw JSON would not fit the memory budget.
+fn lean<E: EntityTrait>(backend: sea_orm::DbBackend) -> sea_orm::Select<E> {
+    use sea_orm::{IdenStatic, Iterable, QuerySelect};
+    let null_json = if backend == sea_orm::DbBackend::Postgres {
+        "'null'::jsonb"
+    } else {
+        "'null'"
+    };
+    let mut query = E::find().select_only();
+    for column in E::Column::iter() {
+        query = if column.as_str() == "raw" {
+            query.column_as(sea_orm::sea_query::Expr::cust(null_json), "raw")
+        } else {
+            query.column(column)
+        };
+    }
+    query
 }
 
 /// Mirror rows → the plain facts the spend rules take, and customer names by id.
