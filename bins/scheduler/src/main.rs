@@ -65,6 +65,13 @@ enum Command {
         #[arg(long)]
         business: String,
     },
+    /// Recompute one business's spend read model from its mirror and report any difference
+    /// with the stored rows (exit status 1 when they differ).
+    Verify {
+        /// The business id.
+        #[arg(long)]
+        business: String,
+    },
     /// Apply pending database migrations and exit.
     Migrate,
 }
@@ -152,6 +159,12 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<bool> {
             let audit = tributary_sync::audit::audit(&ctx, &business, &client).await?;
             println!("{}", serde_json::to_string_pretty(&audit)?);
             Ok(audit.is_exact())
+        }
+        Command::Verify { business } => {
+            let business = BusinessId::parse(&business)?;
+            let report = tributary_sync::verify::verify_spend(ctx.db().conn(), &business).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(report.is_consistent())
         }
         Command::Migrate => Ok(true),
     }

@@ -17,6 +17,7 @@
 
 mod email;
 mod ids;
+pub mod metrics;
 mod money;
 pub mod mrr;
 pub mod spend;

@@ -24,6 +24,7 @@ pub mod entities;
 pub mod jobs;
 pub mod mirror;
 pub mod oauth_states;
+pub mod reads;
 pub mod testing;
 pub mod webhooks;
 

@@ -26,6 +26,7 @@ mod engine;
 pub mod map;
 pub mod readmodel;
 mod scheduler;
+pub mod verify;
 mod worker;
 
 use std::collections::BTreeMap;

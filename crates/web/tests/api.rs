@@ -1772,4 +1772,6 @@ db_test!(refused_exchanges_other_modes_and_missing_names, |t| {
     app.stop().await;
     fake.stop(true).await;
 });
+#[path = "api/contacts.rs"]
+mod contacts;
 #[path = "api/webhooks.rs"] mod webhooks_api;

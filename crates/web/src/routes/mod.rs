@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod connect;
+pub mod contacts;
+pub mod dashboards;
 pub mod stripe;
 pub mod webhooks;
 
@@ -10,6 +12,7 @@ use actix_web::web;
 
 /// Registers the routes of SPEC §4 and §10.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    contacts::configure(cfg);
     // Plain routes, not a `/api` scope: a scope would answer 404 for every `/api` path it does
     // not list, hiding routes other modules register.
     cfg.route(

@@ -1,0 +1,590 @@
+//! Read-side queries behind the Contacts, Sales and dashboard routes (SPEC §8, §9). Every
+//! function takes the business id; every query is served by an index that starts with
+//! `business_id` (see `docs/performance.md`, "Read paths").
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, Order, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+use tributary_domain::spend::{self, SpendFacts};
+use tributary_domain::{BusinessId, Currency, Email};
+
+use crate::PersistenceError;
+use crate::entities::*;
+
+/// Largest `IN (…)` list one statement carries.
+const CHUNK: usize = 500;
+
+/// How the customers grid is sorted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpendSort {
+    /// Net spend: in the filter currency when one is given, else the primary currency.
+    TotalSpent,
+    LastPurchase,
+    Email,
+}
+
+/// One page request of the customers grid.
+#[derive(Debug, Clone)]
+pub struct SpendQuery {
+    pub page: u64,
+    pub per_page: u64,
+    pub sort: SpendSort,
+    pub descending: bool,
+    /// Case-insensitive substring of the email or the name.
+    pub search: Option<String>,
+    /// Only emails with spend in this currency, sorted by their net in it.
+    pub currency: Option<Currency>,
+}
+
+/// A page of emails (in grid order) with every `customer_spend` row of each, and the total.
+#[derive(Debug, Clone, Default)]
+pub struct SpendPage {
+    pub emails: Vec<String>,
+    pub rows: BTreeMap<String, Vec<customer_spend::Model>>,
+    pub total: u64,
+}
+
+fn like_pattern(text: &str) -> String {
+    let mut out = String::from("%");
+    for c in text.trim().to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// One page of the customers grid, one row per email: the email's primary-currency row picks
+/// the order (or its row in the requested currency), then every currency row of the page's
+/// emails is read by primary key.
+pub async fn spend_page<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    q: &SpendQuery,
+) -> Result<SpendPage, PersistenceError> {
+    use customer_spend::Column as Col;
+    let mut cond = Condition::all().add(Col::BusinessId.eq(business.as_str()));
+    cond = match &q.currency {
+        Some(c) => cond.add(Col::Currency.eq(c.as_str())),
+        None => cond.add(Col::IsPrimary.eq(true)),
+    };
+    if let Some(text) = q.search.as_deref().filter(|s| !s.trim().is_empty()) {
+        let pattern = like_pattern(text);
+        cond = cond.add(
+            Condition::any()
+                .add(Expr::col(Col::Email).like(LikeExpr::new(pattern.clone()).escape('\\')))
+                .add(
+                    Expr::expr(Func::lower(Expr::col(Col::Name)))
+                        .like(LikeExpr::new(pattern).escape('\\')),
+                ),
+        );
+    }
+    let total = customer_spend::Entity::find()
+        .filter(cond.clone())
+        .count(conn)
+        .await?;
+    let dir = if q.descending {
+        Order::Desc
+    } else {
+        Order::Asc
+    };
+    let mut select = customer_spend::Entity::find().filter(cond);
+    select = match q.sort {
+        SpendSort::TotalSpent => select.order_by(Col::Net, dir.clone()),
+        SpendSort::LastPurchase => select.order_by(Col::EmailLastPurchaseAt, dir.clone()),
+        SpendSort::Email => select,
+    };
+    let leading: Vec<customer_spend::Model> = select
+        .order_by(
+            Col::Email,
+            if q.sort == SpendSort::Email {
+                dir
+            } else {
+                Order::Asc
+            },
+        )
+        .offset((q.page.saturating_sub(1)).saturating_mul(q.per_page))
+        .limit(q.per_page)
+        .all(conn)
+        .await?;
+    let emails: Vec<String> = leading.into_iter().map(|r| r.email).collect();
+    let rows = spend_of_emails(conn, business, &emails).await?;
+    Ok(SpendPage {
+        emails,
+        rows,
+        total,
+    })
+}
+
+/// Every `customer_spend` row of the given normalised emails, grouped by email, currencies in
+/// code order. Emails without spend are absent.
+pub async fn spend_of_emails<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    emails: &[String],
+) -> Result<BTreeMap<String, Vec<customer_spend::Model>>, PersistenceError> {
+    use customer_spend::Column as Col;
+    let mut out: BTreeMap<String, Vec<customer_spend::Model>> = BTreeMap::new();
+    for chunk in emails.chunks(CHUNK) {
+        let rows = customer_spend::Entity::find()
+            .filter(Col::BusinessId.eq(business.as_str()))
+            .filter(Col::Email.is_in(chunk.iter().map(String::as_str)))
+            .order_by_asc(Col::Email)
+            .order_by_asc(Col::Currency)
+            .all(conn)
+            .await?;
+        for r in rows {
+            out.entry(r.email.clone()).or_default().push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// The `customer_spend` rows of a business (verification; not a request path).
+pub async fn all_spend<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+) -> Result<Vec<customer_spend::Model>, PersistenceError> {
+    Ok(customer_spend::Entity::find()
+        .filter(customer_spend::Column::BusinessId.eq(business.as_str()))
+        .order_by_asc(customer_spend::Column::Email)
+        .order_by_asc(customer_spend::Column::Currency)
+        .all(conn)
+        .await?)
+}
+
+/// The mirror rows around one email: its customers and everything that can carry or link its
+/// money (see [`email_graph`]).
+#[derive(Debug, Clone, Default)]
+pub struct EmailGraph {
+    pub customers: BTreeMap<String, stripe_customers::Model>,
+    pub orders: BTreeMap<String, stripe_orders::Model>,
+    pub invoices: BTreeMap<String, stripe_invoices::Model>,
+    pub invoice_payments: BTreeMap<String, stripe_invoice_payments::Model>,
+    pub checkout_sessions: BTreeMap<String, stripe_checkout_sessions::Model>,
+    pub refunds: BTreeMap<String, stripe_refunds::Model>,
+}
+
+macro_rules! fetch_in {
+    ($conn:expr, $b:expr, $entity:ident, $col:ident, $ids:expr, $live:expr) => {{
+        let ids: Vec<&str> = $ids.iter().map(|s: &String| s.as_str()).collect();
+        let mut found = Vec::new();
+        for chunk in ids.chunks(CHUNK) {
+            let mut sel = $entity::Entity::find()
+                .filter($entity::Column::BusinessId.eq($b.as_str()))
+                .filter($entity::Column::$col.is_in(chunk.iter().copied()));
+            if $live {
+                sel = sel.filter($entity::Column::Deleted.eq(false));
+            }
+            found.extend(sel.all($conn).await?);
+        }
+        found
+    }};
+}
+
+/// Loads the email's customers, the payments, invoices and sessions that name them or the
+/// email, and follows every §7 link (session ↔ payment intent / invoice, invoice ↔ invoice
+/// payment ↔ payment intent / charge, refunds) until nothing new turns up, so that
+/// [`graph_facts`] + `spend::movements` attribute this email's money exactly as the whole
+/// business's facts would. Each step is an index lookup; nothing scans the business.
+pub async fn email_graph<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    email: &Email,
+) -> Result<EmailGraph, PersistenceError> {
+    let b = business;
+    let mut g = EmailGraph::default();
+    let e = [email.as_str().to_owned()];
+    for c in fetch_in!(conn, b, stripe_customers, Email, e, false) {
+        g.customers.insert(c.stripe_id.clone(), c);
+    }
+    let cus: Vec<String> = g.customers.keys().cloned().collect();
+    for o in fetch_in!(conn, b, stripe_orders, Email, e, true)
+        .into_iter()
+        .chain(fetch_in!(conn, b, stripe_orders, Customer, cus, true))
+    {
+        g.orders.insert(o.stripe_id.clone(), o);
+    }
+    for i in fetch_in!(conn, b, stripe_invoices, Email, e, true)
+        .into_iter()
+        .chain(fetch_in!(conn, b, stripe_invoices, Customer, cus, true))
+    {
+        g.invoices.insert(i.stripe_id.clone(), i);
+    }
+    for s in fetch_in!(conn, b, stripe_checkout_sessions, Email, e, true)
+        .into_iter()
+        .chain(fetch_in!(
+            conn,
+            b,
+            stripe_checkout_sessions,
+            Customer,
+            cus,
+            true
+        ))
+    {
+        g.checkout_sessions.insert(s.stripe_id.clone(), s);
+    }
+
+    // Follow links from what is new in each round.
+    let mut seen_orders = BTreeSet::new();
+    let mut seen_invoices = BTreeSet::new();
+    let mut seen_sessions = BTreeSet::new();
+    let mut seen_ips = BTreeSet::new();
+    for _ in 0..16 {
+        let new_orders: Vec<String> = g
+            .orders
+            .keys()
+            .filter(|k| !seen_orders.contains(*k))
+            .cloned()
+            .collect();
+        let new_invoices: Vec<String> = g
+            .invoices
+            .keys()
+            .filter(|k| !seen_invoices.contains(*k))
+            .cloned()
+            .collect();
+        let new_sessions: Vec<String> = g
+            .checkout_sessions
+            .keys()
+            .filter(|k| !seen_sessions.contains(*k))
+            .cloned()
+            .collect();
+        let new_ips: Vec<String> = g
+            .invoice_payments
+            .keys()
+            .filter(|k| !seen_ips.contains(*k))
+            .cloned()
+            .collect();
+        if new_orders.is_empty()
+            && new_invoices.is_empty()
+            && new_sessions.is_empty()
+            && new_ips.is_empty()
+        {
+            break;
+        }
+        seen_orders.extend(new_orders.iter().cloned());
+        seen_invoices.extend(new_invoices.iter().cloned());
+        seen_sessions.extend(new_sessions.iter().cloned());
+        seen_ips.extend(new_ips.iter().cloned());
+
+        let mut want_orders = BTreeSet::new();
+        let mut want_invoices = BTreeSet::new();
+        for id in &new_sessions {
+            let s = &g.checkout_sessions[id];
+            want_orders.extend(s.payment_intent.clone());
+            want_invoices.extend(s.invoice.clone());
+        }
+        for id in &new_invoices {
+            let i = &g.invoices[id];
+            want_orders.extend(i.payment_intent.clone());
+            want_orders.extend(i.charge.clone());
+        }
+        for id in &new_orders {
+            want_invoices.extend(g.orders[id].invoice.clone());
+        }
+        for id in &new_ips {
+            let p = &g.invoice_payments[id];
+            want_invoices.insert(p.invoice.clone());
+            want_orders.extend(p.payment_intent.clone());
+            want_orders.extend(p.charge.clone());
+        }
+        let want_orders: Vec<String> = want_orders
+            .into_iter()
+            .filter(|k| !g.orders.contains_key(k))
+            .collect();
+        let want_invoices: Vec<String> = want_invoices
+            .into_iter()
+            .filter(|k| !g.invoices.contains_key(k))
+            .collect();
+
+        let mut orders = fetch_in!(conn, b, stripe_orders, StripeId, want_orders, true);
+        orders.extend(fetch_in!(
+            conn,
+            b,
+            stripe_orders,
+            Invoice,
+            new_invoices,
+            true
+        ));
+        for o in orders {
+            g.orders.entry(o.stripe_id.clone()).or_insert(o);
+        }
+        let mut invoices = fetch_in!(conn, b, stripe_invoices, StripeId, want_invoices, true);
+        invoices.extend(fetch_in!(
+            conn,
+            b,
+            stripe_invoices,
+            PaymentIntent,
+            new_orders,
+            true
+        ));
+        for i in invoices {
+            g.invoices.entry(i.stripe_id.clone()).or_insert(i);
+        }
+        let mut ips = fetch_in!(
+            conn,
+            b,
+            stripe_invoice_payments,
+            Invoice,
+            new_invoices,
+            true
+        );
+        ips.extend(fetch_in!(
+            conn,
+            b,
+            stripe_invoice_payments,
+            PaymentIntent,
+            new_orders,
+            true
+        ));
+        for p in ips {
+            g.invoice_payments.entry(p.stripe_id.clone()).or_insert(p);
+        }
+        let mut sessions = fetch_in!(
+            conn,
+            b,
+            stripe_checkout_sessions,
+            PaymentIntent,
+            new_orders,
+            true
+        );
+        sessions.extend(fetch_in!(
+            conn,
+            b,
+            stripe_checkout_sessions,
+            Invoice,
+            new_invoices,
+            true
+        ));
+        for s in sessions {
+            g.checkout_sessions.entry(s.stripe_id.clone()).or_insert(s);
+        }
+    }
+    let order_ids: Vec<String> = g.orders.keys().cloned().collect();
+    for r in fetch_in!(conn, b, stripe_refunds, PaymentIntent, order_ids, true)
+        .into_iter()
+        .chain(fetch_in!(conn, b, stripe_refunds, Charge, order_ids, true))
+    {
+        g.refunds.insert(r.stripe_id.clone(), r);
+    }
+    // The customers every loaded object names: attribution starts from their emails.
+    let named: BTreeSet<String> = g
+        .orders
+        .values()
+        .filter_map(|o| o.customer.clone())
+        .chain(g.invoices.values().filter_map(|i| i.customer.clone()))
+        .chain(
+            g.checkout_sessions
+                .values()
+                .filter_map(|s| s.customer.clone()),
+        )
+        .filter(|c| !g.customers.contains_key(c))
+        .collect();
+    let named: Vec<String> = named.into_iter().collect();
+    for c in fetch_in!(conn, b, stripe_customers, StripeId, named, false) {
+        g.customers.insert(c.stripe_id.clone(), c);
+    }
+    Ok(g)
+}
+
+fn cur(c: &str) -> Option<Currency> {
+    Currency::parse(c).ok()
+}
+
+fn em(e: &Option<String>) -> Option<Email> {
+    Email::normalise(e.as_deref())
+}
+
+/// The spend facts of mirror rows, mapped exactly as `tributary_sync::readmodel::load_facts`
+/// maps the whole business (a test holds the two to the same answer).
+pub fn graph_facts(g: &EmailGraph) -> SpendFacts {
+    let mut facts = SpendFacts {
+        customers: g
+            .customers
+            .values()
+            .map(|c| spend::CustomerFact {
+                id: c.stripe_id.clone(),
+                email: em(&c.email),
+            })
+            .collect(),
+        ..SpendFacts::default()
+    };
+    for o in g.orders.values() {
+        let Some(currency) = cur(&o.currency) else {
+            continue;
+        };
+        if o.stripe_type == "charge" {
+            facts.charges.push(spend::ChargeFact {
+                id: o.stripe_id.clone(),
+                payment_intent: None,
+                customer: o.customer.clone(),
+                receipt_email: em(&o.email),
+                succeeded: o.status == "succeeded" && o.amount_received > 0,
+                amount: o.amount_received,
+                currency,
+                created: o.created,
+                invoice: o.invoice.clone(),
+            });
+        } else {
+            facts.payment_intents.push(spend::PaymentIntentFact {
+                id: o.stripe_id.clone(),
+                customer: o.customer.clone(),
+                receipt_email: em(&o.email),
+                succeeded: o.status == "succeeded",
+                amount_received: o.amount_received,
+                currency,
+                created: o.created,
+                invoice: o.invoice.clone(),
+            });
+        }
+    }
+    facts.invoices = g
+        .invoices
+        .values()
+        .filter_map(|i| {
+            Some(spend::InvoiceFact {
+                id: i.stripe_id.clone(),
+                customer: i.customer.clone(),
+                customer_email: em(&i.email),
+                paid: i.status == "paid",
+                amount_paid: i.amount_paid,
+                currency: cur(&i.currency)?,
+                paid_at: i.paid_at.unwrap_or(i.created),
+                payment_intent: i.payment_intent.clone(),
+                charge: i.charge.clone(),
+            })
+        })
+        .collect();
+    facts.invoice_payments = g
+        .invoice_payments
+        .values()
+        .map(|p| spend::InvoicePaymentFact {
+            id: p.stripe_id.clone(),
+            invoice: p.invoice.clone(),
+            payment_intent: p.payment_intent.clone(),
+            charge: p.charge.clone(),
+        })
+        .collect();
+    facts.checkout_sessions = g
+        .checkout_sessions
+        .values()
+        .filter_map(|s| {
+            Some(spend::CheckoutSessionFact {
+                id: s.stripe_id.clone(),
+                customer: s.customer.clone(),
+                email: em(&s.email),
+                paid: s.payment_status == "paid",
+                amount_total: s.amount_total.unwrap_or(0),
+                currency: cur(s.currency.as_deref()?)?,
+                created: s.created,
+                payment_intent: s.payment_intent.clone(),
+                invoice: s.invoice.clone(),
+            })
+        })
+        .collect();
+    facts.refunds = g
+        .refunds
+        .values()
+        .filter_map(|r| {
+            Some(spend::RefundFact {
+                id: r.stripe_id.clone(),
+                payment_intent: r.payment_intent.clone(),
+                charge: r.charge.clone(),
+                succeeded: r.status == "succeeded",
+                amount: r.amount,
+                currency: cur(&r.currency)?,
+                created: r.created,
+            })
+        })
+        .collect();
+    facts
+}
+
+/// Live subscriptions of the given customers, newest first.
+pub async fn subscriptions_of_customers<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    customers: &[String],
+) -> Result<Vec<stripe_subscriptions::Model>, PersistenceError> {
+    let b = business;
+    let mut subs = fetch_in!(conn, b, stripe_subscriptions, Customer, customers, true);
+    subs.sort_by(|a, b| (b.created, &b.stripe_id).cmp(&(a.created, &a.stripe_id)));
+    Ok(subs)
+}
+
+/// Live items of the given subscriptions.
+pub async fn subscription_items<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    subscriptions: &[String],
+) -> Result<Vec<stripe_subscription_items::Model>, PersistenceError> {
+    let b = business;
+    let mut items = fetch_in!(
+        conn,
+        b,
+        stripe_subscription_items,
+        Subscription,
+        subscriptions,
+        true
+    );
+    items.sort_by(|a, b| (&a.subscription, &a.stripe_id).cmp(&(&b.subscription, &b.stripe_id)));
+    Ok(items)
+}
+
+/// Every live subscription of a business (dashboards: MRR reconstruction before the first sync).
+pub async fn all_subscriptions<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+) -> Result<Vec<stripe_subscriptions::Model>, PersistenceError> {
+    Ok(stripe_subscriptions::Entity::find()
+        .filter(stripe_subscriptions::Column::BusinessId.eq(business.as_str()))
+        .filter(stripe_subscriptions::Column::Deleted.eq(false))
+        .all(conn)
+        .await?)
+}
+
+/// The business's MRR snapshots of days in `[from_day, to_day]` (`YYYY-MM-DD`), plus the
+/// newest day before `from_day` so a month with no sync of its own carries the last state.
+pub async fn mrr_snapshots_between<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    from_day: &str,
+    to_day: &str,
+) -> Result<Vec<mrr_snapshots::Model>, PersistenceError> {
+    use mrr_snapshots::Column as Col;
+    let before = mrr_snapshots::Entity::find()
+        .filter(Col::BusinessId.eq(business.as_str()))
+        .filter(Col::Day.lt(from_day))
+        .order_by_desc(Col::Day)
+        .one(conn)
+        .await?
+        .map(|r| r.day);
+    let start = before.as_deref().unwrap_or(from_day);
+    Ok(mrr_snapshots::Entity::find()
+        .filter(Col::BusinessId.eq(business.as_str()))
+        .filter(Col::Day.gte(start))
+        .filter(Col::Day.lte(to_day))
+        .all(conn)
+        .await?)
+}
+
+/// The first day the business has an MRR snapshot (its first sync), if any.
+pub async fn first_snapshot_day<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+) -> Result<Option<String>, PersistenceError> {
+    Ok(mrr_snapshots::Entity::find()
+        .filter(mrr_snapshots::Column::BusinessId.eq(business.as_str()))
+        .order_by_asc(mrr_snapshots::Column::Day)
+        .select_only()
+        .column(mrr_snapshots::Column::Day)
+        .into_tuple::<String>()
+        .one(conn)
+        .await?)
+}

@@ -1,0 +1,202 @@
+//! Dashboards (SPEC §9): revenue, retention and acquisition per month. The definitions are
+//! `tributary_domain::metrics` (documented in `docs/metrics.md`); this module only loads the
+//! business's movements, subscriptions and MRR snapshots and checks the request.
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::json;
+use tributary_domain::metrics::{self, Month, MrrTimeline, Snapshot, SubscriptionHistory};
+use tributary_domain::spend::{self, Movement};
+use tributary_domain::{BusinessId, Currency};
+use tributary_persistence::entities::stripe_subscriptions;
+use tributary_persistence::reads;
+
+use crate::auth::AuthedBusiness;
+use crate::error::ApiError;
+use crate::routes::contacts::parse_currency;
+use crate::state::AppState;
+
+/// Longest range one request may ask for, in months.
+pub const MAX_MONTHS: i64 = 60;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeQuery {
+    from: Option<String>,
+    to: Option<String>,
+    currency: Option<String>,
+}
+
+/// The checked request: months `from..=to` and the currency.
+struct Range {
+    months: Vec<Month>,
+    currency: Currency,
+    now: i64,
+}
+
+fn parse_month(field: &str, raw: &str) -> Result<Month, ApiError> {
+    Month::parse(raw).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_month",
+            format!("{field} must be a month as YYYY-MM (e.g. 2026-01), not '{raw}'"),
+        )
+    })
+}
+
+fn range(q: &RangeQuery) -> Result<Range, ApiError> {
+    let now = tributary_persistence::now();
+    let current = Month::of_unix(now);
+    let to = match q.to.as_deref() {
+        Some(raw) => parse_month("to", raw)?,
+        None => current,
+    };
+    let from = match q.from.as_deref() {
+        Some(raw) => parse_month("from", raw)?,
+        None => to.add_months(-11),
+    };
+    if from > to {
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            format!("from ({from}) is after to ({to})"),
+        ));
+    }
+    if to > current {
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            format!("to ({to}) is after the current month ({current})"),
+        ));
+    }
+    if from.months_until(to) >= MAX_MONTHS {
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            format!("the range {from}..{to} is longer than {MAX_MONTHS} months"),
+        ));
+    }
+    let currency = parse_currency(Some(q.currency.as_deref().unwrap_or("usd")))?
+        .ok_or_else(|| ApiError::bad_request("invalid_currency", "currency is required"))?;
+    Ok(Range {
+        months: from.through(to),
+        currency,
+        now,
+    })
+}
+
+async fn movements(state: &AppState, business: &BusinessId) -> Result<Vec<Movement>, ApiError> {
+    let (facts, _) = tributary_sync::readmodel::load_facts(state.db.conn(), business)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(spend::movements(&facts))
+}
+
+/// A subscription's history for reconstruction; its MRR as if active, from its stored object.
+fn history(s: &stripe_subscriptions::Model) -> Option<SubscriptionHistory> {
+    let mut raw = s.raw.clone();
+    if let Some(obj) = raw.as_object_mut() {
+        obj.insert("status".into(), json!("active"));
+    }
+    let ended_at = s.ended_at.or(if s.status == "canceled" {
+        s.canceled_at
+    } else {
+        None
+    });
+    Some(SubscriptionHistory {
+        id: s.stripe_id.clone(),
+        customer: s.customer.clone(),
+        currency: Currency::parse(&s.currency).ok()?,
+        started_at: s.start_date.unwrap_or(s.created),
+        trial_end: s.trial_end,
+        ended_at,
+        active_mrr: tributary_sync::map::subscription_mrr(&raw),
+        ever_paid: matches!(s.status.as_str(), "active" | "past_due" | "canceled"),
+        activated: !matches!(s.status.as_str(), "incomplete" | "incomplete_expired"),
+    })
+}
+
+async fn subscriptions(
+    state: &AppState,
+    business: &BusinessId,
+) -> Result<Vec<SubscriptionHistory>, ApiError> {
+    Ok(reads::all_subscriptions(state.db.conn(), business)
+        .await?
+        .iter()
+        .filter_map(history)
+        .collect())
+}
+
+async fn timeline(
+    state: &AppState,
+    business: &BusinessId,
+    r: &Range,
+) -> Result<MrrTimeline, ApiError> {
+    let (Some(first), Some(last)) = (r.months.first(), r.months.last()) else {
+        return Err(ApiError::bad_request("invalid_range", "the range is empty"));
+    };
+    let from_day = metrics::day_of(first.prev().start());
+    let to_day = metrics::day_of(last.end() - 1);
+    let snapshots = reads::mrr_snapshots_between(state.db.conn(), business, &from_day, &to_day)
+        .await?
+        .into_iter()
+        .filter_map(|s| {
+            Some(Snapshot {
+                currency: Currency::parse(&s.currency).ok()?,
+                day: s.day,
+                subscription: s.subscription_id,
+                customer: s.customer,
+                status: s.status,
+                mrr: s.mrr,
+            })
+        })
+        .collect();
+    Ok(MrrTimeline::new(
+        &r.currency,
+        subscriptions(state, business).await?,
+        snapshots,
+        r.now,
+    ))
+}
+
+/// `GET /api/businesses/{id}/revenue?from=YYYY-MM&to=YYYY-MM&currency=usd`.
+pub async fn revenue(
+    state: web::Data<AppState>,
+    auth: AuthedBusiness,
+    query: web::Query<RangeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let r = range(&query)?;
+    let mv = movements(&state, &auth.business).await?;
+    let tl = timeline(&state, &auth.business, &r).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "currency": r.currency,
+        "months": metrics::revenue(&mv, &tl, &r.months),
+    })))
+}
+
+/// `GET /api/businesses/{id}/retention?from&to&currency`.
+pub async fn retention(
+    state: web::Data<AppState>,
+    auth: AuthedBusiness,
+    query: web::Query<RangeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let r = range(&query)?;
+    let mv = movements(&state, &auth.business).await?;
+    let tl = timeline(&state, &auth.business, &r).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "currency": r.currency,
+        "months": metrics::retention(&tl, &r.months),
+        "cohorts": metrics::cohorts(&mv, &r.months),
+    })))
+}
+
+/// `GET /api/businesses/{id}/acquisition?from&to&currency`.
+pub async fn acquisition(
+    state: web::Data<AppState>,
+    auth: AuthedBusiness,
+    query: web::Query<RangeQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let r = range(&query)?;
+    let mv = movements(&state, &auth.business).await?;
+    let subs = subscriptions(&state, &auth.business).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "currency": r.currency,
+        "months": metrics::acquisition(&mv, &subs, &r.currency, &r.months),
+    })))
+}

@@ -1,0 +1,988 @@
+//! Contacts, Sales and dashboards (SPEC §7–§9) against a hand-built simulator account whose
+//! every total is known: the three contacts reads, the dashboards (the worked example of
+//! `docs/metrics.md`), the read-model consistency check, and bad input.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tributary_domain::metrics::Month;
+use tributary_domain::{BusinessId, Email, StripeAccountId, spend};
+use tributary_persistence::entities::customer_spend;
+use tributary_persistence::sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+use tributary_persistence::testing::TestDbRef;
+use tributary_persistence::{access, db_test, reads};
+use tributary_stripe_connect::{Stripe, StripeConfig};
+use tributary_sync::{SyncConfig, SyncContext, Trigger};
+
+use super::{TestApp, agency};
+
+const BIZ: &str = "biz-sales";
+
+/// The months of the worked example: M-3 … M0 (M0 is the current month).
+struct Clock {
+    m: [Month; 4],
+    now: i64,
+}
+
+impl Clock {
+    fn new() -> Self {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let m0 = Month::of_unix(now);
+        Clock {
+            m: [m0.add_months(-3), m0.add_months(-2), m0.add_months(-1), m0],
+            now,
+        }
+    }
+
+    /// Noon of `day` in month M-`back`; in the current month, minutes after midnight of the
+    /// 1st, so they are never in the future.
+    fn at(&self, back: usize, day: i64) -> i64 {
+        let month = self.m[3 - back];
+        if back == 0 {
+            month.start() + day * 60
+        } else {
+            month.start() + (day - 1) * 86_400 + 43_200
+        }
+    }
+
+    fn label(&self, back: usize) -> String {
+        self.m[3 - back].to_string()
+    }
+}
+
+fn customer(id: &str, email: &str, name: &str, created: i64) -> Value {
+    json!({"id": id, "object": "customer", "email": email, "name": name, "created": created,
+           "livemode": false, "currency": "usd"})
+}
+
+fn pi(
+    id: &str,
+    customer: Option<&str>,
+    amount: i64,
+    currency: &str,
+    status: &str,
+    created: i64,
+) -> Value {
+    let received = if status == "succeeded" { amount } else { 0 };
+    json!({"id": id, "object": "payment_intent", "amount": amount, "amount_received": received,
+           "currency": currency, "customer": customer, "status": status, "created": created,
+           "receipt_email": null, "livemode": false})
+}
+
+fn invoice(
+    id: &str,
+    customer: &str,
+    status: &str,
+    amount: i64,
+    paid_at: Option<i64>,
+    created: i64,
+) -> Value {
+    let paid = if status == "paid" { amount } else { 0 };
+    json!({"id": id, "object": "invoice", "customer": customer, "customer_email": null,
+           "status": status, "currency": "usd", "amount_due": amount, "amount_paid": paid,
+           "amount_remaining": amount - paid, "total": amount, "subtotal": amount,
+           "created": created, "livemode": false, "number": format!("N-{id}"),
+           "status_transitions": {"paid_at": paid_at},
+           "lines": {"object": "list", "data": [], "has_more": false, "url": format!("/v1/invoices/{id}/lines")}})
+}
+
+fn invoice_payment(id: &str, invoice: &str, pi: &str, amount: i64, created: i64) -> Value {
+    json!({"id": id, "object": "invoice_payment", "invoice": invoice, "amount_paid": amount,
+           "amount_requested": amount, "currency": "usd", "status": "paid", "created": created,
+           "is_default": true, "livemode": false,
+           "payment": {"type": "payment_intent", "payment_intent": pi},
+           "status_transitions": {"paid_at": created, "canceled_at": null}})
+}
+
+#[allow(clippy::too_many_arguments)]
+fn session(
+    id: &str,
+    mode: &str,
+    customer: Option<&str>,
+    email: &str,
+    amount: i64,
+    payment_intent: Option<&str>,
+    invoice: Option<&str>,
+    subscription: Option<&str>,
+    created: i64,
+) -> Value {
+    json!({"id": id, "object": "checkout.session", "mode": mode, "status": "complete",
+           "payment_status": "paid", "amount_total": amount, "amount_subtotal": amount,
+           "currency": "usd", "customer": customer, "customer_details": {"email": email},
+           "payment_intent": payment_intent, "invoice": invoice, "subscription": subscription,
+           "created": created, "livemode": false})
+}
+
+#[allow(clippy::too_many_arguments)]
+fn subscription(
+    id: &str,
+    customer: &str,
+    status: &str,
+    unit_amount: i64,
+    interval: &str,
+    interval_count: i64,
+    quantity: i64,
+    start: i64,
+    ended: Option<i64>,
+    trial_end: Option<i64>,
+) -> Value {
+    json!({"id": id, "object": "subscription", "customer": customer, "status": status,
+           "currency": "usd", "created": start, "start_date": start,
+           "canceled_at": ended, "ended_at": ended, "cancel_at_period_end": false,
+           "trial_start": trial_end.map(|_| start), "trial_end": trial_end,
+           "current_period_start": start, "current_period_end": start + 86_400 * 30,
+           "livemode": false, "discounts": [],
+           "items": {"object": "list", "has_more": false, "data": [{
+               "id": format!("si_{id}"), "object": "subscription_item", "quantity": quantity,
+               "subscription": id, "created": start,
+               "price": {"id": format!("price_{id}"), "object": "price", "currency": "usd",
+                         "unit_amount": unit_amount, "product": "prod_plan", "type": "recurring",
+                         "recurring": {"interval": interval, "interval_count": interval_count,
+                                       "usage_type": "licensed"}}}]}})
+}
+
+/// Every linking case of SPEC §7, with the totals of `docs/metrics.md`'s worked example.
+fn fixture(c: &Clock) -> Vec<Value> {
+    let mut week = subscription(
+        "sub_week",
+        "cus_ada2",
+        "active",
+        1200,
+        "week",
+        2,
+        2,
+        c.at(2, 10),
+        None,
+        None,
+    );
+    // 50 % off, as the older `discount` field carries it.
+    week["discount"] = json!({"object": "discount", "coupon": {"id": "half", "object": "coupon", "percent_off": 50.0}});
+    let mut old_invoice = invoice(
+        "in_old",
+        "cus_bob",
+        "paid",
+        1500,
+        Some(c.at(1, 8)),
+        c.at(1, 8),
+    );
+    old_invoice["payment_intent"] = json!("pi_old");
+    vec![
+        customer("cus_ada", "Ada@Example.com", "Ada Lovelace", c.at(3, 1)),
+        customer("cus_ada2", " ada@example.com", "Ada L.", c.at(2, 1)),
+        customer("cus_bob", "bob@example.com", "Bob Stone", c.at(3, 1)),
+        customer("cus_cy", "cy@example.com", "Cy Young", c.at(1, 1)),
+        // Payment-mode checkout: the session adds nothing to its payment intent.
+        pi(
+            "pi_pay1",
+            Some("cus_ada"),
+            5000,
+            "usd",
+            "succeeded",
+            c.at(3, 10),
+        ),
+        session(
+            "cs_pay1",
+            "payment",
+            Some("cus_ada"),
+            "ada@example.com",
+            5000,
+            Some("pi_pay1"),
+            None,
+            None,
+            c.at(3, 10),
+        ),
+        // Refund of it, in M-1.
+        json!({"id": "re_1", "object": "refund", "payment_intent": "pi_pay1", "charge": null,
+               "amount": 1000, "currency": "usd", "status": "succeeded", "created": c.at(1, 3),
+               "livemode": false}),
+        // Invoice paid through an invoice payment (current API), duplicate customer of Ada.
+        invoice(
+            "in_1",
+            "cus_ada2",
+            "paid",
+            3000,
+            Some(c.at(2, 5)),
+            c.at(2, 5),
+        ),
+        pi(
+            "pi_inv1",
+            Some("cus_ada2"),
+            3000,
+            "usd",
+            "succeeded",
+            c.at(2, 5),
+        ),
+        invoice_payment("inpay_1", "in_1", "pi_inv1", 3000, c.at(2, 5)),
+        // A second currency: Ada's primary currency becomes EUR (8000 > 7000 net USD).
+        pi(
+            "pi_eur",
+            Some("cus_ada"),
+            8000,
+            "eur",
+            "succeeded",
+            c.at(1, 20),
+        ),
+        // Out-of-band invoice: its own movement.
+        invoice(
+            "in_oob",
+            "cus_bob",
+            "paid",
+            2000,
+            Some(c.at(2, 20)),
+            c.at(2, 20),
+        ),
+        // Older API link invoice.payment_intent.
+        old_invoice,
+        pi(
+            "pi_old",
+            Some("cus_bob"),
+            1500,
+            "usd",
+            "succeeded",
+            c.at(1, 8),
+        ),
+        // Failed payment and an open invoice: nothing.
+        pi(
+            "pi_fail",
+            Some("cus_bob"),
+            7000,
+            "usd",
+            "requires_payment_method",
+            c.at(1, 9),
+        ),
+        invoice("in_open", "cus_bob", "open", 1200, None, c.at(1, 9)),
+        // A charge without a payment intent.
+        json!({"id": "ch_legacy", "object": "charge", "amount": 600, "amount_captured": 600,
+               "currency": "usd", "customer": "cus_bob", "payment_intent": null, "paid": true,
+               "status": "succeeded", "created": c.at(0, 1), "receipt_email": null,
+               "billing_details": {"email": null}, "livemode": false}),
+        // Subscription-mode checkout: the session links through its invoice.
+        session(
+            "cs_sub",
+            "subscription",
+            Some("cus_cy"),
+            "cy@example.com",
+            2500,
+            None,
+            Some("in_sub1"),
+            Some("sub_cy"),
+            c.at(1, 1),
+        ),
+        invoice(
+            "in_sub1",
+            "cus_cy",
+            "paid",
+            2500,
+            Some(c.at(1, 1)),
+            c.at(1, 1),
+        ),
+        pi(
+            "pi_sub1",
+            Some("cus_cy"),
+            2500,
+            "usd",
+            "succeeded",
+            c.at(1, 1),
+        ),
+        invoice_payment("inpay_sub1", "in_sub1", "pi_sub1", 2500, c.at(1, 1)),
+        // Guest checkout: no customer; the session's email names who paid.
+        pi("pi_guest", None, 4200, "usd", "succeeded", c.at(0, 2)),
+        session(
+            "cs_guest",
+            "payment",
+            None,
+            "Gina@Example.com",
+            4200,
+            Some("pi_guest"),
+            None,
+            None,
+            c.at(0, 2),
+        ),
+        // A paid session with nothing linked: its own movement.
+        session(
+            "cs_unl",
+            "payment",
+            None,
+            "hal@example.com",
+            999,
+            None,
+            None,
+            None,
+            c.at(0, 3),
+        ),
+        // Subscriptions: yearly (10000/month) cancelled in M-1, two-weekly × 2 at 50 % off
+        // (1200 × 2 × 52 ÷ 12 ÷ 2 ÷ 2 = 2600), monthly 2500, and a trial.
+        subscription(
+            "sub_bob_y",
+            "cus_bob",
+            "canceled",
+            120_000,
+            "year",
+            1,
+            1,
+            c.at(3, 1),
+            Some(c.at(1, 15)),
+            None,
+        ),
+        week,
+        subscription(
+            "sub_cy",
+            "cus_cy",
+            "active",
+            2500,
+            "month",
+            1,
+            1,
+            c.at(1, 1),
+            None,
+            None,
+        ),
+        subscription(
+            "sub_ada_trial",
+            "cus_ada",
+            "trialing",
+            1000,
+            "month",
+            1,
+            1,
+            c.at(0, 4),
+            None,
+            Some(c.now + 30 * 86_400),
+        ),
+    ]
+}
+
+/// Connects `BIZ` to the simulator's first account, stores the fixture there and syncs.
+async fn seeded(t: &TestDbRef) -> (TestApp, Clock, SyncContext) {
+    let app = TestApp::spawn(t).await;
+    let clock = Clock::new();
+    let acct = app.account(0);
+    app.sim_control(
+        &format!("/_sim/accounts/{acct}/objects"),
+        Value::Array(fixture(&clock)),
+    )
+    .await;
+    let stripe = Stripe::new(
+        StripeConfig::new(SecretString::from("sk_test_contacts")).with_base(app.sim.base_url()),
+    )
+    .unwrap();
+    let ctx = SyncContext::new(t.db.clone(), stripe, SyncConfig::default());
+    let business = BusinessId::parse(BIZ).unwrap();
+    let account = StripeAccountId::parse(&acct).unwrap();
+    access::connect(
+        &t.db,
+        &business,
+        access::NewConnection {
+            account: &account,
+            account_name: None,
+            livemode: false,
+            scope: "read_write",
+        },
+        ctx.now(),
+    )
+    .await
+    .unwrap();
+    let report = tokio::time::timeout(
+        Duration::from_secs(120),
+        tributary_sync::fetch_stripe_data(&ctx, &business, Trigger::Manual),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(report.succeeded(), "{report:?}");
+    (app, clock, ctx)
+}
+
+fn token() -> String {
+    agency(&[BIZ])
+}
+
+fn emails_of(v: &Value) -> Vec<String> {
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["email"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn rfc(secs: i64) -> String {
+    tributary_web::views::rfc3339(secs)
+}
+
+db_test!(every_linking_case_counts_once_on_all_three_reads, |t| {
+    let (app, c, _ctx) = seeded(&t).await;
+    let tok = token();
+
+    // 1. The grid, by primary net.
+    let res = app
+        .get(
+            &format!("/api/contacts/stripe-customers?businessId={BIZ}"),
+            &tok,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    let grid = res.json();
+    assert_eq!(grid["total"], 5);
+    assert_eq!(
+        (grid["page"].clone(), grid["per_page"].clone()),
+        (json!(1), json!(50))
+    );
+    assert_eq!(
+        emails_of(&grid),
+        [
+            "ada@example.com",
+            "gina@example.com",
+            "bob@example.com",
+            "cy@example.com",
+            "hal@example.com"
+        ]
+    );
+    let ada = &grid["items"][0];
+    assert_eq!(
+        *ada,
+        json!({
+            "email": "ada@example.com",
+            "name": "Ada Lovelace",
+            "customer_ids": ["cus_ada", "cus_ada2"],
+            "totals": [
+                {"currency": "eur", "gross": 8000, "refunded": 0, "net": 8000},
+                {"currency": "usd", "gross": 8000, "refunded": 1000, "net": 7000},
+            ],
+            "order_count": 3,
+            "last_purchase_at": rfc(c.at(1, 20)),
+            "currency": "eur",
+            "contact_match": null,
+        })
+    );
+    let by_email = |v: &Value, e: &str| -> Value {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["email"] == e)
+            .unwrap()
+            .clone()
+    };
+    let bob = by_email(&grid, "bob@example.com");
+    assert_eq!(
+        bob["totals"],
+        json!([{"currency": "usd", "gross": 4100, "refunded": 0, "net": 4100}])
+    );
+    assert_eq!(bob["order_count"], 3);
+    assert_eq!(bob["last_purchase_at"], rfc(c.at(0, 1)));
+    let gina = by_email(&grid, "gina@example.com");
+    assert_eq!(gina["customer_ids"], json!([]));
+    assert_eq!(gina["totals"][0]["net"], 4200);
+    assert_eq!(by_email(&grid, "cy@example.com")["totals"][0]["net"], 2500);
+    assert_eq!(by_email(&grid, "hal@example.com")["totals"][0]["net"], 999);
+
+    // Sorting, paging, search, currency.
+    let list = |q: String| {
+        let app = &app;
+        let tok = tok.clone();
+        async move {
+            let res = app
+                .get(
+                    &format!("/api/contacts/stripe-customers?businessId={BIZ}&{q}"),
+                    &tok,
+                )
+                .await;
+            assert_eq!(res.status, StatusCode::OK, "{q}: {}", res.text);
+            res.json()
+        }
+    };
+    assert_eq!(
+        emails_of(&list("sort=last_purchase".into()).await),
+        [
+            "hal@example.com",
+            "gina@example.com",
+            "bob@example.com",
+            "ada@example.com",
+            "cy@example.com"
+        ]
+    );
+    assert_eq!(
+        emails_of(&list("sort=email&order=asc".into()).await),
+        [
+            "ada@example.com",
+            "bob@example.com",
+            "cy@example.com",
+            "gina@example.com",
+            "hal@example.com"
+        ]
+    );
+    assert_eq!(
+        emails_of(&list("sort=total_spent&order=asc&currency=usd".into()).await),
+        [
+            "hal@example.com",
+            "cy@example.com",
+            "bob@example.com",
+            "gina@example.com",
+            "ada@example.com"
+        ]
+    );
+    let eur = list("currency=eur".into()).await;
+    assert_eq!(emails_of(&eur), ["ada@example.com"]);
+    assert_eq!(eur["total"], 1);
+    let page2 = list("per_page=2&page=2".into()).await;
+    assert_eq!(emails_of(&page2), ["bob@example.com", "cy@example.com"]);
+    assert_eq!(page2["total"], 5);
+    assert_eq!(emails_of(&list("q=ADA".into()).await), ["ada@example.com"]);
+    assert_eq!(
+        emails_of(&list("q=lovelace".into()).await),
+        ["ada@example.com"]
+    );
+    assert_eq!(emails_of(&list("q=%25".into()).await), Vec::<String>::new());
+    assert_eq!(list("q=nobody".into()).await["total"], 0);
+
+    // The POST variant marks contacts.
+    let res = app
+        .send(
+            reqwest::Method::POST,
+            "/api/contacts/stripe-customers?sort=email&order=asc&per_page=3",
+            Some(&tok),
+            Some(json!({"businessId": BIZ, "contact_emails": [" BOB@example.com", "zed@example.com"]})),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    let matched = res.json();
+    let flags: Vec<Value> = matched["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["contact_match"].clone())
+        .collect();
+    assert_eq!(flags, [json!(false), json!(true), json!(false)]);
+    assert_eq!(matched["per_page"], 3);
+
+    // 2. Summary by emails: same totals; unknown emails absent.
+    let res = app
+        .send(
+            reqwest::Method::POST,
+            "/api/contacts/stripe-summary-by-emails",
+            Some(&tok),
+            Some(json!({"businessId": BIZ, "emails": ["ADA@example.com", "gina@example.com", "nobody@example.com", "ada@example.com"]})),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    let s = res.json();
+    assert_eq!(
+        s,
+        json!({"summaries": {
+            "ada@example.com": {"totals": ada["totals"], "order_count": 3, "last_purchase_at": rfc(c.at(1, 20))},
+            "gina@example.com": {"totals": gina["totals"], "order_count": 1, "last_purchase_at": rfc(c.at(0, 2))},
+        }})
+    );
+
+    // 3. Stripe info: every object, each payment once.
+    let info = |email: &str| {
+        let app = &app;
+        let tok = tok.clone();
+        let email = email.to_owned();
+        async move {
+            let res = app
+                .get(
+                    &format!("/api/contacts/stripe-info?businessId={BIZ}&email={email}"),
+                    &tok,
+                )
+                .await;
+            assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+            res.json()
+        }
+    };
+    let ids = |v: &Value, key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let a = info("Ada%40Example.com").await;
+    assert_eq!(ids(&a, "customers"), ["cus_ada", "cus_ada2"]);
+    assert_eq!(ids(&a, "payments"), ["pi_eur", "pi_inv1", "pi_pay1"]);
+    assert_eq!(ids(&a, "invoices"), ["in_1"]);
+    assert_eq!(ids(&a, "checkout_sessions"), ["cs_pay1"]);
+    assert_eq!(ids(&a, "subscriptions"), ["sub_ada_trial", "sub_week"]);
+    assert_eq!(a["summary"], s["summaries"]["ada@example.com"]);
+    let pay1 = &a["payments"][2];
+    assert_eq!(
+        (
+            pay1["amount"].clone(),
+            pay1["refunded"].clone(),
+            pay1["currency"].clone(),
+            pay1["checkout_session"].clone(),
+            pay1["status"].clone()
+        ),
+        (
+            json!(5000),
+            json!(1000),
+            json!("usd"),
+            json!("cs_pay1"),
+            json!("succeeded")
+        )
+    );
+    assert_eq!(pay1["created"], rfc(c.at(3, 10)));
+    assert_eq!(a["payments"][1]["invoice"], "in_1");
+    let week = &a["subscriptions"][1];
+    assert_eq!(
+        (week["mrr"].clone(), week["status"].clone()),
+        (json!(2600), json!("active"))
+    );
+    assert_eq!(week["items"][0]["interval"], "week");
+    assert_eq!(a["subscriptions"][0]["mrr"], 0);
+
+    let b = info("bob@example.com").await;
+    assert_eq!(ids(&b, "payments"), ["ch_legacy", "pi_old", "in_oob"]);
+    assert_eq!(b["payments"][1]["invoice"], "in_old");
+    assert_eq!(b["payments"][2]["source"], "invoice");
+    assert_eq!(ids(&b, "invoices"), ["in_open", "in_old", "in_oob"]);
+    assert_eq!(ids(&b, "subscriptions"), ["sub_bob_y"]);
+    assert_eq!(b["summary"]["totals"], bob["totals"]);
+
+    let g = info("gina@example.com").await;
+    assert_eq!(ids(&g, "customers"), Vec::<String>::new());
+    assert_eq!(ids(&g, "payments"), ["pi_guest"]);
+    assert_eq!(g["payments"][0]["checkout_session"], "cs_guest");
+    assert_eq!(ids(&g, "checkout_sessions"), ["cs_guest"]);
+    let cy = info("cy@example.com").await;
+    assert_eq!(ids(&cy, "payments"), ["pi_sub1"]);
+    assert_eq!(
+        (
+            cy["payments"][0]["invoice"].clone(),
+            cy["payments"][0]["checkout_session"].clone()
+        ),
+        (json!("in_sub1"), json!("cs_sub"))
+    );
+    let h = info("hal@example.com").await;
+    assert_eq!(h["payments"][0]["source"], "checkout_session");
+    assert_eq!(h["payments"][0]["amount"], 999);
+    let nobody = info("nobody@example.com").await;
+    assert_eq!(
+        nobody["summary"],
+        json!({"totals": [], "order_count": 0, "last_purchase_at": null})
+    );
+    assert_eq!(ids(&nobody, "payments"), Vec::<String>::new());
+
+    app.stop().await;
+});
+
+db_test!(
+    per_email_graphs_agree_with_the_whole_business_and_verify_catches_drift,
+    |t| {
+        let (app, _c, _ctx) = seeded(&t).await;
+        let business = BusinessId::parse(BIZ).unwrap();
+        let conn = t.db.conn();
+        // The index-served per-email load attributes exactly what the whole mirror does.
+        let (facts, _) = tributary_sync::readmodel::load_facts(conn, &business)
+            .await
+            .unwrap();
+        let all = spend::movements(&facts);
+        let stored = reads::all_spend(conn, &business).await.unwrap();
+        assert!(!stored.is_empty());
+        for email in stored
+            .iter()
+            .map(|r| r.email.clone())
+            .collect::<std::collections::BTreeSet<String>>()
+        {
+            let email = Email::parse(&email).unwrap();
+            let graph = reads::email_graph(conn, &business, &email).await.unwrap();
+            let mine: Vec<_> = spend::movements(&reads::graph_facts(&graph))
+                .into_iter()
+                .filter(|m| m.email.as_ref() == Some(&email))
+                .collect();
+            let want: Vec<_> = all
+                .iter()
+                .filter(|m| m.email.as_ref() == Some(&email))
+                .cloned()
+                .collect();
+            assert_eq!(mine, want, "{email:?}");
+        }
+
+        // The consistency check passes, then names a tampered row.
+        let ok = tributary_sync::verify::verify_spend(conn, &business)
+            .await
+            .unwrap();
+        assert!(ok.is_consistent(), "{ok:?}");
+        assert_eq!(ok.expected_rows, 6);
+        customer_spend::Entity::update_many()
+            .col_expr(customer_spend::Column::Net, Expr::value(1i64))
+            .filter(customer_spend::Column::BusinessId.eq(BIZ))
+            .filter(customer_spend::Column::Email.eq("bob@example.com"))
+            .exec(conn)
+            .await
+            .unwrap();
+        let drift = tributary_sync::verify::verify_spend(conn, &business)
+            .await
+            .unwrap();
+        assert!(!drift.is_consistent());
+        assert_eq!(drift.differences.len(), 1, "{drift:?}");
+        assert!(
+            drift.differences[0].starts_with("bob@example.com usd"),
+            "{drift:?}"
+        );
+        app.stop().await;
+    }
+);
+
+db_test!(dashboards_reproduce_the_worked_example, |t| {
+    let (app, c, _ctx) = seeded(&t).await;
+    let tok = token();
+    let range = format!("from={}&to={}&currency=usd", c.label(3), c.label(0));
+    let get = |what: &str| {
+        let app = &app;
+        let tok = tok.clone();
+        let path = format!("/api/businesses/{BIZ}/{what}?{range}");
+        async move {
+            let res = app.get(&path, &tok).await;
+            assert_eq!(res.status, StatusCode::OK, "{path}: {}", res.text);
+            res.json()
+        }
+    };
+    let labels: Vec<String> = (0..4).rev().map(|b| c.label(b)).collect();
+
+    let revenue = get("revenue").await;
+    let expected: Vec<Value> = labels
+        .iter()
+        .zip([
+            (5000, 0, 5000, 10_000, 1),
+            (5000, 0, 5000, 12_600, 2),
+            (4000, 1000, 3000, 5100, 2),
+            (5799, 0, 5799, 5100, 2),
+        ])
+        .map(|(m, (g, r, n, mrr, subs))| {
+            json!({"month": m, "gross": g, "refunded": r, "net": n, "mrr": mrr, "arr": 12 * mrr, "active_subscriptions": subs})
+        })
+        .collect();
+    assert_eq!(revenue, json!({"currency": "usd", "months": expected}));
+
+    let retention = get("retention").await;
+    let rates: Vec<Value> = labels
+        .iter()
+        .zip([
+            (Value::Null, Value::Null, Value::Null),
+            (json!(0.0), json!(0.0), json!(1.0)),
+            (json!(0.5), json!(0.793651), json!(0.206349)),
+            (json!(0.0), json!(0.0), json!(1.0)),
+        ])
+        .map(|(m, (s, g, n))| {
+            json!({"month": m, "subscriber_churn_rate": s, "gross_mrr_churn_rate": g, "net_revenue_retention": n})
+        })
+        .collect();
+    assert_eq!(retention["months"], json!(rates));
+    assert_eq!(
+        retention["cohorts"],
+        json!([
+            {"cohort": labels[0], "customers": 1, "retained": [1, 1, 1, 0]},
+            {"cohort": labels[1], "customers": 1, "retained": [1, 1, 1]},
+            {"cohort": labels[2], "customers": 1, "retained": [1, 0]},
+            {"cohort": labels[3], "customers": 2, "retained": [2]},
+        ])
+    );
+
+    let acquisition = get("acquisition").await;
+    let expected: Vec<Value> = labels
+        .iter()
+        .zip([(1, 1, 5000), (1, 1, 2500), (1, 1, 1500), (2, 1, 1933)])
+        .map(|(m, (c, s, a))| json!({"month": m, "new_customers": c, "new_subscriptions": s, "arpu": a}))
+        .collect();
+    assert_eq!(acquisition, json!({"currency": "usd", "months": expected}));
+
+    // EUR: Ada's one payment, no subscriptions.
+    let res = app
+        .get(
+            &format!(
+                "/api/businesses/{BIZ}/revenue?from={}&to={}&currency=EUR",
+                c.label(1),
+                c.label(1)
+            ),
+            &tok,
+        )
+        .await;
+    assert_eq!(
+        res.json(),
+        json!({"currency": "eur", "months": [{"month": c.label(1), "gross": 8000, "refunded": 0, "net": 8000, "mrr": 0, "arr": 0, "active_subscriptions": 0}]})
+    );
+    app.stop().await;
+});
+
+db_test!(bad_input_is_answered_clearly, |t| {
+    let app = TestApp::spawn(&t).await;
+    let tok = token();
+    let check = |res: crate::Answer, status: StatusCode, code: &str| {
+        assert_eq!(res.status, status, "{}", res.text);
+        assert_eq!(res.error_code(), code, "{}", res.text);
+        res.json()["error"]["message"].as_str().unwrap().to_owned()
+    };
+    // Unknown business (outside the claims) → 404 on every route.
+    let other = "/api/contacts/stripe-customers?businessId=biz-other";
+    check(
+        app.get(other, &tok).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    check(
+        app.get("/api/businesses/biz-other/revenue", &tok).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    check(
+        app.get(
+            "/api/contacts/stripe-info?businessId=biz-other&email=a@b.c",
+            &tok,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let post = |path: &'static str, body: Value| {
+        let app = &app;
+        let tok = tok.clone();
+        async move {
+            app.send(reqwest::Method::POST, path, Some(&tok), Some(body))
+                .await
+        }
+    };
+    check(
+        post(
+            "/api/contacts/stripe-summary-by-emails",
+            json!({"businessId": "biz-other", "emails": []}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+
+    // Emails: too many, malformed.
+    let many: Vec<String> = (0..1001).map(|i| format!("u{i}@example.com")).collect();
+    let msg = check(
+        post(
+            "/api/contacts/stripe-summary-by-emails",
+            json!({"businessId": BIZ, "emails": many}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "too_many_emails",
+    );
+    assert!(msg.contains("1001") && msg.contains("1000"), "{msg}");
+    let msg = check(
+        post(
+            "/api/contacts/stripe-summary-by-emails",
+            json!({"businessId": BIZ, "emails": ["ok@example.com", "not-an-email", "two@@x"]}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_emails",
+    );
+    assert!(
+        msg.contains("not-an-email") && msg.contains("two@@x") && !msg.contains("ok@"),
+        "{msg}"
+    );
+    check(
+        post(
+            "/api/contacts/stripe-customers",
+            json!({"businessId": BIZ, "contact_emails": ["nope"]}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_emails",
+    );
+    let ok = post(
+        "/api/contacts/stripe-summary-by-emails",
+        json!({"businessId": BIZ, "emails": []}),
+    )
+    .await;
+    assert_eq!(ok.json(), json!({"summaries": {}}));
+    check(
+        app.get(
+            &format!("/api/contacts/stripe-info?businessId={BIZ}&email=nope"),
+            &tok,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_email",
+    );
+    check(
+        app.get(&format!("/api/contacts/stripe-info?businessId={BIZ}"), &tok)
+            .await,
+        StatusCode::BAD_REQUEST,
+        "missing_email",
+    );
+
+    // Grid parameters.
+    for (q, code) in [
+        ("sort=amount", "invalid_sort"),
+        ("order=up", "invalid_order"),
+        ("per_page=0", "invalid_per_page"),
+        ("per_page=101", "invalid_per_page"),
+        ("page=0", "invalid_page"),
+        ("currency=dollars", "invalid_currency"),
+        ("page=x", "invalid_query"),
+        ("colour=red", "invalid_query"),
+    ] {
+        check(
+            app.get(
+                &format!("/api/contacts/stripe-customers?businessId={BIZ}&{q}"),
+                &tok,
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            code,
+        );
+    }
+
+    // Month ranges.
+    let current = Month::of_unix(time::OffsetDateTime::now_utc().unix_timestamp());
+    for (q, code) in [
+        ("from=2026-13&to=2026-01".to_owned(), "invalid_month"),
+        ("from=2026-1&to=2026-02".to_owned(), "invalid_month"),
+        ("from=2025-02&to=2025-01".to_owned(), "invalid_range"),
+        (
+            format!("from={}&to={}", current.add_months(-60), current),
+            "invalid_range",
+        ),
+        (
+            format!("from={current}&to={}", current.add_months(1)),
+            "invalid_range",
+        ),
+        (
+            "from=2025-01&to=2025-02&currency=usdollar".to_owned(),
+            "invalid_currency",
+        ),
+    ] {
+        for what in ["revenue", "retention", "acquisition"] {
+            check(
+                app.get(&format!("/api/businesses/{BIZ}/{what}?{q}"), &tok)
+                    .await,
+                StatusCode::BAD_REQUEST,
+                code,
+            );
+        }
+    }
+    // 60 months is the most one request may ask for.
+    let res = app
+        .get(
+            &format!(
+                "/api/businesses/{BIZ}/revenue?from={}&to={current}",
+                current.add_months(-59)
+            ),
+            &tok,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    assert_eq!(res.json()["months"].as_array().unwrap().len(), 60);
+    // No token → 401.
+    let res = app
+        .send(
+            reqwest::Method::GET,
+            &format!("/api/businesses/{BIZ}/revenue"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    app.stop().await;
+});
