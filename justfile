@@ -34,3 +34,18 @@ sim scale="small":
 # Everything CI runs.
 ci:
     bash .ci/run
+
+# Benchmarks (release build): first sync of a medium and a bench account, behind 50 ms and
+# 25 req/s (wall ÷ rate-limit floor) and unthrottled (objects/s into SQLite and PostgreSQL,
+# peak RSS). Results also land in target/bench.jsonl.
+bench:
+    cargo build --release -p tributary-bench -p tributary-stripe-sim
+    rm -f target/bench.jsonl
+    target/release/tributary-bench --scale medium --db postgres --throttled --json target/bench.jsonl
+    target/release/tributary-bench --scale medium --db both --json target/bench.jsonl
+    target/release/tributary-bench --scale bench --db postgres --throttled --json target/bench.jsonl
+    target/release/tributary-bench --scale bench --db both --json target/bench.jsonl
+
+# A short benchmark (small account, debug build) that CI can afford.
+bench-smoke:
+    cargo run -p tributary-bench -- --scale small --db sqlite
