@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, Order, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    QueryOrder, QuerySelect, Select,
 };
 use tributary_domain::spend::{self, SpendFacts};
 use tributary_domain::{BusinessId, Currency, Email};
@@ -60,14 +60,9 @@ fn like_pattern(text: &str) -> String {
     out
 }
 
-/// One page of the customers grid, one row per email: the email's primary-currency row picks
-/// the order (or its row in the requested currency), then every currency row of the page's
-/// emails is read by primary key.
-pub async fn spend_page<C: ConnectionTrait>(
-    conn: &C,
-    business: &BusinessId,
-    q: &SpendQuery,
-) -> Result<SpendPage, PersistenceError> {
+/// The filter of the customers grid: one row per email (its primary-currency row, or its row
+/// in the requested currency), optionally searched.
+fn grid_condition(business: &BusinessId, q: &SpendQuery) -> Condition {
     use customer_spend::Column as Col;
     let mut cond = Condition::all().add(Col::BusinessId.eq(business.as_str()));
     cond = match &q.currency {
@@ -85,22 +80,29 @@ pub async fn spend_page<C: ConnectionTrait>(
                 ),
         );
     }
-    let total = customer_spend::Entity::find()
-        .filter(cond.clone())
-        .count(conn)
-        .await?;
+    cond
+}
+
+/// The query counting the grid's rows (exposed for the query-plan test).
+pub fn grid_count_select(business: &BusinessId, q: &SpendQuery) -> Select<customer_spend::Entity> {
+    customer_spend::Entity::find().filter(grid_condition(business, q))
+}
+
+/// The query of one grid page, in grid order (exposed for the query-plan test).
+pub fn grid_page_select(business: &BusinessId, q: &SpendQuery) -> Select<customer_spend::Entity> {
+    use customer_spend::Column as Col;
     let dir = if q.descending {
         Order::Desc
     } else {
         Order::Asc
     };
-    let mut select = customer_spend::Entity::find().filter(cond);
+    let mut select = customer_spend::Entity::find().filter(grid_condition(business, q));
     select = match q.sort {
         SpendSort::TotalSpent => select.order_by(Col::Net, dir.clone()),
         SpendSort::LastPurchase => select.order_by(Col::EmailLastPurchaseAt, dir.clone()),
         SpendSort::Email => select,
     };
-    let leading: Vec<customer_spend::Model> = select
+    select
         .order_by(
             Col::Email,
             if q.sort == SpendSort::Email {
@@ -111,8 +113,18 @@ pub async fn spend_page<C: ConnectionTrait>(
         )
         .offset((q.page.saturating_sub(1)).saturating_mul(q.per_page))
         .limit(q.per_page)
-        .all(conn)
-        .await?;
+}
+
+/// One page of the customers grid, one row per email: the email's primary-currency row picks
+/// the order (or its row in the requested currency), then every currency row of the page's
+/// emails is read by primary key.
+pub async fn spend_page<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    q: &SpendQuery,
+) -> Result<SpendPage, PersistenceError> {
+    let total = grid_count_select(business, q).count(conn).await?;
+    let leading = grid_page_select(business, q).all(conn).await?;
     let emails: Vec<String> = leading.into_iter().map(|r| r.email).collect();
     let rows = spend_of_emails(conn, business, &emails).await?;
     Ok(SpendPage {

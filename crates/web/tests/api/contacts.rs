@@ -986,3 +986,273 @@ db_test!(bad_input_is_answered_clearly, |t| {
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
     app.stop().await;
 });
+
+/// Bulk rows for the query-plan test: 20 businesses, 100k emails, 200k payments and invoices.
+const PLAN_SEED: &[&str] = &[
+    "INSERT INTO customer_spend (business_id, email, currency, gross, refunded, net, order_count, \
+     first_purchase_at, last_purchase_at, customer_ids, name, is_primary, email_order_count, \
+     email_last_purchase_at, updated_at) \
+     SELECT 'biz-' || lpad((i % 20)::text, 2, '0'), 'user' || i || '@example.com', c.cur, \
+     (i * 37) % 100000, 0, (i * 37) % 100000, 1, 1700000000 + i, 1700000000 + i, '[]'::jsonb, \
+     'Name ' || i, c.cur = 'usd', 1, 1700000000 + i, 0 \
+     FROM generate_series(1, 100000) i CROSS JOIN (VALUES ('usd'), ('eur')) c(cur) \
+     WHERE c.cur = 'usd' OR i % 10 = 0",
+    "INSERT INTO stripe_customers (business_id, stripe_id, email, name, currency, raw, livemode, \
+     created, deleted, last_event_at, synced_at) \
+     SELECT 'biz-' || lpad((i % 20)::text, 2, '0'), 'cus_' || i, 'user' || i || '@example.com', \
+     'Name ' || i, 'usd', '{}'::jsonb, false, 1700000000 + i, false, 0, 0 \
+     FROM generate_series(1, 100000) i",
+    "INSERT INTO stripe_orders (business_id, stripe_id, stripe_type, customer, email, status, \
+     amount, amount_received, currency, invoice, payment_intent, raw, livemode, created, deleted, \
+     last_event_at, synced_at) \
+     SELECT 'biz-' || lpad((k % 20)::text, 2, '0'), 'pi_' || i, 'payment_intent', 'cus_' || k, \
+     NULL, 'succeeded', 1000, 1000, 'usd', NULL, NULL, '{}'::jsonb, false, 1700000000 + i, false, 0, 0 \
+     FROM (SELECT i, (i % 100000) + 1 AS k FROM generate_series(1, 200000) i) s",
+    "INSERT INTO stripe_invoices (business_id, stripe_id, customer, email, status, currency, \
+     amount_due, amount_paid, amount_remaining, total, subscription, payment_intent, charge, \
+     paid_at, number, raw, livemode, created, deleted, last_event_at, synced_at) \
+     SELECT 'biz-' || lpad((k % 20)::text, 2, '0'), 'in_' || i, 'cus_' || k, NULL, 'paid', 'usd', \
+     1000, 1000, 0, 1000, NULL, CASE WHEN i % 2 = 0 THEN 'pi_' || i END, NULL, 1700000000 + i, \
+     NULL, '{}'::jsonb, false, 1700000000 + i, false, 0, 0 \
+     FROM (SELECT i, (i % 100000) + 1 AS k FROM generate_series(1, 200000) i) s",
+    "INSERT INTO stripe_invoice_payments (business_id, stripe_id, invoice, payment_type, \
+     payment_intent, charge, status, amount_paid, amount_requested, currency, paid_at, raw, \
+     livemode, created, deleted, last_event_at, synced_at) \
+     SELECT 'biz-' || lpad((k % 20)::text, 2, '0'), 'inpay_' || i, 'in_' || i, 'payment_intent', \
+     'pi_' || i, NULL, 'paid', 1000, 1000, 'usd', 1700000000 + i, '{}'::jsonb, false, \
+     1700000000 + i, false, 0, 0 \
+     FROM (SELECT i, (i % 100000) + 1 AS k FROM generate_series(1, 200000) i) s",
+    "INSERT INTO stripe_checkout_sessions (business_id, stripe_id, customer, email, mode, status, \
+     payment_status, amount_total, amount_subtotal, currency, payment_intent, invoice, \
+     subscription, client_reference_id, raw, livemode, created, deleted, last_event_at, synced_at) \
+     SELECT 'biz-' || lpad((k % 20)::text, 2, '0'), 'cs_' || i, 'cus_' || k, NULL, 'payment', \
+     'complete', 'paid', 1000, 1000, 'usd', 'pi_' || i, NULL, NULL, NULL, '{}'::jsonb, false, \
+     1700000000 + i, false, 0, 0 \
+     FROM (SELECT i, (i % 100000) + 1 AS k FROM generate_series(1, 100000) i) s",
+    "INSERT INTO stripe_refunds (business_id, stripe_id, payment_intent, charge, status, amount, \
+     currency, reason, raw, livemode, created, deleted, last_event_at, synced_at) \
+     SELECT 'biz-' || lpad((k % 20)::text, 2, '0'), 're_' || i, 'pi_' || i, NULL, 'succeeded', 100, \
+     'usd', NULL, '{}'::jsonb, false, 1700000000 + i, false, 0, 0 \
+     FROM (SELECT i, (i % 100000) + 1 AS k FROM generate_series(10, 200000, 10) i) s",
+    "INSERT INTO stripe_subscriptions (business_id, stripe_id, customer, status, currency, \
+     cancel_at_period_end, canceled_at, ended_at, start_date, trial_start, trial_end, \
+     current_period_start, current_period_end, mrr, raw, livemode, created, deleted, \
+     last_event_at, synced_at) \
+     SELECT 'biz-' || lpad((i % 20)::text, 2, '0'), 'sub_' || i, 'cus_' || i, 'active', 'usd', \
+     false, NULL, NULL, 1700000000 + i, NULL, NULL, NULL, NULL, 1000, '{}'::jsonb, false, \
+     1700000000 + i, false, 0, 0 FROM generate_series(1, 50000) i",
+    "INSERT INTO stripe_subscription_items (business_id, stripe_id, subscription, price, product, \
+     quantity, unit_amount, currency, recurring_interval, recurring_interval_count, \
+     recurring_usage_type, raw, livemode, created, deleted, last_event_at, synced_at) \
+     SELECT 'biz-' || lpad((i % 20)::text, 2, '0'), 'si_' || i, 'sub_' || i, NULL, NULL, 1, 1000, \
+     'usd', 'month', 1, 'licensed', '{}'::jsonb, false, 1700000000 + i, false, 0, 0 \
+     FROM generate_series(1, 50000) i",
+    "INSERT INTO mrr_snapshots (business_id, subscription_id, day, customer, status, currency, mrr) \
+     SELECT 'biz-' || lpad((i % 20)::text, 2, '0'), 'sub_' || i, '2026-11-' || lpad(d::text, 2, '0'), \
+     'cus_' || i, 'active', 'usd', 1000 \
+     FROM generate_series(1, 50000) i CROSS JOIN generate_series(1, 5) d",
+    "ANALYZE",
+];
+
+// The PostgreSQL plans of every contacts read path on a realistic table size: each must use an
+// index and none may scan a table. `TRIBUTARY_WRITE_PLANS=path` writes them out for
+// `docs/performance.md`.
+db_test!(contacts_read_paths_use_indexes, |t| {
+    use tributary_persistence::entities::*;
+    use tributary_persistence::sea_orm::{ConnectionTrait, DbBackend, QueryTrait, Statement};
+    let conn = t.db.conn();
+    if conn.get_database_backend() != DbBackend::Postgres {
+        return;
+    }
+    for sql in PLAN_SEED {
+        conn.execute_unprepared(sql).await.unwrap();
+    }
+    let b = BusinessId::parse("biz-07").unwrap();
+    let grid = |sort, descending, search: Option<&str>, currency: Option<&str>| reads::SpendQuery {
+        page: 3,
+        per_page: 50,
+        sort,
+        descending,
+        search: search.map(str::to_owned),
+        currency: currency.map(|c| tributary_domain::Currency::parse(c).unwrap()),
+    };
+    use reads::SpendSort::*;
+    let ids = |prefix: &str| -> Vec<String> {
+        (0..5).map(|n| format!("{prefix}{}", 7 + 20 * n)).collect()
+    };
+    let emails: Vec<String> = (0..50)
+        .map(|n| format!("user{}@example.com", 7 + 20 * n))
+        .collect();
+    macro_rules! lookup {
+        ($entity:ident, $col:ident, $vals:expr) => {
+            $entity::Entity::find()
+                .filter($entity::Column::BusinessId.eq(b.as_str()))
+                .filter($entity::Column::$col.is_in($vals))
+                .filter($entity::Column::Deleted.eq(false))
+                .build(DbBackend::Postgres)
+                .to_string()
+        };
+    }
+    let queries: Vec<(&str, String)> = vec![
+        (
+            "grid: count (primary rows)",
+            reads::grid_count_select(&b, &grid(TotalSpent, true, None, None))
+                .build(DbBackend::Postgres)
+                .to_string(),
+        ),
+        (
+            "grid: sort=total_spent (primary net)",
+            reads::grid_page_select(&b, &grid(TotalSpent, true, None, None))
+                .build(DbBackend::Postgres)
+                .to_string(),
+        ),
+        (
+            "grid: sort=total_spent&currency=eur",
+            reads::grid_page_select(&b, &grid(TotalSpent, true, None, Some("eur")))
+                .build(DbBackend::Postgres)
+                .to_string(),
+        ),
+        (
+            "grid: sort=last_purchase",
+            reads::grid_page_select(&b, &grid(LastPurchase, true, None, None))
+                .build(DbBackend::Postgres)
+                .to_string(),
+        ),
+        (
+            "grid: sort=email&order=asc",
+            reads::grid_page_select(&b, &grid(Email, false, None, None))
+                .build(DbBackend::Postgres)
+                .to_string(),
+        ),
+        (
+            "grid: q=user12",
+            reads::grid_page_select(&b, &grid(TotalSpent, true, Some("user12"), None))
+                .build(DbBackend::Postgres)
+                .to_string(),
+        ),
+        (
+            "grid rows of a page / summary-by-emails",
+            customer_spend::Entity::find()
+                .filter(customer_spend::Column::BusinessId.eq(b.as_str()))
+                .filter(customer_spend::Column::Email.is_in(emails.clone()))
+                .build(DbBackend::Postgres)
+                .to_string(),
+        ),
+        (
+            "stripe-info: customers by email",
+            stripe_customers::Entity::find()
+                .filter(stripe_customers::Column::BusinessId.eq(b.as_str()))
+                .filter(stripe_customers::Column::Email.is_in(["user27@example.com"]))
+                .build(DbBackend::Postgres)
+                .to_string(),
+        ),
+        (
+            "stripe-info: payments by email",
+            lookup!(stripe_orders, Email, ["user27@example.com"]),
+        ),
+        (
+            "stripe-info: payments by customer",
+            lookup!(stripe_orders, Customer, ids("cus_")),
+        ),
+        (
+            "stripe-info: payments by id",
+            lookup!(stripe_orders, StripeId, ids("pi_")),
+        ),
+        (
+            "stripe-info: payments by invoice",
+            lookup!(stripe_orders, Invoice, ids("in_")),
+        ),
+        (
+            "stripe-info: invoices by customer",
+            lookup!(stripe_invoices, Customer, ids("cus_")),
+        ),
+        (
+            "stripe-info: invoices by email",
+            lookup!(stripe_invoices, Email, ["user27@example.com"]),
+        ),
+        (
+            "stripe-info: invoices by id",
+            lookup!(stripe_invoices, StripeId, ids("in_")),
+        ),
+        (
+            "stripe-info: invoices by payment intent",
+            lookup!(stripe_invoices, PaymentIntent, ids("pi_")),
+        ),
+        (
+            "stripe-info: invoice payments by invoice",
+            lookup!(stripe_invoice_payments, Invoice, ids("in_")),
+        ),
+        (
+            "stripe-info: invoice payments by payment intent",
+            lookup!(stripe_invoice_payments, PaymentIntent, ids("pi_")),
+        ),
+        (
+            "stripe-info: sessions by customer",
+            lookup!(stripe_checkout_sessions, Customer, ids("cus_")),
+        ),
+        (
+            "stripe-info: sessions by email",
+            lookup!(stripe_checkout_sessions, Email, ["user27@example.com"]),
+        ),
+        (
+            "stripe-info: sessions by payment intent",
+            lookup!(stripe_checkout_sessions, PaymentIntent, ids("pi_")),
+        ),
+        (
+            "stripe-info: sessions by invoice",
+            lookup!(stripe_checkout_sessions, Invoice, ids("in_")),
+        ),
+        (
+            "stripe-info: refunds by payment intent",
+            lookup!(stripe_refunds, PaymentIntent, ids("pi_")),
+        ),
+        (
+            "stripe-info: refunds by charge",
+            lookup!(stripe_refunds, Charge, ids("ch_")),
+        ),
+        (
+            "stripe-info: subscriptions by customer",
+            lookup!(stripe_subscriptions, Customer, ids("cus_")),
+        ),
+        (
+            "stripe-info: subscription items",
+            lookup!(stripe_subscription_items, Subscription, ids("sub_")),
+        ),
+        (
+            "dashboards: MRR snapshots of a range",
+            mrr_snapshots::Entity::find()
+                .filter(mrr_snapshots::Column::BusinessId.eq(b.as_str()))
+                .filter(mrr_snapshots::Column::Day.gte("2026-11-02"))
+                .filter(mrr_snapshots::Column::Day.lte("2026-11-03"))
+                .build(DbBackend::Postgres)
+                .to_string(),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, sql) in queries {
+        let rows = conn
+            .query_all_raw(Statement::from_string(
+                DbBackend::Postgres,
+                format!("EXPLAIN (COSTS OFF) {sql}"),
+            ))
+            .await
+            .unwrap();
+        let plan: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<String>("", "QUERY PLAN").unwrap())
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            !plan.contains("Seq Scan"),
+            "{name} scans a table:\n{sql}\n{plan}"
+        );
+        assert!(
+            plan.contains("Index"),
+            "{name} uses no index:\n{sql}\n{plan}"
+        );
+        out.push_str(&format!("-- {name}\n{sql}\n{plan}\n\n"));
+    }
+    if let Ok(path) = std::env::var("TRIBUTARY_WRITE_PLANS") {
+        std::fs::write(path, out).unwrap();
+    }
+});
