@@ -301,3 +301,60 @@ fn help_lists_every_subcommand() {
         assert!(help.contains(word), "--help lacks {word}: {help}");
     }
 }
+
+/// `verify` recomputes the spend read model from the mirror: consistent after a sync; after a
+/// stored row is tampered with, exit status 1 and that one difference named.
+async fn verify_reports_read_model_drift(backend: Backend) {
+    run(backend, |t| async move {
+        let sim = SimServer::start(SimOptions {
+            seed: 5,
+            accounts: 1,
+            scale: Scale::Small,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        connect_all(&t, &sim).await;
+        let env = env_for(&t, &sim);
+        ok(&scheduler(&["sync", "--business", "biz_0"], &env)
+            .output()
+            .unwrap());
+        let out = ok(&scheduler(&["verify", "--business", "biz_0"], &env)
+            .output()
+            .unwrap());
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(report["differences"], serde_json::json!([]), "{report}");
+        assert!(report["expected_rows"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(report["expected_rows"], report["stored_rows"]);
+        let conn = t.db.conn();
+        conn.execute_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "UPDATE customer_spend SET net = net + 1 WHERE business_id = 'biz_0' AND is_primary \
+             AND email = (SELECT MIN(email) FROM customer_spend WHERE business_id = 'biz_0')",
+        ))
+        .await
+        .unwrap();
+        let out = scheduler(&["verify", "--business", "biz_0"], &env)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            report["differences"].as_array().map(Vec::len),
+            Some(1),
+            "{report}"
+        );
+    })
+    .await;
+}
+
+mod verify {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::verify_reports_read_model_drift(super::Backend::Sqlite).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::verify_reports_read_model_drift(super::Backend::Postgres).await;
+    }
+}
