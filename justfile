@@ -49,3 +49,10 @@ bench:
 # A short benchmark (small account, debug build) that CI can afford.
 bench-smoke:
     cargo run -p tributary-bench -- --scale small --db sqlite
+
+# Peer benchmark: @supabase/stripe-sync-engine vs our sync on the same simulated account and
+# PostgreSQL (unthrottled, 50 ms + 100 req/s, 50 ms + 25 req/s). Needs the release simulator
+# (and target/release/tributary-bench for our side): see docs/performance.md.
+bench-peer scale="medium":
+    npm ci --prefix bench/peer
+    bash bench/peer/compare.sh {{scale}}
