@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tributary_web::demo::DemoOptions;
 use tributary_web::settings::{Purpose, Settings};
 
 /// Serve the Tributary API (Stripe Connect mirror, spend and metrics for a multi-tenant platform).
@@ -17,6 +18,10 @@ struct Cli {
     /// Run the self-contained demo on a local SQLite file (no configuration needed).
     #[arg(long)]
     demo: bool,
+
+    /// Port to listen on (overrides `server.port`).
+    #[arg(long, global = true, value_name = "PORT")]
+    port: Option<u16>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -37,14 +42,18 @@ fn main() -> ExitCode {
         (Some(Command::Migrate), _) => Purpose::Migrate,
         _ => Purpose::Serve,
     };
-    let settings =
-        match Settings::load(cli.config.as_deref()).and_then(|s| s.validate(purpose).map(|()| s)) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-        };
+    let settings = match Settings::load(cli.config.as_deref()).and_then(|mut s| {
+        if let Some(port) = cli.port {
+            s.server.port = port;
+        }
+        s.validate(purpose).map(|()| s)
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     tributary_web::telemetry::init(&settings.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -92,24 +101,15 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn demo(mut settings: Settings) -> anyhow::Result<()> {
-    settings.database.url = "sqlite://tributary-demo.db?mode=rwc".into();
-    // Placeholders until the simulator-backed demo (issue 9) fills these in.
-    settings
-        .stripe
-        .secret_key
-        .get_or_insert_with(|| String::from("sk_test_demo_placeholder").into());
-    settings
-        .auth
-        .jwt_secret
-        .get_or_insert_with(|| String::from("demo-jwt-secret-not-for-production").into());
-    let app = tributary_web::Application::build(settings).await?;
+/// The demo of SPEC §13: an in-process Stripe simulator, a fresh SQLite file and demo
+/// businesses (`tributary_web::demo`); prints where to go and serves until stopped.
+async fn demo(settings: Settings) -> anyhow::Result<()> {
     println!(
-        "Tributary demo: API on http://127.0.0.1:{port} (GET /healthz, /readyz). \
-         The simulator-backed settings, sales and dashboard pages are still being built (issue 9).",
-        port = app.port()
+        "Starting the Tributary demo: generating a simulated Stripe account and running its first sync…"
     );
-    app.run_until_stopped().await?;
+    let demo = tributary_web::demo::Demo::start(settings, DemoOptions::default()).await?;
+    println!("{}", demo.banner());
+    demo.run_until_stopped().await?;
     Ok(())
 }
 

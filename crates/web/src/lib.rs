@@ -14,7 +14,9 @@
 //! ```
 
 pub mod auth;
+pub mod demo;
 pub mod error;
+pub mod pages;
 pub mod routes;
 pub mod settings;
 pub mod state;

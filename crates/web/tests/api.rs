@@ -1772,6 +1772,9 @@ db_test!(refused_exchanges_other_modes_and_missing_names, |t| {
     app.stop().await;
     fake.stop(true).await;
 });
+#[path = "api/browser.rs"]
+mod browser;
 #[path = "api/contacts.rs"]
 mod contacts;
-#[path = "api/webhooks.rs"] mod webhooks_api;
+#[path = "api/webhooks.rs"]
+mod webhooks_api;

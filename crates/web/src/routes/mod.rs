@@ -12,6 +12,7 @@ use actix_web::web;
 
 /// Registers the routes of SPEC §4 and §10.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    crate::pages::configure(cfg);
     contacts::configure(cfg);
     // Plain routes, not a `/api` scope: a scope would answer 404 for every `/api` path it does
     // not list, hiding routes other modules register.

@@ -1,0 +1,160 @@
+// The demo's pages in Debian's chromium, driven by playwright-core (no downloaded browser).
+// Usage: node flow.mjs <base url> <token> <screenshot dir> <business to connect> <account name> [<synced business>]
+// Connects the business through the simulator's approval page, runs a manual sync and watches
+// it finish, opens the sales grid and a customer's detail, the dashboard, and disconnects.
+// A screenshot of each step goes to the screenshot dir; any failed expectation exits non-zero.
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const [base, token, shots, business, accountName, synced] = process.argv.slice(2);
+if (!base || !token || !shots || !business || !accountName) {
+  console.error('usage: node flow.mjs <base> <token> <dir> <business> <account name> [<synced business>]');
+  process.exit(2);
+}
+mkdirSync(shots, { recursive: true });
+// launch() gives chromium a fresh, empty profile directory of its own (--user-data-dir).
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--disable-dev-shm-usage',
+  ],
+});
+const started = Date.now();
+let n = 0;
+let failed = false;
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 860 }, locale: 'en-US', timezoneId: 'UTC' });
+  context.setDefaultTimeout(30_000);
+  const page = await context.newPage();
+  const problems = [];
+  page.on('pageerror', (e) => problems.push('page error: ' + e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push('console: ' + m.text());
+  });
+  // The simulator's approval page is not ours; every other answer must be a success.
+  page.on('response', (r) => {
+    if (r.status() >= 400 && r.url().startsWith(base)) problems.push(`HTTP ${r.status()} for ${r.request().method()} ${r.url()}`);
+  });
+
+  async function shot(name) {
+    n += 1;
+    const file = join(shots, String(n).padStart(2, '0') + '-' + name + '.png');
+    await page.screenshot({ path: file, fullPage: true });
+    console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${file}`);
+  }
+  async function step(what, fn) {
+    console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${what}`);
+    await fn();
+  }
+  const badge = page.locator('#status-badge');
+  const expectText = async (locator, re) => {
+    await locator.filter({ hasText: re }).first().waitFor();
+  };
+
+  await step('settings page of the not-connected business', async () => {
+    await page.goto(`${base}/ui/businesses/${business}/settings/stripe#token=${token}`);
+    await expectText(badge, /^Not connected$/);
+    if (page.url().includes('token=')) throw new Error('the token stayed in the address bar');
+    await shot('settings-not-connected');
+  });
+
+  await step('connect through the simulator approval page', async () => {
+    await page.getByRole('button', { name: 'Connect with Stripe' }).click();
+    await page.waitForURL(/\/oauth\/authorize/);
+    await shot('stripe-approval-page');
+    await page.locator('a.approve', { hasText: accountName }).click();
+    await page.waitForURL(new RegExp(`/ui/businesses/${business}/settings/stripe`));
+    await expectText(badge, /^Connected · /);
+    await expectText(page.locator('#outcome'), /Stripe is connected/);
+    await shot('connected');
+  });
+
+  await step('manual sync with live progress', async () => {
+    const sync = page.getByRole('button', { name: 'Sync now' });
+    await sync.waitFor();
+    // The first sync starts on connect; Sync now is enabled again once it has finished.
+    await page.waitForFunction(() => !document.getElementById('sync').disabled, null, { timeout: 60_000 });
+    await sync.click();
+    await page.locator('#resources li').first().waitFor();
+    await shot('sync-progress');
+    await expectText(page.locator('#last-sync'), /Last sync succeeded.*Manual sync/);
+    await shot('sync-finished');
+  });
+
+  await step('sales grid with Spent and Orders', async () => {
+    await page.getByRole('navigation', { name: 'Business pages' }).getByRole('link', { name: 'Sales' }).click();
+    await page.waitForURL(/\/sales/);
+    for (const name of ['Spent', 'Orders']) await page.getByRole('columnheader', { name }).waitFor();
+    await page.locator('#rows tr .amount').first().waitFor();
+    const firstSpent = await page.locator('#rows tr .amount').first().textContent();
+    if (!/\d/.test(firstSpent)) throw new Error('no amount in the Spent column: ' + firstSpent);
+    await expectText(page.locator('#grid-status'), /Showing 1–/);
+    await shot('sales-grid');
+  });
+
+  await step('search, sort and a customer detail', async () => {
+    await page.locator('#grid thead th[data-sort="email"] button').click();
+    await page.locator('#grid thead th[data-sort="email"][aria-sort="ascending"]').waitFor();
+    await page.locator('#grid thead th[data-sort="total_spent"] button').click();
+    await page.locator('#grid thead th[data-sort="total_spent"][aria-sort="descending"]').waitFor();
+    const email = await page.locator('#rows button[data-email]').first().getAttribute('data-email');
+    await page.locator('#q').fill(email.split('@')[0]);
+    await expectText(page.locator('#grid-status'), /Showing 1–/);
+    await page.locator(`#rows button[data-email="${email}"]`).click();
+    const drawer = page.locator('dialog#detail');
+    await drawer.waitFor();
+    await expectText(drawer.locator('h3'), /Payments/);
+    await shot('customer-detail');
+    await page.keyboard.press('Escape');
+    await drawer.waitFor({ state: 'hidden' });
+  });
+
+  await step('dashboard charts', async () => {
+    await page.getByRole('navigation', { name: 'Business pages' }).getByRole('link', { name: 'Dashboard' }).click();
+    await page.waitForURL(/\/dashboard/);
+    for (const id of ['chart-revenue', 'chart-mrr', 'chart-churn', 'chart-new']) await page.locator(`#${id} svg`).waitFor();
+    await expectText(page.locator('#tiles .label'), /MRR/);
+    await shot('dashboard');
+  });
+
+  await step('disconnect with a confirmation', async () => {
+    await page.getByRole('navigation', { name: 'Business pages' }).getByRole('link', { name: 'Stripe settings' }).click();
+    await expectText(badge, /^Connected · /);
+    await page.getByRole('button', { name: 'Disconnect' }).click();
+    const dialog = page.locator('dialog#confirm-disconnect');
+    await dialog.waitFor();
+    await shot('disconnect-confirm');
+    await dialog.getByRole('button', { name: 'Disconnect' }).click();
+    await expectText(badge, /^Not connected$/);
+    await expectText(page.locator('#outcome'), /Stripe disconnected/);
+    await shot('disconnected');
+  });
+
+  if (synced) {
+    await step('the synced business (README pictures)', async () => {
+      await page.goto(`${base}/ui/businesses/${synced}/settings/stripe`);
+      await expectText(badge, /^Connected · /);
+      await expectText(page.locator('#last-sync'), /Last sync succeeded/);
+      await shot('synced-settings');
+      await page.goto(`${base}/ui/businesses/${synced}/sales`);
+      await page.locator('#rows tr .amount').first().waitFor();
+      await shot('synced-sales');
+      await page.goto(`${base}/ui/businesses/${synced}/dashboard`);
+      await page.locator('#chart-mrr svg').waitFor();
+      await shot('synced-dashboard');
+    });
+  }
+
+  if (problems.length) throw new Error('the pages reported errors:\n' + problems.join('\n'));
+  console.log(`browser flow passed in ${((Date.now() - started) / 1000).toFixed(1)}s`);
+} catch (e) {
+  failed = true;
+  console.error('browser flow FAILED: ' + (e && e.stack ? e.stack : e));
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
