@@ -72,6 +72,17 @@ impl FromRaw for Value {
     }
 }
 
+/// No typed model at all: for callers that only keep the raw JSON (the sync), so pages are not
+/// parsed twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawOnly;
+
+impl FromRaw for RawOnly {
+    fn from_raw(_: &Value) -> Result<Self, String> {
+        Ok(RawOnly)
+    }
+}
+
 /// One object from Stripe: its typed model when it parses, and always its raw JSON (the
 /// `raw` column of SPEC §3).
 #[derive(Debug, Clone)]
@@ -205,6 +216,16 @@ impl<T: FromRaw> ListRequest<T> {
     }
 
     /// Replace the page size (1–100).
+    /// The same request, yielding another model type (e.g. [`RawOnly`]).
+    pub fn retype<U: FromRaw>(self) -> ListRequest<U> {
+        ListRequest {
+            client: self.client,
+            path: self.path,
+            params: self.params,
+            _model: PhantomData,
+        }
+    }
+
     pub fn limit(mut self, limit: u32) -> Self {
         let limit = limit.clamp(1, MAX_LIMIT);
         self.params.retain(|(k, _)| k != "limit");
@@ -479,6 +500,34 @@ impl AccountClient {
         let embedded = session.get("line_items").filter(|v| v.is_object()).cloned();
         self.embedded_then_rest(embedded, self.checkout_session_line_items(id))
             .await
+    }
+
+    /// [`AccountClient::all_invoice_lines`] as raw JSON only (no typed parse).
+    pub async fn all_invoice_lines_raw(&self, invoice: &Value) -> Result<Vec<Value>, StripeError> {
+        let id = invoice
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let embedded = invoice.get("lines").filter(|v| v.is_object()).cloned();
+        let items = self
+            .embedded_then_rest(embedded, self.invoice_lines(id).retype::<RawOnly>())
+            .await?;
+        Ok(items.into_iter().map(|i| i.raw).collect())
+    }
+
+    /// [`AccountClient::all_checkout_session_line_items`] as raw JSON only (no typed parse).
+    pub async fn all_checkout_session_line_items_raw(
+        &self,
+        session: &Value,
+    ) -> Result<Vec<Value>, StripeError> {
+        let id = session
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let embedded = session.get("line_items").filter(|v| v.is_object()).cloned();
+        let rest = self.checkout_session_line_items(id).retype::<RawOnly>();
+        let items = self.embedded_then_rest(embedded, rest).await?;
+        Ok(items.into_iter().map(|i| i.raw).collect())
     }
 
     async fn embedded_then_rest<T: FromRaw>(

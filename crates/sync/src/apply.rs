@@ -260,12 +260,7 @@ async fn invoice_lines(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     match (embedded, client) {
-        (Some(_), Some(client)) if has_more => Ok(client
-            .all_invoice_lines(invoice)
-            .await?
-            .into_iter()
-            .map(|i| i.raw)
-            .collect()),
+        (Some(_), Some(client)) if has_more => Ok(client.all_invoice_lines_raw(invoice).await?),
         (Some(lines), _) => Ok(lines
             .get("data")
             .and_then(Value::as_array)
@@ -288,12 +283,7 @@ async fn session_lines(
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default()),
-        (_, Some(client)) => Ok(client
-            .all_checkout_session_line_items(session)
-            .await?
-            .into_iter()
-            .map(|i| i.raw)
-            .collect()),
+        (_, Some(client)) => Ok(client.all_checkout_session_line_items_raw(session).await?),
         (Some(lines), None) => Ok(lines
             .get("data")
             .and_then(Value::as_array)

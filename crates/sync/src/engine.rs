@@ -12,7 +12,7 @@ use tributary_domain::BusinessId;
 use tributary_persistence::entities::*;
 use tributary_persistence::mirror::{self, Mirror};
 use tributary_persistence::{access, jobs};
-use tributary_stripe_connect::{AccountClient, Created, Item, ListRequest};
+use tributary_stripe_connect::{AccountClient, Created, Item, ListRequest, RawOnly};
 
 use crate::map::{self, Stamp};
 use crate::{ResourceProgress, SyncContext, SyncError, SyncReport, Trigger, apply, readmodel};
@@ -459,43 +459,55 @@ impl Run<'_> {
         created: Created,
     ) -> Result<(), SyncError> {
         match resource {
-            Resource::Products => self.pages(resource, client.products(created), client).await,
-            Resource::Prices => self.pages(resource, client.prices(created), client).await,
+            Resource::Products => {
+                self.pages(resource, client.products(created).retype(), client)
+                    .await
+            }
+            Resource::Prices => {
+                self.pages(resource, client.prices(created).retype(), client)
+                    .await
+            }
             Resource::Customers => {
-                self.pages(resource, client.customers(created), client)
+                self.pages(resource, client.customers(created).retype(), client)
                     .await
             }
             Resource::PaymentIntents => {
-                self.pages(resource, client.payment_intents(created), client)
+                self.pages(resource, client.payment_intents(created).retype(), client)
                     .await
             }
-            Resource::Charges => self.pages(resource, client.charges(created), client).await,
-            Resource::Refunds => self.pages(resource, client.refunds(created), client).await,
-            Resource::Invoices => self.pages(resource, client.invoices(created), client).await,
+            Resource::Charges => {
+                self.pages(resource, client.charges(created).retype(), client)
+                    .await
+            }
+            Resource::Refunds => {
+                self.pages(resource, client.refunds(created).retype(), client)
+                    .await
+            }
+            Resource::Invoices => {
+                self.pages(resource, client.invoices(created).retype(), client)
+                    .await
+            }
             Resource::InvoicePayments => {
-                self.pages(resource, client.invoice_payments(created), client)
+                self.pages(resource, client.invoice_payments(created).retype(), client)
                     .await
             }
             Resource::CheckoutSessions => {
-                self.pages(resource, client.checkout_sessions(created), client)
+                self.pages(resource, client.checkout_sessions(created).retype(), client)
                     .await
             }
             Resource::Subscriptions => {
-                self.pages(resource, client.subscriptions(created), client)
+                self.pages(resource, client.subscriptions(created).retype(), client)
                     .await
             }
         }
     }
 
-    async fn pages<T>(
+    async fn pages(
         &self,
         resource: Resource,
-        req: ListRequest<T>,
+        req: ListRequest<RawOnly>,
         client: &AccountClient,
-    ) -> Result<(), SyncError>
-    where
-        T: tributary_stripe_connect::FromRaw + Send + 'static,
-    {
+    ) -> Result<(), SyncError> {
         let mut pages = req.pages();
         loop {
             let sent = self.ctx.now();
@@ -503,7 +515,11 @@ impl Run<'_> {
                 break;
             };
             let fetched = page.items.len() as u64;
-            let raws: Vec<Value> = page.items.into_iter().map(|i: Item<T>| i.raw).collect();
+            let raws: Vec<Value> = page
+                .items
+                .into_iter()
+                .map(|i: Item<RawOnly>| i.raw)
+                .collect();
             let stamp = Stamp {
                 business_id: self.business.as_str(),
                 at: sent,
@@ -600,12 +616,7 @@ impl Run<'_> {
                             .and_then(Value::as_bool)
                             .unwrap_or(false);
                         let items: Vec<Value> = if more {
-                            client
-                                .all_invoice_lines(r)
-                                .await?
-                                .into_iter()
-                                .map(|i| i.raw)
-                                .collect()
+                            client.all_invoice_lines_raw(r).await?
                         } else {
                             lines
                                 .and_then(|l| l.get("data"))
@@ -630,12 +641,8 @@ impl Run<'_> {
                 for r in &raws {
                     let row = map::checkout_session(st, r);
                     if stored.get(&row.stripe_id) != Some(&row.raw) {
-                        let items: Vec<Value> = client
-                            .all_checkout_session_line_items(r)
-                            .await?
-                            .into_iter()
-                            .map(|i| i.raw)
-                            .collect();
+                        let items: Vec<Value> =
+                            client.all_checkout_session_line_items_raw(r).await?;
                         w.session_lines.extend(
                             items
                                 .iter()
