@@ -16,14 +16,14 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tributary_domain::BusinessId;
 use tributary_persistence::entities::{stripe_access, webhook_events};
-use tributary_persistence::sea_orm::{
-    ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QuerySelect,
-};
+use tributary_persistence::sea_orm::{ConnectionTrait, DatabaseTransaction, EntityTrait};
 use tributary_persistence::{Database, access, billing, businesses, jobs, webhooks};
 use tributary_stripe_connect::{
-    DEFAULT_TOLERANCE, EventEnvelope, SigningSecret, StripeError, WebhookError, construct_event,
+    AccountClient, DEFAULT_TOLERANCE, EventEnvelope, STRIPE_VERSION, SigningSecret, StripeError,
+    WebhookError, construct_event,
 };
 use tributary_sync::SyncError;
+use tributary_sync::apply::{Outcome, apply_event};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -317,19 +317,15 @@ async fn revoke(state: &AppState, business: &BusinessId, now: i64) -> Result<(),
     Ok(())
 }
 
-/// The business's connection, read inside the transaction. On PostgreSQL it is held
-/// `FOR UPDATE`, as every writer of a business's mirror holds it, so writers take turns and a
+/// The business's connection, read inside the transaction and held `FOR UPDATE` on
+/// PostgreSQL, as every writer of a business's mirror holds it: writers take turns, and a
 /// disconnect waits for this event's rows and then clears them too (SQLite's `BEGIN IMMEDIATE`
 /// serialises writers already).
 async fn connection_in(
     txn: &DatabaseTransaction,
     business: &BusinessId,
 ) -> Result<Option<stripe_access::Model>, ApiError> {
-    let mut query = stripe_access::Entity::find_by_id(business.as_str());
-    if txn.get_database_backend() == DbBackend::Postgres {
-        query = query.lock_exclusive();
-    }
-    query.one(txn).await.map_err(ApiError::internal)
+    Ok(access::lock_for_write(txn, business, true).await?)
 }
 
 /// What went wrong applying an event.
@@ -368,16 +364,14 @@ async fn apply(
             Some(c) if c.stripe_account_id != route.account => "unrouted",
             None => "unrouted",
             Some(c) if c.status != access::CONNECTED => "revoked",
-            Some(_) => {
-                tributary_sync::apply::apply_event(&txn, &route.business, event, now, Some(&client))
-                    .await
-                    .map_err(|e| match e {
-                        SyncError::Stripe(StripeError::AccessRevoked { .. }) => Failure::Revoked,
-                        SyncError::Stripe(e) => Failure::Unavailable(e.to_string()),
-                        other => Failure::Internal(ApiError::internal(other)),
-                    })?
-                    .as_str()
-            }
+            Some(_) => apply_with_refunds(&txn, &route.business, event, now, &client)
+                .await
+                .map_err(|e| match e {
+                    SyncError::Stripe(StripeError::AccessRevoked { .. }) => Failure::Revoked,
+                    SyncError::Stripe(e) => Failure::Unavailable(e.to_string()),
+                    other => Failure::Internal(ApiError::internal(other)),
+                })?
+                .as_str(),
         };
         let business = (outcome != "unrouted").then_some(&route.business);
         let row = record(
@@ -438,6 +432,50 @@ async fn apply(
             record_only(&state.db, event, row).await
         }
     }
+}
+
+/// [`tributary_sync::apply::apply_event`], and for `charge.refunded` the charge's refunds too.
+///
+/// `charge.refunded` names the charge, whose row is not mirrored when it belongs to a payment
+/// intent, and Stripe does not always send a `refund.*` event of its own alongside (a payment
+/// refunded as it is made): without this the refund would wait for the next sync. Each refund is
+/// applied as a `refund.updated` read now, under the same `last_event_at` rule.
+async fn apply_with_refunds(
+    txn: &DatabaseTransaction,
+    business: &BusinessId,
+    event: &EventEnvelope,
+    now: i64,
+    client: &AccountClient,
+) -> Result<Outcome, SyncError> {
+    let outcome = apply_event(txn, business, event, now, Some(client)).await?;
+    if event.event_type != "charge.refunded" || event.object_type() != Some("charge") {
+        return Ok(outcome);
+    }
+    let Some(charge) = event.object_id() else {
+        return Ok(outcome);
+    };
+    let refunds = client
+        .list::<serde_json::Value>("/v1/refunds")
+        .param("charge", charge)
+        .collect_all()
+        .await?;
+    let mut changed = false;
+    for refund in refunds {
+        let read = EventEnvelope {
+            event_type: "refund.updated".into(),
+            created: now,
+            api_version: Some(STRIPE_VERSION.into()),
+            object: refund.raw,
+            previous_attributes: None,
+            ..event.clone()
+        };
+        let o = apply_event(txn, business, &read, now, Some(client)).await?;
+        changed |= matches!(o, Outcome::Applied | Outcome::Refetched | Outcome::Deleted);
+    }
+    Ok(match outcome {
+        Outcome::Ignored | Outcome::Stale if changed => Outcome::Refetched,
+        other => other,
+    })
 }
 
 fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Failure {

@@ -784,15 +784,6 @@ db_test!(
         )
         .await;
         let acct = app.account(0);
-        app.sim_control("/_sim/faults", json!({"latency_ms": 200}))
-            .await;
-        assert_eq!(app.connect("biz-a", &acct).await["stripe"], "connected");
-        let job = app.status("biz-a").await["last_sync"]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        app.wait_for_job("biz-a", &job, &["running"]).await;
-
         let deauth = event(
             "evt_deauth_1",
             "account.application.deauthorized",
@@ -800,7 +791,20 @@ db_test!(
             now(),
             json!({"id": "ca_tributary_sim", "object": "application", "name": "Tributary"}),
         );
-        let answer = app.deliver(CONNECT, &deauth, CONNECT_SECRET).await;
+        // Signed ahead, so it arrives while the (slowed down) sync is surely still running.
+        let deauth_body = deauth.to_string();
+        let deauth_sig = header(&deauth_body, now(), &[CONNECT_SECRET]);
+        app.sim_control("/_sim/faults", json!({"latency_ms": 600}))
+            .await;
+        assert_eq!(app.connect("biz-a", &acct).await["stripe"], "connected");
+        let job = app.status("biz-a").await["last_sync"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        app.wait_for_job("biz-a", &job, &["running"]).await;
+        let res = app.hook(CONNECT, deauth_body, Some(&deauth_sig)).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+        let answer = res.json();
         assert_eq!(answer["outcome"], "revoked");
         let failed = app
             .wait_for_job("biz-a", &job, &["failed", "succeeded"])
@@ -1156,3 +1160,176 @@ db_test!(a_database_failure_answers_5xx_so_stripe_retries, |t| {
     assert_eq!(event_count(&app.db).await, 2);
     app.stop().await;
 });
+
+// ---------------------------------------------------------------------------------------
+// The simulator delivering, as Stripe does
+// ---------------------------------------------------------------------------------------
+
+impl TestApp {
+    /// Events of `acct` not in `before`.
+    async fn new_events(
+        &self,
+        acct: &str,
+        before: &std::collections::HashSet<String>,
+    ) -> Vec<Value> {
+        self.stripe()
+            .account(acct)
+            .unwrap()
+            .list::<Value>("/v1/events")
+            .collect_all()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.raw)
+            .filter(|e| !before.contains(e["id"].as_str().unwrap()))
+            .collect()
+    }
+
+    /// Waits until the simulator delivered `want[i]` events to its i-th endpoint.
+    async fn wait_for_deliveries(&self, want: &[u64]) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let v: Value = self
+                .http
+                .get(format!("{}/_sim/webhooks", self.sim.base_url()))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let eps = v.as_array().unwrap();
+            for ep in eps {
+                assert_eq!(ep["failed"], 0, "{ep}");
+            }
+            let delivered: Vec<u64> = eps
+                .iter()
+                .map(|e| e["delivered"].as_u64().unwrap())
+                .collect();
+            if delivered == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "delivered {delivered:?}, want {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+db_test!(
+    simulator_deliveries_keep_the_mirror_exact_then_revoke,
+    |t| {
+        let app = spawn(
+            &t,
+            Opts {
+                workers: true,
+                scale: Scale::Small,
+                accounts: 2,
+                ..Opts::default()
+            },
+        )
+        .await;
+        let (acct, other) = (app.account(0), app.account(1));
+        let res = app
+            .put(
+                "/api/businesses/biz-a",
+                &admin(),
+                json!({"name": "Acme", "slug": "acme", "agency_id": null}),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+        assert_eq!(app.connect("biz-a", &acct).await["stripe"], "connected");
+        let job = app.status("biz-a").await["last_sync"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let job = app
+            .wait_for_job("biz-a", &job, &["succeeded", "failed"])
+            .await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        let res = app
+            .put(
+                "/api/stripe/biz-a/webhook-secret",
+                &agency(&["biz-a"]),
+                json!({"secret": BUSINESS_SECRET}),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text);
+
+        // The platform's Connect endpoint, and the business's own endpoint on its account.
+        app.sim_control(
+        "/_sim/webhooks",
+        json!({"url": format!("{}{CONNECT}", app.base), "secret": CONNECT_SECRET, "connect": true}),
+    )
+    .await;
+        app.sim_control(
+        "/_sim/webhooks",
+        json!({"url": format!("{}/api/webhooks/stripe/acme", app.base), "secret": BUSINESS_SECRET,
+               "connect": false, "account": acct}),
+    )
+    .await;
+        let ids = |events: &[Value]| -> std::collections::HashSet<String> {
+            events
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let before = ids(&app.new_events(&acct, &Default::default()).await);
+        let before_other = ids(&app.new_events(&other, &Default::default()).await);
+        app.sim_control(
+            &format!("/_sim/accounts/{acct}/mutate"),
+            json!({"count": 40, "seed": 5}),
+        )
+        .await;
+        app.sim_control(
+            &format!("/_sim/accounts/{other}/mutate"),
+            json!({"count": 5, "seed": 6}),
+        )
+        .await;
+        let n = app.new_events(&acct, &before).await.len() as u64;
+        let n_other = app.new_events(&other, &before_other).await.len() as u64;
+        assert!(n >= 40 && n_other >= 5, "{n} {n_other}");
+        app.wait_for_deliveries(&[n + n_other, n]).await;
+
+        let stripe = app.stripe();
+        let ctx = SyncContext::new(app.db.clone(), stripe.clone(), SyncConfig::default());
+        let audit =
+            tributary_sync::audit::audit(&ctx, &biz("biz-a"), &stripe.account(&acct).unwrap())
+                .await
+                .unwrap();
+        assert!(audit.is_exact(), "{:#?}", audit.differences);
+        let recorded = events_recorded(&app.db).await;
+        let count = |f: &dyn Fn(&webhook_events::Model) -> bool| {
+            recorded.iter().filter(|r| f(r)).count() as u64
+        };
+        assert_eq!(
+            count(&|r| r.endpoint == "connect" && r.business_id.as_deref() == Some("biz-a")),
+            n
+        );
+        assert_eq!(
+            count(&|r| r.endpoint == "connect" && r.outcome == "unrouted"),
+            n_other
+        );
+        assert_eq!(count(&|r| r.endpoint == "acme"), n);
+
+        // The account removes the platform: both endpoints hear it, the connection is revoked.
+        app.sim_control(&format!("/_sim/accounts/{acct}/revoke"), json!({}))
+            .await;
+        app.wait_for_deliveries(&[n + n_other + 1, n + 1]).await;
+        let status = app.status("biz-a").await;
+        assert_eq!(status["status"], "revoked", "{status}");
+        let deauths: Vec<_> = events_recorded(&app.db)
+            .await
+            .into_iter()
+            .filter(|r| r.event_type == "account.application.deauthorized")
+            .collect();
+        assert_eq!(deauths.len(), 2, "{deauths:?}");
+        assert!(
+            deauths.iter().all(|r| r.outcome == "revoked"),
+            "{deauths:?}"
+        );
+        app.stop().await;
+    }
+);
