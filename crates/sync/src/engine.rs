@@ -199,10 +199,23 @@ async fn run_job_with(
     let (status, error) = match &result {
         Ok(()) => (jobs::SUCCEEDED, None),
         Err(e) => {
-            if matches!(e, SyncError::Stripe(se) if se.is_access_revoked())
-                && let Err(err) = access::mark_revoked(db, &business, ctx.now()).await
-            {
-                tracing::error!(error = %err, "could not mark access revoked");
+            if matches!(e, SyncError::Stripe(se) if se.is_access_revoked()) {
+                match access::mark_revoked(db, &business, ctx.now()).await {
+                    Ok(true) => {
+                        if let Some(n) = &ctx.config().notify {
+                            let data = serde_json::json!({"account_id": run.account, "reason": "access_revoked"});
+                            crate::notify::send(
+                                n,
+                                "connection.revoked",
+                                business.as_str(),
+                                ctx.now(),
+                                data,
+                            );
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(err) => tracing::error!(error = %err, "could not mark access revoked"),
+                }
             }
             tracing::warn!(error = %e, code = e.code(), "sync failed");
             (jobs::FAILED, Some((e.code().to_owned(), e.to_string())))
@@ -227,14 +240,24 @@ async fn run_job_with(
         }
     }
     tracing::info!(status, "sync finished");
-    SyncReport {
+    let report = SyncReport {
         job_id: job.id.clone(),
         business_id: job.business_id.clone(),
         status: status.to_owned(),
         full: job.full,
         error,
         progress: run.progress.lock().map(|p| p.clone()).unwrap_or_default(),
+    };
+    if let Some(n) = &ctx.config().notify {
+        let kind = if report.succeeded() {
+            "sync.succeeded"
+        } else {
+            "sync.failed"
+        };
+        let data = serde_json::to_value(&report).unwrap_or_default();
+        crate::notify::send(n, kind, business.as_str(), ctx.now(), data);
     }
+    report
 }
 
 /// All rows one page writes, committed in one transaction.

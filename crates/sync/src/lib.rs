@@ -24,6 +24,7 @@ pub mod audit;
 pub mod billing;
 mod engine;
 pub mod map;
+pub mod notify;
 pub mod readmodel;
 mod scheduler;
 pub mod verify;
@@ -56,6 +57,8 @@ pub struct SyncConfig {
     pub overlap_secs: i64,
     /// This process's lease owner id.
     pub worker_id: String,
+    /// Host notices (`notify.url`, `notify.secret`), if configured.
+    pub notify: Option<notify::NotifyConfig>,
 }
 
 impl Default for SyncConfig {
@@ -67,6 +70,7 @@ impl Default for SyncConfig {
             lease_secs: 60,
             overlap_secs: 300,
             worker_id: format!("{}-{}", hostname(), uuid_short()),
+            notify: None,
         }
     }
 }

@@ -409,3 +409,104 @@ db_test!(disconnect_mid_run_leaves_no_rows_behind, |t| {
         );
     }
 });
+
+/// A host receiving notices: answers 500 to the first request, then 200; records the rest.
+async fn notice_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    actix_web::dev::ServerHandle,
+) {
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let (seen2, calls2) = (seen.clone(), calls.clone());
+    let server = HttpServer::new(move || {
+        let (seen, calls) = (seen2.clone(), calls2.clone());
+        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            let (seen, calls) = (seen.clone(), calls.clone());
+            async move {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return HttpResponse::InternalServerError().finish();
+                }
+                let sig = req
+                    .headers()
+                    .get("tributary-signature")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                seen.lock()
+                    .unwrap()
+                    .push((sig, String::from_utf8_lossy(&body).into_owned()));
+                HttpResponse::Ok().finish()
+            }
+        }))
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (format!("http://{addr}/notices"), seen, handle)
+}
+
+db_test!(
+    host_notices_are_signed_retried_and_sent_for_each_outcome,
+    |t| {
+        let (url, seen, server) = notice_receiver().await;
+        let mut env = Env::new(&t, 30).await;
+        let mut config = env.ctx.config().clone();
+        let mut notify =
+            tributary_sync::notify::NotifyConfig::new(url, SecretString::from("whsec_host"));
+        notify.backoff = Duration::from_millis(50);
+        config.notify = Some(notify);
+        env.ctx = SyncContext::new(t.db.clone(), env.ctx.stripe().clone(), config);
+        env.sync().await;
+        env.control(&format!("/_sim/accounts/{}/revoke", env.account), json!({}))
+            .await;
+        let report = fetch_stripe_data(&env.ctx, &env.business, Trigger::Scheduled)
+            .await
+            .unwrap();
+        assert_eq!(report.status, jobs::FAILED);
+        let mut kinds = Vec::new();
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            kinds = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(_, b)| {
+                    serde_json::from_str::<Value>(b).unwrap()["type"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect();
+            if kinds.len() >= 3 {
+                break;
+            }
+        }
+        kinds.sort();
+        assert_eq!(
+            kinds,
+            vec!["connection.revoked", "sync.failed", "sync.succeeded"],
+            "the first attempt's 500 was retried"
+        );
+        for (sig, body) in seen.lock().unwrap().iter() {
+            let now = time::OffsetDateTime::now_utc();
+            tributary_stripe_connect::verify_signature(
+                body.as_bytes(),
+                sig,
+                &["whsec_host"],
+                Duration::from_secs(300),
+                now,
+            )
+            .expect("notice signature verifies");
+            let v: Value = serde_json::from_str(body).unwrap();
+            assert_eq!(v["business_id"], env.business.as_str());
+        }
+        server.stop(true).await;
+    }
+);

@@ -97,6 +97,14 @@ pub fn sync_config(settings: &Settings) -> SyncConfig {
         reconcile_every_days: settings.sync.reconcile_every_days,
         concurrency: settings.sync.concurrency,
         lease_secs: settings.sync.lease_secs,
+        notify: settings
+            .notify
+            .url
+            .as_ref()
+            .zip(settings.notify.secret.as_ref())
+            .map(|(url, secret)| {
+                tributary_sync::notify::NotifyConfig::new(url.clone(), secret.clone())
+            }),
         ..SyncConfig::default()
     }
 }

@@ -289,6 +289,14 @@ impl Settings {
         if self.sync.concurrency == 0 {
             return Err(ConfigError::new("sync.concurrency", "must be at least 1"));
         }
+        if let Some(url) = &self.notify.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::new("notify.url", "must be an http(s) URL"));
+            }
+            if self.notify.secret.is_none() {
+                return Err(required("notify.secret", None));
+            }
+        }
         if self.sync.lease_secs < 3 {
             return Err(ConfigError::new("sync.lease_secs", "must be at least 3"));
         }
