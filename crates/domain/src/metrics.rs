@@ -146,6 +146,17 @@ pub fn day_of(secs: i64) -> String {
     )
 }
 
+/// The first second of a `YYYY-MM-DD` day (0 when malformed).
+fn day_start(day: &str) -> i64 {
+    let mut parts = day.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (Some(Some(y)), Some(Some(m)), Some(Some(d))) = (parts.next(), parts.next(), parts.next())
+    else {
+        return 0;
+    };
+    Month::new(i32::try_from(y).unwrap_or(0), u8::try_from(m).unwrap_or(0))
+        .map_or(0, |month| month.start() + (d - 1) * 86_400)
+}
+
 /// A subscription as MRR reconstruction needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionHistory {
@@ -246,34 +257,52 @@ impl MrrTimeline {
         } else {
             day_of(self.now)
         };
-        if let Some((_, rows)) = self.snapshots.range(..=day).next_back() {
-            return rows
-                .iter()
-                .filter(|r| crate::mrr::status_counts(&r.status))
-                .map(|r| {
-                    (
-                        r.subscription.clone(),
-                        (
-                            r.customer.clone().unwrap_or_else(|| r.subscription.clone()),
-                            r.mrr,
-                        ),
-                    )
-                })
-                .collect();
-        }
-        self.subscriptions
-            .iter()
-            .filter(|s| s.active_at(at))
-            .map(|s| {
+        let reconstructed = |s: &SubscriptionHistory| {
+            (
+                s.id.clone(),
                 (
-                    s.id.clone(),
+                    s.customer.clone().unwrap_or_else(|| s.id.clone()),
+                    s.active_mrr,
+                ),
+            )
+        };
+        let Some((snap_day, rows)) = self.snapshots.range(..=day.clone()).next_back() else {
+            return self
+                .subscriptions
+                .iter()
+                .filter(|s| s.active_at(at))
+                .map(reconstructed)
+                .collect();
+        };
+        let mut state: MrrState = rows
+            .iter()
+            .filter(|r| crate::mrr::status_counts(&r.status))
+            .map(|r| {
+                (
+                    r.subscription.clone(),
                     (
-                        s.customer.clone().unwrap_or_else(|| s.id.clone()),
-                        s.active_mrr,
+                        r.customer.clone().unwrap_or_else(|| r.subscription.clone()),
+                        r.mrr,
                     ),
                 )
             })
-            .collect()
+            .collect();
+        if *snap_day != day {
+            // No sync on that day: carry the newest snapshot forward, with the starts and ends
+            // the subscriptions themselves record since (a sync missed for a few days must not
+            // hide a cancellation).
+            let after = day_start(snap_day) + 86_400;
+            for s in &self.subscriptions {
+                let ended_since = s.ended_at.is_some_and(|e| e >= after && e <= at);
+                if ended_since {
+                    state.remove(&s.id);
+                } else if !state.contains_key(&s.id) && s.active_at(at) && !s.active_at(after - 1) {
+                    let (id, v) = reconstructed(s);
+                    state.insert(id, v);
+                }
+            }
+        }
+        state
     }
 
     pub fn currency(&self) -> &Currency {

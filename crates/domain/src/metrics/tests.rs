@@ -218,3 +218,36 @@ fn cohorts_and_acquisition() {
         (0, 1, Some(2_000))
     );
 }
+
+#[test]
+fn a_missed_sync_carries_the_snapshot_with_known_starts_and_ends() {
+    // One sync on Jan 20, none after: February carries it forward, minus sub_b that ended on
+    // Feb 15, plus sub_c that started in February.
+    let subs = vec![
+        sub("sub_a", "cus_a", "2025-12", None, None, 1_000),
+        sub("sub_b", "cus_b", "2025-12", None, Some("2026-02"), 700),
+        sub("sub_c", "cus_c", "2026-02", None, None, 300),
+    ];
+    let snap = |id: &str, cus: &str, mrr: i64| Snapshot {
+        day: "2026-01-20".into(),
+        subscription: id.into(),
+        customer: Some(cus.into()),
+        status: "active".into(),
+        currency: usd(),
+        mrr,
+    };
+    let tl = MrrTimeline::new(
+        &usd(),
+        subs,
+        vec![snap("sub_a", "cus_a", 1_100), snap("sub_b", "cus_b", 700)],
+        m("2026-03").end(),
+    );
+    let mrr: Vec<i64> = revenue(&[], &tl, &m("2025-12").through(m("2026-02")))
+        .iter()
+        .map(|r| r.mrr)
+        .collect();
+    // Dec reconstructed (1000 + 700); Jan the snapshot (1100 + 700); Feb 1100 − 700 + 300.
+    assert_eq!(mrr, [1_700, 1_800, 1_400]);
+    assert_eq!(day_start("2026-01-20"), m("2026-01").start() + 19 * 86_400);
+    assert_eq!(day_start("garbage"), 0);
+}
