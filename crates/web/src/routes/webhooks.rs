@@ -507,6 +507,19 @@ pub async fn platform(
         );
         return record_only(&state.db, &event, row).await;
     }
+    if event.account.is_some() {
+        // A connected account's event (an endpoint registered for "events on connected
+        // accounts" by mistake): it says nothing about the platform's billing of agencies.
+        let row = record(
+            endpoint,
+            &event,
+            None,
+            event.account.as_deref(),
+            "unrouted",
+            now,
+        );
+        return record_only(&state.db, &event, row).await;
+    }
     let txn = state.db.begin_write().await.map_err(ApiError::internal)?;
     if seen(&txn, endpoint, &event.id).await? {
         txn.rollback().await.map_err(ApiError::internal)?;

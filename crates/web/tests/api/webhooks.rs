@@ -127,7 +127,7 @@ fn python_available() -> bool {
             );
             let _ = writeln!(
                 std::io::stderr(),
-                "NOTICE: python3 -c 'import stripe' failed: webhook tests sign with tributary_stripe_connect::sign_payload instead"
+                "NOTICE: python3 -c 'import stripe' failed: webhook tests sign with tributary_stripe_connect (sign_payload's compute_signature) instead"
             );
         }
         ok
@@ -1083,8 +1083,19 @@ db_test!(platform_billing_from_checkout_to_cancellation, |t| {
         )
         .await;
     assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.text);
+    // A connected account's checkout (an endpoint registered for the wrong kind of events)
+    // names no agency of ours.
+    let mut foreign = checkout.clone();
+    foreign["id"] = json!("evt_pb_10");
+    foreign["account"] = json!("acct_connected_1");
+    foreign["data"]["object"]["client_reference_id"] = json!("agency-3");
+    assert_eq!(
+        app.deliver(PLATFORM, &foreign, PLATFORM_SECRET).await["outcome"],
+        "unrouted"
+    );
+    assert!(billing_row(&app.db, "agency-3").await.is_none());
     let recorded = events_recorded(&app.db).await;
-    assert_eq!(recorded.len(), 10);
+    assert_eq!(recorded.len(), 11);
     assert!(
         recorded
             .iter()
