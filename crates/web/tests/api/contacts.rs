@@ -1344,3 +1344,75 @@ db_test!(contacts_read_paths_use_indexes, |t| {
         std::fs::write(path, out).unwrap();
     }
 });
+
+db_test!(mrr_comes_from_snapshots_since_the_first_sync, |t| {
+    use tributary_persistence::entities::mrr_snapshots;
+    let (app, c, _ctx) = seeded(&t).await;
+    // An earlier sync on the last day of M-1 saw sub_week before its discount (5200), sub_cy,
+    // and sub_bob_y already cancelled.
+    let day = tributary_domain::metrics::day_of(c.m[2].end() - 1);
+    let row = |sub: &str, cus: &str, status: &str, mrr: i64| {
+        mrr_snapshots::ActiveModel::from(mrr_snapshots::Model {
+            business_id: BIZ.into(),
+            subscription_id: sub.into(),
+            day: day.clone(),
+            customer: Some(cus.into()),
+            status: status.into(),
+            currency: "usd".into(),
+            mrr,
+        })
+    };
+    mrr_snapshots::Entity::insert_many([
+        row("sub_week", "cus_ada2", "active", 5200),
+        row("sub_cy", "cus_cy", "active", 2500),
+        row("sub_bob_y", "cus_bob", "canceled", 0),
+    ])
+    .exec_without_returning(t.db.conn())
+    .await
+    .unwrap();
+    let range = format!("from={}&to={}&currency=usd", c.label(2), c.label(0));
+    let get = |what: &str| {
+        let app = &app;
+        let path = format!("/api/businesses/{BIZ}/{what}?{range}");
+        async move {
+            let res = app.get(&path, &token()).await;
+            assert_eq!(res.status, StatusCode::OK, "{path}: {}", res.text);
+            res.json()
+        }
+    };
+    let revenue = get("revenue").await;
+    let mrr: Vec<Value> = revenue["months"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mrr"].clone())
+        .collect();
+    // M-2 reconstructed (before the first sync); M-1 and M0 from their snapshots.
+    assert_eq!(mrr, [json!(12_600), json!(7_700), json!(5_100)]);
+    let retention = get("retention").await;
+    let rates: Vec<(Value, Value, Value)> = retention["months"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["subscriber_churn_rate"].clone(),
+                m["gross_mrr_churn_rate"].clone(),
+                m["net_revenue_retention"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rates,
+        [
+            // M-2: start 10000 (Bob), nothing lost.
+            (json!(0.0), json!(0.0), json!(1.0)),
+            // M-1: start 12600; Bob's 10000 churns, sub_week expands 2600 → 5200:
+            // churn 10000 / 12600, NRR (12600 − 10000 + 2600) / 12600.
+            (json!(0.5), json!(0.793651), json!(0.412698)),
+            // M0: start 7700; sub_week contracts 5200 → 2600: churn 2600 / 7700, NRR 5100 / 7700.
+            (json!(0.0), json!(0.337662), json!(0.662338)),
+        ]
+    );
+    app.stop().await;
+});
