@@ -123,7 +123,8 @@
     if (job.status === 'succeeded') {
       line.replaceChildren(el('span', { class: 'badge badge-ok' }, 'Last sync succeeded'), ' ',
         el('span', { class: 'muted' }, what + ' · ' + date(job.finished_at, true) + ' (' + ago(job.finished_at) + ') · '
-          + count(objectsOf(job)) + ' objects · took ' + duration(job.started_at, job.finished_at)));
+          + (objectsOf(job) ? count(objectsOf(job)) + ' objects written' : 'already up to date')
+          + ' · took ' + duration(job.started_at, job.finished_at)));
       return;
     }
     const message = job.error ? job.error.message : 'The sync did not finish.';

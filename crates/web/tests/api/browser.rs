@@ -189,6 +189,7 @@ async fn connect_sync_browse_and_disconnect_in_chromium() {
         .arg(&shots)
         .args(["bluebird", "Bluebird Yoga", "northwind"])
         .env("CHROMIUM", &chromium)
+        .env("SIM_URL", &demo.sim_url)
         .current_dir(&scripts)
         .kill_on_drop(true)
         .output();

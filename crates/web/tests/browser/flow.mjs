@@ -8,6 +8,12 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
 const [base, token, shots, business, accountName, synced] = process.argv.slice(2);
+// The simulator's control routes (optional): used to slow Stripe down during the manual sync.
+const sim = process.env.SIM_URL;
+async function simFaults(body) {
+  const res = await fetch(sim + '/_sim/faults', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  if (!res.ok) throw new Error('simulator faults: HTTP ' + res.status);
+}
 if (!base || !token || !shots || !business || !accountName) {
   console.error('usage: node flow.mjs <base> <token> <dir> <business> <account name> [<synced business>]');
   process.exit(2);
@@ -40,10 +46,10 @@ try {
     if (r.status() >= 400 && r.url().startsWith(base)) problems.push(`HTTP ${r.status()} for ${r.request().method()} ${r.url()}`);
   });
 
-  async function shot(name) {
+  async function shot(name, fullPage = true) {
     n += 1;
     const file = join(shots, String(n).padStart(2, '0') + '-' + name + '.png');
-    await page.screenshot({ path: file, fullPage: true });
+    await page.screenshot({ path: file, fullPage });
     console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${file}`);
   }
   async function step(what, fn) {
@@ -78,11 +84,25 @@ try {
     await sync.waitFor();
     // The first sync starts on connect; Sync now is enabled again once it has finished.
     await page.waitForFunction(() => !document.getElementById('sync').disabled, null, { timeout: 60_000 });
+    // Slow the simulator down so the sync lasts long enough to watch its progress.
+    if (sim) await simFaults({ latency_ms: 250 });
     await sync.click();
     await page.locator('#resources li').first().waitFor();
+    if (sim) {
+      await page.locator('#resources .state.done').first().waitFor();
+      await expectText(page.locator('#progress-live'), /Syncing: \d+ of \d+ resources done/);
+    }
     await shot('sync-progress');
     await expectText(page.locator('#last-sync'), /Last sync succeeded.*Manual sync/);
+    if (sim) await simFaults({});
     await shot('sync-finished');
+  });
+
+  await step('write-only webhook secret', async () => {
+    await page.getByLabel('Signing secret', { exact: true }).fill('whsec_browser_test_0123456789');
+    await page.getByRole('button', { name: 'Save secret' }).click();
+    await expectText(page.locator('#webhook-msg'), /^Saved\./);
+    if ((await page.getByLabel('Signing secret', { exact: true }).inputValue()) !== '') throw new Error('the secret stayed in the field');
   });
 
   await step('sales grid with Spent and Orders', async () => {
@@ -108,7 +128,7 @@ try {
     const drawer = page.locator('dialog#detail');
     await drawer.waitFor();
     await expectText(drawer.locator('h3'), /Payments/);
-    await shot('customer-detail');
+    await shot('customer-detail', false);
     await page.keyboard.press('Escape');
     await drawer.waitFor({ state: 'hidden' });
   });
@@ -127,7 +147,7 @@ try {
     await page.getByRole('button', { name: 'Disconnect' }).click();
     const dialog = page.locator('dialog#confirm-disconnect');
     await dialog.waitFor();
-    await shot('disconnect-confirm');
+    await shot('disconnect-confirm', false);
     await dialog.getByRole('button', { name: 'Disconnect' }).click();
     await expectText(badge, /^Not connected$/);
     await expectText(page.locator('#outcome'), /Stripe disconnected/);
@@ -139,13 +159,13 @@ try {
       await page.goto(`${base}/ui/businesses/${synced}/settings/stripe`);
       await expectText(badge, /^Connected · /);
       await expectText(page.locator('#last-sync'), /Last sync succeeded/);
-      await shot('synced-settings');
+      await shot('synced-settings', false);
       await page.goto(`${base}/ui/businesses/${synced}/sales`);
       await page.locator('#rows tr .amount').first().waitFor();
-      await shot('synced-sales');
+      await shot('synced-sales', false);
       await page.goto(`${base}/ui/businesses/${synced}/dashboard`);
       await page.locator('#chart-mrr svg').waitFor();
-      await shot('synced-dashboard');
+      await shot('synced-dashboard', false);
     });
   }
 
