@@ -128,9 +128,27 @@ pub async fn write_object<C: sea_orm::ConnectionTrait>(
         .get("deleted")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    if deleted {
-        return mark_deleted(conn, business, kind, &id, stamp.at).await;
-    }
+    let tombstone;
+    let object = if deleted {
+        let n = mark_deleted(conn, business, kind, &id, stamp.at).await?;
+        if n > 0
+            || stored_last_event_at(conn, business, kind, &id)
+                .await?
+                .is_some()
+        {
+            return Ok(n);
+        }
+        // Nothing stored yet: keep a tombstone, so an older event (a creation delivered late,
+        // or read later from the newest-first events list) cannot bring the object back.
+        let mut t = object.clone();
+        if let Some(o) = t.as_object_mut() {
+            o.insert("deleted".into(), Value::Bool(true));
+        }
+        tombstone = t;
+        &tombstone
+    } else {
+        object
+    };
     let written = match kind {
         "product" => {
             mirror::upsert::<stripe_products::Entity, _>(
@@ -407,10 +425,19 @@ async fn apply_event_inner<C: sea_orm::ConnectionTrait>(
     if stored.is_some_and(|at| at > event.created) {
         return Ok(Outcome::Stale);
     }
-    let deleted_event =
-        event.event_type.ends_with(".deleted") && matches!(kind, "product" | "price" | "customer");
+    let deleted_event = event.event_type.ends_with(".deleted")
+        && matches!(kind, "product" | "price" | "customer" | "invoice");
     if deleted_event || event.object.get("deleted").and_then(Value::as_bool) == Some(true) {
-        mark_deleted(conn, business, kind, id, event.created).await?;
+        let mut object = event.object.clone();
+        if let Some(o) = object.as_object_mut() {
+            o.insert("deleted".into(), Value::Bool(true));
+        }
+        let stamp = Stamp {
+            business_id: business.as_str(),
+            at: event.created,
+            now,
+        };
+        write_object(conn, business, &object, stamp, None).await?;
         return Ok(Outcome::Deleted);
     }
     let tie = stored == Some(event.created);

@@ -682,18 +682,22 @@ impl Run<'_> {
     /// Applies every event since `since` through the shared appliers, oldest first. Returns
     /// the newest event time seen.
     async fn apply_events(&self, client: &AccountClient, since: i64) -> Result<i64, SyncError> {
-        let mut events = Vec::new();
+        // Page by page as Stripe returns them (newest first), each page in one transaction, so
+        // memory stays flat however many events 30 days hold; the `last_event_at` guard makes
+        // the order irrelevant (an older event meeting a newer row is skipped).
+        let mut newest = since;
         let mut pages = client.events(Created::since(since), &[]).pages();
         while let Some(page) = pages.try_next().await? {
             self.bump("events", page.items.len() as u64, 0, false);
-            events.extend(page.items.into_iter().filter_map(|i| i.typed.ok()));
-        }
-        events.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
-        let mut newest = since;
-        for chunk in events.chunks(100) {
+            let mut events: Vec<_> = page
+                .items
+                .into_iter()
+                .filter_map(|i| i.typed.ok())
+                .collect();
+            events.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
             let txn = self.begin_guarded().await?;
             let mut applied = 0;
-            for event in chunk {
+            for event in &events {
                 newest = newest.max(event.created);
                 let outcome =
                     apply::apply_event(&txn, &self.business, event, self.ctx.now(), Some(client))
