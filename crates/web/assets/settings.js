@@ -55,7 +55,11 @@
     invoice_payments: 'Invoice payments',
     checkout_sessions: 'Checkout sessions',
     subscriptions: 'Subscriptions',
+    events: 'Changes (events)',
   };
+  // Listed before they start; the others (account, events) appear when a sync reports them.
+  const EXPECTED = ['products', 'prices', 'customers', 'payment_intents', 'charges', 'refunds', 'invoices',
+    'invoice_payments', 'checkout_sessions', 'subscriptions'];
   const TRIGGERS = { manual: 'Manual sync', scheduled: 'Scheduled sync', backfill: 'First sync', webhook: 'Webhook refresh' };
   const base = '/api/stripe/' + encodeURIComponent(businessId);
 
@@ -141,8 +145,7 @@
     }
     box.hidden = false;
     const entries = Object.entries(job.progress || {});
-    const known = Object.keys(RESOURCES).filter((k) => k !== 'account');
-    const names = [...new Set([...known, ...entries.map(([k]) => k)])];
+    const names = [...new Set([...EXPECTED, ...entries.map(([k]) => k)])];
     const done = names.filter((k) => job.progress?.[k]?.done).length;
     $('overall-bar').style.width = Math.round((100 * done) / names.length) + '%';
     $('resources').replaceChildren(...names.map((k) => {

@@ -85,13 +85,11 @@ try {
     // The first sync starts on connect; Sync now is enabled again once it has finished.
     await page.waitForFunction(() => !document.getElementById('sync').disabled, null, { timeout: 60_000 });
     // Slow the simulator down so the sync lasts long enough to watch its progress.
-    if (sim) await simFaults({ latency_ms: 250 });
+    if (sim) await simFaults({ latency_ms: 400 });
     await sync.click();
     await page.locator('#resources li').first().waitFor();
-    if (sim) {
-      await page.locator('#resources .state.done').first().waitFor();
-      await expectText(page.locator('#progress-live'), /Syncing: \d+ of \d+ resources done/);
-    }
+    await expectText(page.locator('#progress-live'), /Syncing: \d+ of \d+ resources done/);
+    await page.locator('#progress').waitFor();
     await shot('sync-progress');
     await expectText(page.locator('#last-sync'), /Last sync succeeded.*Manual sync/);
     if (sim) await simFaults({});
@@ -141,9 +139,25 @@ try {
     await shot('dashboard');
   });
 
-  await step('disconnect with a confirmation', async () => {
+  await step('reconnect needed, then disconnect with a confirmation', async () => {
     await page.getByRole('navigation', { name: 'Business pages' }).getByRole('link', { name: 'Stripe settings' }).click();
     await expectText(badge, /^Connected · /);
+    if (sim) {
+      // The account owner revokes access in Stripe: the deauthorization webhook arrives and the
+      // badge asks to reconnect.
+      const account = (await page.locator('#account-id').textContent()).trim();
+      const res = await fetch(`${sim}/_sim/accounts/${account}/revoke`, { method: 'POST' });
+      if (!res.ok) throw new Error('revoke: HTTP ' + res.status);
+      for (let i = 0; i < 60; i += 1) {
+        await page.reload();
+        await page.waitForFunction(() => document.getElementById('status-badge').textContent !== 'Checking…');
+        if ((await badge.textContent()) === 'Reconnect needed') break;
+        await page.waitForTimeout(250);
+      }
+      await expectText(badge, /^Reconnect needed$/);
+      await page.getByRole('button', { name: 'Reconnect Stripe' }).waitFor();
+      await shot('reconnect-needed');
+    }
     await page.getByRole('button', { name: 'Disconnect' }).click();
     const dialog = page.locator('dialog#confirm-disconnect');
     await dialog.waitFor();
@@ -175,6 +189,7 @@ try {
   failed = true;
   console.error('browser flow FAILED: ' + (e && e.stack ? e.stack : e));
 } finally {
+  if (sim) await simFaults({}).catch(() => {});
   await browser.close();
 }
 process.exit(failed ? 1 : 0);
