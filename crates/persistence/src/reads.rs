@@ -200,6 +200,28 @@ macro_rules! fetch_in {
     }};
 }
 
+/// Where a [`graph`] starts: emails (their customers and every object naming the email or
+/// those customers) and object ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GraphSeed {
+    pub emails: BTreeSet<String>,
+    pub customers: BTreeSet<String>,
+    /// Payment intents and charges (`stripe_orders`).
+    pub orders: BTreeSet<String>,
+    pub invoices: BTreeSet<String>,
+    pub sessions: BTreeSet<String>,
+}
+
+impl GraphSeed {
+    pub fn is_empty(&self) -> bool {
+        self.emails.is_empty()
+            && self.customers.is_empty()
+            && self.orders.is_empty()
+            && self.invoices.is_empty()
+            && self.sessions.is_empty()
+    }
+}
+
 /// Loads the email's customers, the payments, invoices and sessions that name them or the
 /// email, and follows every §7 link (session ↔ payment intent / invoice, invoice ↔ invoice
 /// payment ↔ payment intent / charge, refunds) until nothing new turns up, so that
@@ -210,22 +232,63 @@ pub async fn email_graph<C: ConnectionTrait>(
     business: &BusinessId,
     email: &Email,
 ) -> Result<EmailGraph, PersistenceError> {
+    let seed = GraphSeed {
+        emails: BTreeSet::from([email.as_str().to_owned()]),
+        ..GraphSeed::default()
+    };
+    graph(conn, business, &seed).await
+}
+
+/// The connected part of the link graph around `seed` (see [`email_graph`]): every object
+/// whose money could be attributed to the seed's emails, or that the seed's objects link to,
+/// with the customers and refunds of what it holds.
+pub async fn graph<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    seed: &GraphSeed,
+) -> Result<EmailGraph, PersistenceError> {
     let b = business;
     let mut g = EmailGraph::default();
-    let e = [email.as_str().to_owned()];
-    for c in fetch_in!(conn, b, stripe_customers, Email, e, false) {
+    let e: Vec<String> = seed.emails.iter().cloned().collect();
+    for c in fetch_in!(conn, b, stripe_customers, Email, e, false)
+        .into_iter()
+        .chain(fetch_in!(
+            conn,
+            b,
+            stripe_customers,
+            StripeId,
+            seed.customers,
+            false
+        ))
+    {
         g.customers.insert(c.stripe_id.clone(), c);
     }
     let cus: Vec<String> = g.customers.keys().cloned().collect();
     for o in fetch_in!(conn, b, stripe_orders, Email, e, true)
         .into_iter()
         .chain(fetch_in!(conn, b, stripe_orders, Customer, cus, true))
+        .chain(fetch_in!(
+            conn,
+            b,
+            stripe_orders,
+            StripeId,
+            seed.orders,
+            true
+        ))
     {
         g.orders.insert(o.stripe_id.clone(), o);
     }
     for i in fetch_in!(conn, b, stripe_invoices, Email, e, true)
         .into_iter()
         .chain(fetch_in!(conn, b, stripe_invoices, Customer, cus, true))
+        .chain(fetch_in!(
+            conn,
+            b,
+            stripe_invoices,
+            StripeId,
+            seed.invoices,
+            true
+        ))
     {
         g.invoices.insert(i.stripe_id.clone(), i);
     }
@@ -239,8 +302,50 @@ pub async fn email_graph<C: ConnectionTrait>(
             cus,
             true
         ))
+        .chain(fetch_in!(
+            conn,
+            b,
+            stripe_checkout_sessions,
+            StripeId,
+            seed.sessions,
+            true
+        ))
     {
         g.checkout_sessions.insert(s.stripe_id.clone(), s);
+    }
+    // Payments of a seeded id that is not mirrored (yet) still lead to their invoices.
+    let seed_orders: Vec<String> = seed
+        .orders
+        .iter()
+        .filter(|o| !g.orders.contains_key(*o))
+        .cloned()
+        .collect();
+    for p in fetch_in!(
+        conn,
+        b,
+        stripe_invoice_payments,
+        PaymentIntent,
+        seed_orders,
+        true
+    )
+    .into_iter()
+    .chain(fetch_in!(
+        conn,
+        b,
+        stripe_invoice_payments,
+        Charge,
+        seed_orders,
+        true
+    ))
+    .chain(fetch_in!(
+        conn,
+        b,
+        stripe_invoice_payments,
+        Invoice,
+        seed.invoices,
+        true
+    )) {
+        g.invoice_payments.insert(p.stripe_id.clone(), p);
     }
 
     // Follow links from what is new in each round.
@@ -336,6 +441,14 @@ pub async fn email_graph<C: ConnectionTrait>(
             new_orders,
             true
         ));
+        invoices.extend(fetch_in!(
+            conn,
+            b,
+            stripe_invoices,
+            Charge,
+            new_orders,
+            true
+        ));
         for i in invoices {
             g.invoices.entry(i.stripe_id.clone()).or_insert(i);
         }
@@ -352,6 +465,14 @@ pub async fn email_graph<C: ConnectionTrait>(
             b,
             stripe_invoice_payments,
             PaymentIntent,
+            new_orders,
+            true
+        ));
+        ips.extend(fetch_in!(
+            conn,
+            b,
+            stripe_invoice_payments,
+            Charge,
             new_orders,
             true
         ));
@@ -405,6 +526,31 @@ pub async fn email_graph<C: ConnectionTrait>(
     Ok(g)
 }
 
+impl EmailGraph {
+    /// Every (normalised) email money in this graph could be attributed to.
+    pub fn emails(&self) -> BTreeSet<String> {
+        self.customers
+            .values()
+            .filter_map(|c| c.email.clone())
+            .chain(self.orders.values().filter_map(|o| o.email.clone()))
+            .chain(self.invoices.values().filter_map(|i| i.email.clone()))
+            .chain(
+                self.checkout_sessions
+                    .values()
+                    .filter_map(|s| s.email.clone()),
+            )
+            .collect()
+    }
+
+    /// Customer names by customer id.
+    pub fn names(&self) -> std::collections::HashMap<String, String> {
+        self.customers
+            .values()
+            .filter_map(|c| c.name.clone().map(|n| (c.stripe_id.clone(), n)))
+            .collect()
+    }
+}
+
 fn cur(c: &str) -> Option<Currency> {
     Currency::parse(c).ok()
 }
@@ -413,8 +559,8 @@ fn em(e: &Option<String>) -> Option<Email> {
     Email::normalise(e.as_deref())
 }
 
-/// The spend facts of mirror rows, mapped exactly as `tributary_sync::readmodel::load_facts`
-/// maps the whole business (a test holds the two to the same answer).
+/// The spend facts of mirror rows: the one mapping from rows to §7 facts, used for one email's
+/// graph and (by `tributary_sync::readmodel`) for a whole business.
 pub fn graph_facts(g: &EmailGraph) -> SpendFacts {
     let mut facts = SpendFacts {
         customers: g

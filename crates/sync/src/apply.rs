@@ -381,7 +381,7 @@ pub async fn apply_event<C: sea_orm::ConnectionTrait>(
     // Writers of one business take turns (PostgreSQL; SQLite serialises writers anyway).
     tributary_persistence::access::lock_for_write(conn, business, true).await?;
     let mut touched = crate::readmodel::Touched::default();
-    touched.add_object(&event.object);
+    crate::readmodel::touch(&mut touched, &event.object);
     let mut emails = crate::readmodel::affected_emails(conn, business, &touched).await?;
     let outcome = apply_event_inner(conn, business, event, now, client).await?;
     if matches!(

@@ -551,7 +551,7 @@ impl Run<'_> {
             let incremental = !self.full.load(Ordering::SeqCst);
             let mut touched = readmodel::Touched::default();
             if incremental {
-                raws.iter().for_each(|r| touched.add_object(r));
+                raws.iter().for_each(|r| readmodel::touch(&mut touched, r));
             }
             let write = self.build(resource, stamp, raws, client).await?;
             let txn = self.begin_guarded().await?;
