@@ -121,3 +121,61 @@ fn help_lists_the_subcommands() {
         assert!(help.contains(word), "--help lacks {word}: {help}");
     }
 }
+
+/// `tributary-api --demo` as README's first command runs it, in an empty directory with no
+/// configuration: it generates the simulated Stripe account, connects and syncs the first demo
+/// business, creates its SQLite file there, and prints each business's page URLs with a token.
+#[test]
+fn demo_starts_with_nothing_configured_and_prints_the_pages() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    let dir = std::env::temp_dir().join(format!("tributary-demo-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--demo", "--port", "0"])
+        .current_dir(&dir)
+        .env_clear()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    let mut child = cmd.spawn().expect("start tributary-api --demo");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while let Ok(line) =
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        let last = line.contains("Ctrl-C stops the demo");
+        printed.push(line);
+        if last {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let banner = printed.join("\n");
+    for business in ["northwind", "bluebird"] {
+        for page in ["settings/stripe", "sales", "dashboard"] {
+            let url = format!("/ui/businesses/{business}/{page}#token=ey");
+            assert!(banner.contains(&url), "{url} not printed:\n{banner}");
+        }
+    }
+    assert!(
+        banner.contains("connected to a simulated Stripe account and synced"),
+        "{banner}"
+    );
+    assert!(dir.join("tributary-demo.db").exists(), "the demo database");
+    let _ = std::fs::remove_dir_all(&dir);
+}
