@@ -16,11 +16,14 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tributary_domain::BusinessId;
 use tributary_persistence::entities::{stripe_access, webhook_events};
-use tributary_persistence::sea_orm::{ConnectionTrait, DatabaseTransaction, EntityTrait};
+use tributary_persistence::sea_orm::sea_query::Expr;
+use tributary_persistence::sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+};
 use tributary_persistence::{Database, access, billing, businesses, jobs, webhooks};
 use tributary_stripe_connect::{
     AccountClient, DEFAULT_TOLERANCE, EventEnvelope, STRIPE_VERSION, SigningSecret, StripeError,
-    WebhookError, construct_event,
+    WebhookError, account_display_name, construct_event,
 };
 use tributary_sync::SyncError;
 use tributary_sync::apply::{Outcome, apply_event};
@@ -364,6 +367,9 @@ async fn apply(
             Some(c) if c.stripe_account_id != route.account => "unrouted",
             None => "unrouted",
             Some(c) if c.status != access::CONNECTED => "revoked",
+            Some(_) if event.event_type == "account.updated" => account_updated(&txn, route, event)
+                .await
+                .map_err(Failure::Internal)?,
             Some(_) => apply_with_refunds(&txn, &route.business, event, now, &client)
                 .await
                 .map_err(|e| match e {
@@ -432,6 +438,29 @@ async fn apply(
             record_only(&state.db, event, row).await
         }
     }
+}
+
+/// `account.updated` of the linked account refreshes the connection's display name (the order
+/// of names of SPEC §5), so the settings show a rename without waiting for a sync.
+async fn account_updated(
+    txn: &DatabaseTransaction,
+    route: &Route<'_>,
+    event: &EventEnvelope,
+) -> Result<&'static str, ApiError> {
+    if event.object_type() != Some("account") || event.object_id() != Some(route.account.as_str()) {
+        return Ok("ignored");
+    }
+    let Some(name) = account_display_name(&event.object) else {
+        return Ok("ignored");
+    };
+    stripe_access::Entity::update_many()
+        .col_expr(stripe_access::Column::AccountName, Expr::value(name))
+        .filter(stripe_access::Column::BusinessId.eq(route.business.as_str()))
+        .filter(stripe_access::Column::StripeAccountId.eq(route.account.as_str()))
+        .exec(txn)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok("applied")
 }
 
 /// [`tributary_sync::apply::apply_event`], and for `charge.refunded` the charge's refunds too.

@@ -602,6 +602,53 @@ db_test!(business_endpoint_takes_only_its_own_secret, |t| {
     app.stop().await;
 });
 
+db_test!(account_updated_renames_the_connection, |t| {
+    let app = spawn(&t, Opts::default()).await;
+    let acct = app.account(0);
+    assert_eq!(app.connect("biz-a", &acct).await["stripe"], "connected");
+    let account = |name: &str| {
+        json!({"id": acct, "object": "account", "business_profile": {"name": name},
+               "email": "owner@example.com"})
+    };
+    let e = event(
+        "evt_acct_1",
+        "account.updated",
+        Some(&acct),
+        now(),
+        account("  "),
+    );
+    assert_eq!(
+        app.deliver(CONNECT, &e, CONNECT_SECRET).await["outcome"],
+        "applied"
+    );
+    assert_eq!(
+        app.status("biz-a").await["account_name"],
+        "owner@example.com"
+    );
+    let e = event(
+        "evt_acct_2",
+        "account.updated",
+        Some(&acct),
+        now(),
+        account("Renamed Ltd"),
+    );
+    assert_eq!(
+        app.deliver(CONNECT, &e, CONNECT_SECRET).await["outcome"],
+        "applied"
+    );
+    assert_eq!(app.status("biz-a").await["account_name"], "Renamed Ltd");
+    // Another account's object in the event changes nothing.
+    let mut other = account("Somebody Else");
+    other["id"] = json!("acct_other");
+    let e = event("evt_acct_3", "account.updated", Some(&acct), now(), other);
+    assert_eq!(
+        app.deliver(CONNECT, &e, CONNECT_SECRET).await["outcome"],
+        "ignored"
+    );
+    assert_eq!(app.status("biz-a").await["account_name"], "Renamed Ltd");
+    app.stop().await;
+});
+
 // ---------------------------------------------------------------------------------------
 // Ordering against the simulator
 // ---------------------------------------------------------------------------------------
