@@ -12,7 +12,9 @@
     order: params.get('order') || 'desc',
     page: Math.max(1, Number(params.get('page')) || 1),
     perPage: Number(params.get('per_page')) || 25,
+    currency: params.get('currency') || '',
   };
+  const seenCurrencies = new Set();
   let total = 0;
   let loading = 0;
 
@@ -23,13 +25,27 @@
     if (view.order !== 'desc') p.set('order', view.order);
     if (view.page > 1) p.set('page', view.page);
     if (view.perPage !== 25) p.set('per_page', view.perPage);
+    if (view.currency) p.set('currency', view.currency);
     const qs = p.toString();
     history.replaceState(history.state, '', location.pathname + (qs ? '?' + qs : ''));
   }
 
-  // The row's totals, largest net first: the first is the Spent figure, the rest are listed under it.
+  // The row's totals, the chosen currency (else the largest net) first: the first is the Spent
+  // figure, the rest are listed under it.
   function byNet(totals) {
-    return [...(totals || [])].sort((a, b) => b.net - a.net);
+    const rank = (t) => (t.currency === view.currency ? 1 : 0);
+    return [...(totals || [])].sort((a, b) => rank(b) - rank(a) || b.net - a.net);
+  }
+
+  // The currencies met so far, offered for "Spent in" (sorting by one currency's net).
+  function offerCurrencies(items) {
+    const before = seenCurrencies.size;
+    for (const item of items) for (const t of item.totals || []) seenCurrencies.add(t.currency);
+    if (view.currency) seenCurrencies.add(view.currency);
+    if (seenCurrencies.size === before && $('currency').options.length > 1) return;
+    const select = $('currency');
+    select.replaceChildren(select.options[0], ...[...seenCurrencies].sort().map((c) => el('option', { value: c }, c.toUpperCase())));
+    select.value = view.currency;
   }
 
   function spentCell(item) {
@@ -75,6 +91,7 @@
       businessId, page: view.page, per_page: view.perPage, sort: view.sort, order: view.order,
     });
     if (view.q) qs.set('q', view.q);
+    if (view.currency) qs.set('currency', view.currency);
     $('grid-status').textContent = 'Loading…';
     renderSort();
     remember();
@@ -89,6 +106,7 @@
     }
     if (ticket !== loading) return;
     total = data.total;
+    offerCurrencies(data.items);
     const pages = Math.max(1, Math.ceil(total / view.perPage));
     if (view.page > pages && total > 0) {
       view.page = pages;
@@ -120,6 +138,13 @@
     ev.preventDefault();
     clearTimeout(typing);
     view.q = $('q').value.trim();
+    view.page = 1;
+    load();
+  });
+  $('currency').addEventListener('change', () => {
+    view.currency = $('currency').value;
+    view.sort = 'total_spent';
+    view.order = 'desc';
     view.page = 1;
     load();
   });

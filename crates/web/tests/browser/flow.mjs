@@ -119,6 +119,13 @@ try {
     await page.locator('#grid thead th[data-sort="email"][aria-sort="ascending"]').waitFor();
     await page.locator('#grid thead th[data-sort="total_spent"] button').click();
     await page.locator('#grid thead th[data-sort="total_spent"][aria-sort="descending"]').waitFor();
+    // Rank by one currency's net: the first row's Spent is then in that currency.
+    const currency = await page.locator('#currency option').nth(1).getAttribute('value');
+    await page.selectOption('#currency', currency);
+    await page.waitForURL(new RegExp(`currency=${currency}`));
+    await expectText(page.locator('#grid-status'), /Showing 1–/);
+    await page.selectOption('#currency', '');
+    await expectText(page.locator('#grid-status'), /Showing 1–/);
     const email = await page.locator('#rows button[data-email]').first().getAttribute('data-email');
     await page.locator('#q').fill(email.split('@')[0]);
     await expectText(page.locator('#grid-status'), /Showing 1–/);
