@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use tributary_domain::BusinessId;
 use tributary_domain::spend::{self, SpendFacts};
+use tributary_persistence::entities::MirrorModel;
 use tributary_persistence::entities::*;
 use tributary_persistence::reads::{self, EmailGraph};
 
@@ -16,58 +17,45 @@ pub async fn load_facts<C: ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
 ) -> Result<(SpendFacts, HashMap<String, String>), SyncError> {
-    let b = business.as_str();
-    let backend = conn.get_database_backend();
     let graph = EmailGraph {
-        customers: lean::<stripe_customers::Entity>(backend)
-            .filter(stripe_customers::Column::BusinessId.eq(b))
-            .all(conn)
-            .await?
-            .into_iter()
-            .map(|m| (m.stripe_id.clone(), m))
-            .collect(),
-        orders: lean::<stripe_orders::Entity>(backend)
-            .filter(stripe_orders::Column::BusinessId.eq(b))
-            .filter(stripe_orders::Column::Deleted.eq(false))
-            .all(conn)
-            .await?
-            .into_iter()
-            .map(|m| (m.stripe_id.clone(), m))
-            .collect(),
-        invoices: lean::<stripe_invoices::Entity>(backend)
-            .filter(stripe_invoices::Column::BusinessId.eq(b))
-            .filter(stripe_invoices::Column::Deleted.eq(false))
-            .all(conn)
-            .await?
-            .into_iter()
-            .map(|m| (m.stripe_id.clone(), m))
-            .collect(),
-        invoice_payments: lean::<stripe_invoice_payments::Entity>(backend)
-            .filter(stripe_invoice_payments::Column::BusinessId.eq(b))
-            .filter(stripe_invoice_payments::Column::Deleted.eq(false))
-            .all(conn)
-            .await?
-            .into_iter()
-            .map(|m| (m.stripe_id.clone(), m))
-            .collect(),
-        checkout_sessions: lean::<stripe_checkout_sessions::Entity>(backend)
-            .filter(stripe_checkout_sessions::Column::BusinessId.eq(b))
-            .filter(stripe_checkout_sessions::Column::Deleted.eq(false))
-            .all(conn)
-            .await?
-            .into_iter()
-            .map(|m| (m.stripe_id.clone(), m))
-            .collect(),
-        refunds: lean::<stripe_refunds::Entity>(backend)
-            .filter(stripe_refunds::Column::BusinessId.eq(b))
-            .filter(stripe_refunds::Column::Deleted.eq(false))
-            .all(conn)
-            .await?
-            .into_iter()
-            .map(|m| (m.stripe_id.clone(), m))
-            .collect(),
+        customers: rows::<stripe_customers::Entity, _>(conn, business, false).await?,
+        orders: rows::<stripe_orders::Entity, _>(conn, business, true).await?,
+        invoices: rows::<stripe_invoices::Entity, _>(conn, business, true).await?,
+        invoice_payments: rows::<stripe_invoice_payments::Entity, _>(conn, business, true).await?,
+        checkout_sessions: rows::<stripe_checkout_sessions::Entity, _>(conn, business, true)
+            .await?,
+        refunds: rows::<stripe_refunds::Entity, _>(conn, business, true).await?,
     };
     Ok((reads::graph_facts(&graph), graph.names()))
+}
+
+/// Every row of one mirror table of the business (only live ones with `live_only`), without
+/// `raw`, keyed by Stripe id.
+async fn rows<E, C>(
+    conn: &C,
+    business: &BusinessId,
+    live_only: bool,
+) -> Result<std::collections::BTreeMap<String, E::Model>, SyncError>
+where
+    E: EntityTrait,
+    E::Model: MirrorModel,
+    C: ConnectionTrait,
+{
+    use sea_orm::{IdenStatic, Iterable};
+    let column = |name: &str| E::Column::iter().find(|c| c.as_str() == name);
+    let mut query = lean::<E>(conn.get_database_backend());
+    if let Some(b) = column("business_id") {
+        query = query.filter(b.eq(business.as_str()));
+    }
+    if live_only && let Some(d) = column("deleted") {
+        query = query.filter(d.eq(false));
+    }
+    Ok(query
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|m| (m.stripe_id().to_owned(), m))
+        .collect())
 }
 
 /// A select of every column but `raw` (read as JSON `null`): the read models need the typed
