@@ -152,23 +152,38 @@ impl Demo {
     pub async fn start(mut settings: Settings, opts: DemoOptions) -> Result<Demo, DemoError> {
         let sim = SimServer::start(SimOptions {
             seed: opts.seed,
-            accounts: 1,
-            scale: opts.scale,
+            accounts: 0,
             ..SimOptions::default()
         })
         .await
         .map_err(|e| DemoError::Simulator(format!("{e:#}")))?;
         let sim_url = sim.base_url();
-        let connected_account = sim
-            .accounts()
-            .into_iter()
-            .next()
-            .ok_or_else(|| DemoError::Simulator("no account was generated".into()))?;
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(60))
+            .timeout(Duration::from_secs(300))
             .build()
             .map_err(setup)?;
+        // The connected business's account carries its name on the approval page and badge.
+        let scale = match opts.scale {
+            Scale::Empty => "empty",
+            Scale::Small => "small",
+            Scale::Medium => "medium",
+            Scale::Bench => "bench",
+        };
+        let connected_name = BUSINESSES
+            .iter()
+            .find(|b| b.connected)
+            .map_or("Demo account", |b| b.name);
+        let created = post_json(
+            &http,
+            &format!("{sim_url}/_sim/accounts"),
+            &json!({"name": connected_name, "scale": scale}),
+        )
+        .await?;
+        let connected_account = created["id"]
+            .as_str()
+            .ok_or_else(|| DemoError::Simulator("no account was generated".into()))?
+            .to_owned();
         for name in SPARE_ACCOUNTS.iter().take(opts.spare_accounts) {
             post_json(
                 &http,
