@@ -16,11 +16,14 @@ const Charts = (() => {
   }
 
   // A round upper bound and step for the axis: 1, 2, 2.5 or 5 × 10^n.
-  function scale(max, ticks = 4) {
-    if (!(max > 0)) return { top: 1, step: 0.25 };
+  // Counts (`integer`) get whole steps.
+  function scale(max, ticks = 4, integer = false) {
+    if (!(max > 0)) return integer ? { top: 4, step: 1 } : { top: 1, step: 0.25 };
     const raw = max / ticks;
     const pow = 10 ** Math.floor(Math.log10(raw));
-    const step = [1, 2, 2.5, 5, 10].map((m) => m * pow).find((s) => s >= raw);
+    const multiples = integer && pow < 10 ? [1, 2, 5, 10] : [1, 2, 2.5, 5, 10];
+    const steps = multiples.map((m) => Math.max(integer ? 1 : 0, m * pow));
+    const step = steps.find((s) => s >= raw);
     return { top: step * Math.ceil(max / step - 1e-9), step };
   }
 
@@ -71,9 +74,9 @@ const Charts = (() => {
   }
 
   // series: [{ name, values, swatch: 'bar' | 'bar-alt' }]
-  function bars(container, { title, labels, series, format }) {
+  function bars(container, { title, labels, series, format, integer = false }) {
     const max = Math.max(0, ...series.flatMap((s) => s.values));
-    const { top, step } = scale(max);
+    const { top, step } = scale(max, 4, integer);
     const { g, y, band } = frame(labels, top, step, format);
     const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': summary(title, labels, series, format) }, g);
     const inner = band * 0.7;

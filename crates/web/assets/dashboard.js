@@ -98,7 +98,7 @@
       ],
     });
     Charts.bars($('chart-new'), {
-      title: 'New customers', labels: acquisition.months.map((m) => m.month), format: fmtCount,
+      title: 'New customers', labels: acquisition.months.map((m) => m.month), format: fmtCount, integer: true,
       series: [
         { name: 'New customers', swatch: 'bar', values: acquisition.months.map((m) => m.new_customers) },
         { name: 'New subscriptions', swatch: 'bar-alt', values: acquisition.months.map((m) => m.new_subscriptions) },
