@@ -4,7 +4,7 @@
 // it finish, opens the sales grid and a customer's detail, the dashboard, and disconnects.
 // A screenshot of each step goes to the screenshot dir; any failed expectation exits non-zero.
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 
 const [base, token, shots, business, accountName, synced] = process.argv.slice(2);
@@ -19,6 +19,8 @@ if (!base || !token || !shots || !business || !accountName) {
   process.exit(2);
 }
 mkdirSync(shots, { recursive: true });
+// Screenshots of an earlier run would mix with this one's.
+for (const f of readdirSync(shots)) if (/^\d\d-[a-z-]+\.png$/.test(f)) unlinkSync(join(shots, f));
 // launch() gives chromium a fresh, empty profile directory of its own (--user-data-dir).
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
