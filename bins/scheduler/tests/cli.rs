@@ -177,12 +177,27 @@ async fn killed_syncs_resume_exactly(backend: Backend) {
             "50".to_owned(),
         );
         let mut interrupted = 0;
-        for delay_ms in [400u64, 1100, 1900] {
+        let mut last_owner: Option<String> = None;
+        for delay_ms in [0u64, 100, 250] {
             let mut child = scheduler(&["sync", "--business", "biz_0", "--full"], &env)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
+            // Wait until this process holds the job (after the lease of the one killed before
+            // it expired), then kill it a little later.
+            for _ in 0..1000 {
+                let job = jobs::active_job(&t.db, &businesses[0]).await.unwrap();
+                if let Some(j) = job
+                    && j.status == jobs::RUNNING
+                    && j.lease_owner.is_some()
+                    && j.lease_owner != last_owner
+                {
+                    last_owner = j.lease_owner;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();

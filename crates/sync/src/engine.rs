@@ -143,6 +143,7 @@ struct Run<'a> {
     /// current page by page.
     full: AtomicBool,
     progress: Mutex<BTreeMap<String, ResourceProgress>>,
+    progress_saved_ms: std::sync::atomic::AtomicI64,
 }
 
 /// Runs a job this worker has claimed, to completion or failure, and records the outcome on
@@ -166,7 +167,9 @@ async fn run_job_with(
         let (id, owner, lease) = (job.id.clone(), owner.clone(), ctx.config().lease_secs);
         let cancelled = cancelled.clone();
         tokio::spawn(async move {
-            let every = Duration::from_secs((lease / 3).max(1) as u64);
+            // Renewal doubles as the check that the job is still ours (failed from outside,
+            // taken over): every 2 s at most, so a cancelled run stops within a page or two.
+            let every = Duration::from_secs((lease / 3).clamp(1, 2) as u64);
             loop {
                 tokio::time::sleep(every).await;
                 match jobs::renew(ctx.db(), &id, &owner, ctx.now(), lease).await {
@@ -190,6 +193,7 @@ async fn run_job_with(
         cancelled,
         full: AtomicBool::new(true),
         progress: Mutex::new(BTreeMap::new()),
+        progress_saved_ms: std::sync::atomic::AtomicI64::new(0),
     };
     let span = tracing::info_span!("sync", business_id = %business, job_id = %job.id);
     let _enter = span.enter();
@@ -417,8 +421,8 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Begins a transaction after checking the run may still write: the lease is held and
-    /// the business is still connected to the same account. The connection row is locked for
+    /// Begins a transaction after checking the run may still write: the lease renewal has not
+    /// reported the job lost, and the business is still connected to the same account. The connection row is locked for
     /// the transaction (see [`access::lock_for_write`]), so a disconnect waits for the page to
     /// commit or the page sees it gone, and pages, events and webhooks of one business never
     /// recompute the same email's spend at once.
@@ -427,21 +431,21 @@ impl Run<'_> {
             return Err(SyncError::Cancelled);
         }
         let txn = self.ctx.db().begin_write().await?;
+        if sea_orm::ConnectionTrait::get_database_backend(&txn) == sea_orm::DbBackend::Postgres {
+            // A page is re-fetched if it is lost: the cursors advance only in the final
+            // transaction, after every page. So pages need not wait for their WAL flush (a
+            // server crash can lose only a suffix of commits, never reorder them).
+            sea_orm::ConnectionTrait::execute_unprepared(
+                &txn,
+                "SET LOCAL synchronous_commit = off",
+            )
+            .await?;
+        }
         let exclusive = !self.full.load(Ordering::SeqCst);
         let connection = access::lock_for_write(&txn, &self.business, exclusive).await?;
         let same = connection
             .is_some_and(|a| a.status == access::CONNECTED && a.stripe_account_id == self.account);
         if !same {
-            txn.rollback().await.ok();
-            self.cancelled.store(true, Ordering::SeqCst);
-            return Err(SyncError::Cancelled);
-        }
-        let job_active = sync_jobs::Entity::find_by_id(self.job_id.as_str())
-            .filter(sync_jobs::Column::Status.eq(jobs::RUNNING))
-            .filter(sync_jobs::Column::LeaseOwner.eq(self.ctx.config().worker_id.as_str()))
-            .one(&txn)
-            .await?;
-        if job_active.is_none() {
             txn.rollback().await.ok();
             self.cancelled.store(true, Ordering::SeqCst);
             return Err(SyncError::Cancelled);
@@ -465,7 +469,21 @@ impl Run<'_> {
             .unwrap_or_default()
     }
 
+    /// Writes progress to the job, at most every 250 ms (the last write of a resource and of
+    /// the run always goes through `force`).
     async fn save_progress(&self) {
+        self.save_progress_at(false).await;
+    }
+
+    async fn save_progress_at(&self, force: bool) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let last = self.progress_saved_ms.load(Ordering::SeqCst);
+        if !force && now_ms - last < 250 {
+            return;
+        }
+        self.progress_saved_ms.store(now_ms, Ordering::SeqCst);
         let _ = jobs::set_progress(
             self.ctx.db(),
             &self.job_id,
@@ -568,7 +586,7 @@ impl Run<'_> {
             self.save_progress().await;
         }
         self.bump(resource.key(), 0, 0, true);
-        self.save_progress().await;
+        self.save_progress_at(true).await;
         Ok(())
     }
 
