@@ -182,12 +182,33 @@ pub async fn write_object<C: sea_orm::ConnectionTrait>(
             )
             .await?
         }
-        "charge" => match map::charge(stamp, object) {
-            Some(row) => {
-                mirror::upsert::<stripe_orders::Entity, _>(conn, business, vec![row]).await?
+        "charge" => {
+            let n = match map::charge(stamp, object) {
+                Some(row) => {
+                    mirror::upsert::<stripe_orders::Entity, _>(conn, business, vec![row]).await?
+                }
+                None => 0,
+            };
+            // A refunded charge (`charge.refunded`) names its refunds only by amount, and Stripe
+            // does not always send a `refund.*` event beside it: read the charge's refunds.
+            let refunded = object
+                .get("amount_refunded")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                > 0;
+            match client {
+                Some(client) if refunded => {
+                    let refunds = client
+                        .list::<Value>("/v1/refunds")
+                        .param("charge", id.as_str())
+                        .collect_all()
+                        .await?;
+                    let rows = refunds.iter().map(|r| map::refund(stamp, &r.raw)).collect();
+                    n + mirror::upsert::<stripe_refunds::Entity, _>(conn, business, rows).await?
+                }
+                _ => n,
             }
-            None => 0,
-        },
+        }
         "refund" => {
             mirror::upsert::<stripe_refunds::Entity, _>(
                 conn,

@@ -22,11 +22,11 @@ use tributary_persistence::sea_orm::{
 };
 use tributary_persistence::{Database, access, billing, businesses, jobs, webhooks};
 use tributary_stripe_connect::{
-    AccountClient, DEFAULT_TOLERANCE, EventEnvelope, STRIPE_VERSION, SigningSecret, StripeError,
-    WebhookError, account_display_name, construct_event,
+    DEFAULT_TOLERANCE, EventEnvelope, SigningSecret, StripeError, WebhookError,
+    account_display_name, construct_event,
 };
 use tributary_sync::SyncError;
-use tributary_sync::apply::{Outcome, apply_event};
+use tributary_sync::apply::apply_event;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -370,7 +370,7 @@ async fn apply(
             Some(_) if event.event_type == "account.updated" => account_updated(&txn, route, event)
                 .await
                 .map_err(Failure::Internal)?,
-            Some(_) => apply_with_refunds(&txn, &route.business, event, now, &client)
+            Some(_) => apply_event(&txn, &route.business, event, now, Some(&client))
                 .await
                 .map_err(|e| match e {
                     SyncError::Stripe(StripeError::AccessRevoked { .. }) => Failure::Revoked,
@@ -461,50 +461,6 @@ async fn account_updated(
         .await
         .map_err(ApiError::internal)?;
     Ok("applied")
-}
-
-/// [`tributary_sync::apply::apply_event`], and for `charge.refunded` the charge's refunds too.
-///
-/// `charge.refunded` names the charge, whose row is not mirrored when it belongs to a payment
-/// intent, and Stripe does not always send a `refund.*` event of its own alongside (a payment
-/// refunded as it is made): without this the refund would wait for the next sync. Each refund is
-/// applied as a `refund.updated` read now, under the same `last_event_at` rule.
-async fn apply_with_refunds(
-    txn: &DatabaseTransaction,
-    business: &BusinessId,
-    event: &EventEnvelope,
-    now: i64,
-    client: &AccountClient,
-) -> Result<Outcome, SyncError> {
-    let outcome = apply_event(txn, business, event, now, Some(client)).await?;
-    if event.event_type != "charge.refunded" || event.object_type() != Some("charge") {
-        return Ok(outcome);
-    }
-    let Some(charge) = event.object_id() else {
-        return Ok(outcome);
-    };
-    let refunds = client
-        .list::<serde_json::Value>("/v1/refunds")
-        .param("charge", charge)
-        .collect_all()
-        .await?;
-    let mut changed = false;
-    for refund in refunds {
-        let read = EventEnvelope {
-            event_type: "refund.updated".into(),
-            created: now,
-            api_version: Some(STRIPE_VERSION.into()),
-            object: refund.raw,
-            previous_attributes: None,
-            ..event.clone()
-        };
-        let o = apply_event(txn, business, &read, now, Some(client)).await?;
-        changed |= matches!(o, Outcome::Applied | Outcome::Refetched | Outcome::Deleted);
-    }
-    Ok(match outcome {
-        Outcome::Ignored | Outcome::Stale if changed => Outcome::Refetched,
-        other => other,
-    })
 }
 
 fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Failure {
