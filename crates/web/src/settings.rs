@@ -460,6 +460,65 @@ mod tests {
         assert_eq!(err.key, "--config");
     }
 
+    /// Every settings key as `section.key`, read from the structs' `Debug` output (so a field
+    /// added to a struct shows up here without a list to update).
+    fn keys_of(settings: &Settings) -> std::collections::BTreeSet<String> {
+        let debug = format!("{settings:#?}");
+        let mut keys = std::collections::BTreeSet::new();
+        let mut section = String::new();
+        for line in debug.lines() {
+            let indent = line.len() - line.trim_start().len();
+            let Some((name, _)) = line.trim_start().split_once(": ") else {
+                continue;
+            };
+            match indent {
+                4 => section = name.to_owned(),
+                8 => {
+                    keys.insert(format!("{section}.{name}"));
+                }
+                _ => {}
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn example_config_and_readme_cover_every_key() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        let example = std::path::Path::new(root).join("tributary.example.toml");
+        let settings =
+            Settings::load_from(Some(&example), &env(&[])).expect("the example file loads");
+        let keys = keys_of(&settings);
+        assert!(
+            keys.contains("stripe.secret_key") && keys.contains("sync.lease_secs"),
+            "{keys:?}"
+        );
+        let text = std::fs::read_to_string(&example).unwrap();
+        let mut documented = std::collections::BTreeSet::new();
+        let mut section = String::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+            } else if let Some((key, _)) = line.trim_start_matches('#').trim().split_once(" = ") {
+                if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                    documented.insert(format!("{section}.{key}"));
+                }
+            }
+        }
+        assert_eq!(
+            documented, keys,
+            "tributary.example.toml drifted from the settings structs"
+        );
+        let readme = std::fs::read_to_string(std::path::Path::new(root).join("README.md")).unwrap();
+        for key in &keys {
+            assert!(
+                readme.contains(&format!("`{key}`")),
+                "README's configuration table lacks `{key}`"
+            );
+        }
+    }
+
     #[test]
     fn debug_output_hides_secrets() {
         let s = Settings::load_from(
