@@ -500,10 +500,10 @@ mod tests {
             let line = line.trim();
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 section = name.to_owned();
-            } else if let Some((key, _)) = line.trim_start_matches('#').trim().split_once(" = ") {
-                if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-                    documented.insert(format!("{section}.{key}"));
-                }
+            } else if let Some((key, _)) = line.trim_start_matches('#').trim().split_once(" = ")
+                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            {
+                documented.insert(format!("{section}.{key}"));
             }
         }
         assert_eq!(
