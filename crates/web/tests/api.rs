@@ -150,6 +150,15 @@ impl TestApp {
     }
 
     async fn spawn_with(t: &TestDbRef, opts: Opts) -> TestApp {
+        Self::spawn_configured(t, opts, |_| {}).await
+    }
+
+    /// [`TestApp::spawn_with`], letting the caller adjust the settings before the app is built.
+    async fn spawn_configured(
+        t: &TestDbRef,
+        opts: Opts,
+        configure: impl FnOnce(&mut Settings),
+    ) -> TestApp {
         init_logs();
         let sim = SimServer::start(SimOptions {
             seed: 7,
@@ -175,6 +184,7 @@ impl TestApp {
         settings.auth.jwt_secret = Some(String::from(SECRET).into());
         settings.auth.jwt_previous_secret = Some(String::from(PREVIOUS_SECRET).into());
         settings.sync.concurrency = 2;
+        configure(&mut settings);
         settings
             .validate(tributary_web::settings::Purpose::Serve)
             .unwrap();
@@ -193,7 +203,7 @@ impl TestApp {
         let served = tokio::spawn(app.run_until_stopped());
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(60))
             .build()
             .unwrap();
         TestApp {

@@ -28,58 +28,12 @@ const PLATFORM_KEY: &str = "sk_test_tributary_api_tests";
 
 /// [`TestApp::spawn_with`] with the two webhook secrets configured.
 async fn spawn(t: &TestDbRef, opts: Opts) -> TestApp {
-    init_logs();
-    let sim = SimServer::start(SimOptions {
-        seed: 7,
-        accounts: opts.accounts,
-        scale: opts.scale,
-        ..Default::default()
+    TestApp::spawn_configured(t, opts, |settings| {
+        settings.stripe.secret_key = Some(String::from(PLATFORM_KEY).into());
+        settings.stripe.connect_webhook_secret = Some(String::from(CONNECT_SECRET).into());
+        settings.stripe.platform_webhook_secret = Some(String::from(PLATFORM_SECRET).into());
     })
     .await
-    .expect("simulator");
-    let mut settings = Settings::load_from(None, &HashMap::new()).unwrap();
-    settings.database.url = t.url.clone();
-    settings.server.port = 0;
-    settings.stripe.secret_key = Some(String::from(PLATFORM_KEY).into());
-    settings.stripe.connect_client_id = Some("ca_tributary_sim".into());
-    settings.stripe.oauth_redirect_uri = Some(REDIRECT_URI.into());
-    settings.stripe.api_base = sim.base_url();
-    settings.stripe.connect_base = sim.base_url();
-    settings.stripe.max_requests_per_second = 100;
-    settings.stripe.connect_webhook_secret = Some(String::from(CONNECT_SECRET).into());
-    settings.stripe.platform_webhook_secret = Some(String::from(PLATFORM_SECRET).into());
-    settings.frontend.agency_settings_url = Some(AGENCY_URL.into());
-    settings.auth.jwt_secret = Some(String::from(SECRET).into());
-    settings.sync.concurrency = 2;
-    settings
-        .validate(tributary_web::settings::Purpose::Serve)
-        .unwrap();
-    let app = Application::build_with(
-        settings,
-        Tuning {
-            oauth_state_ttl_secs: opts.state_ttl,
-            start_workers: opts.workers,
-            worker_poll: Duration::from_millis(200),
-        },
-    )
-    .await
-    .expect("application");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let handle = app.server_handle();
-    let served = tokio::spawn(app.run_until_stopped());
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    TestApp {
-        base,
-        db: t.db.clone(),
-        sim,
-        http,
-        handle,
-        served,
-    }
 }
 
 // ---------------------------------------------------------------------------------------
