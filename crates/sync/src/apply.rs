@@ -149,46 +149,14 @@ pub async fn write_object<C: sea_orm::ConnectionTrait>(
     } else {
         object
     };
-    let written = match kind {
-        "product" => {
-            mirror::upsert::<stripe_products::Entity, _>(
-                conn,
-                business,
-                vec![map::product(stamp, object)],
-            )
-            .await?
-        }
-        "price" => {
-            mirror::upsert::<stripe_prices::Entity, _>(
-                conn,
-                business,
-                vec![map::price(stamp, object)],
-            )
-            .await?
-        }
-        "customer" => {
-            mirror::upsert::<stripe_customers::Entity, _>(
-                conn,
-                business,
-                vec![map::customer(stamp, object)],
-            )
-            .await?
-        }
-        "payment_intent" => {
-            mirror::upsert::<stripe_orders::Entity, _>(
-                conn,
-                business,
-                vec![map::payment_intent(stamp, object)],
-            )
-            .await?
-        }
+    let mut rows = Rows::default();
+    match kind {
+        "product" => rows.products.push(map::product(stamp, object)),
+        "price" => rows.prices.push(map::price(stamp, object)),
+        "customer" => rows.customers.push(map::customer(stamp, object)),
+        "payment_intent" => rows.orders.push(map::payment_intent(stamp, object)),
         "charge" => {
-            let n = match map::charge(stamp, object) {
-                Some(row) => {
-                    mirror::upsert::<stripe_orders::Entity, _>(conn, business, vec![row]).await?
-                }
-                None => 0,
-            };
+            rows.orders.extend(map::charge(stamp, object));
             // A refunded charge (`charge.refunded`) names its refunds only by amount, and Stripe
             // does not always send a `refund.*` event beside it: read the charge's refunds.
             let refunded = object
@@ -196,97 +164,101 @@ pub async fn write_object<C: sea_orm::ConnectionTrait>(
                 .and_then(Value::as_i64)
                 .unwrap_or(0)
                 > 0;
-            match client {
-                Some(client) if refunded => {
-                    let refunds = client
-                        .list::<Value>("/v1/refunds")
-                        .param("charge", id.as_str())
-                        .collect_all()
-                        .await?;
-                    let rows = refunds.iter().map(|r| map::refund(stamp, &r.raw)).collect();
-                    n + mirror::upsert::<stripe_refunds::Entity, _>(conn, business, rows).await?
-                }
-                _ => n,
+            if let Some(client) = client
+                && refunded
+            {
+                let refunds = client
+                    .list::<Value>("/v1/refunds")
+                    .param("charge", id.as_str())
+                    .collect_all()
+                    .await?;
+                rows.refunds
+                    .extend(refunds.iter().map(|r| map::refund(stamp, &r.raw)));
             }
         }
-        "refund" => {
-            mirror::upsert::<stripe_refunds::Entity, _>(
-                conn,
-                business,
-                vec![map::refund(stamp, object)],
-            )
-            .await?
-        }
+        "refund" => rows.refunds.push(map::refund(stamp, object)),
         "invoice" => {
-            let n = mirror::upsert::<stripe_invoices::Entity, _>(
-                conn,
-                business,
-                vec![map::invoice(stamp, object)],
-            )
-            .await?;
+            let row = map::invoice(stamp, object);
             let lines = invoice_lines(object, client).await?;
-            let created = object.get("created").and_then(Value::as_i64).unwrap_or(0);
-            let rows = lines
-                .iter()
-                .map(|l| map::invoice_line(stamp, &id, created, l))
-                .collect();
-            let mut n =
-                n + mirror::upsert::<stripe_invoice_line_items::Entity, _>(conn, business, rows)
-                    .await?;
+            rows.invoice_lines.extend(
+                lines
+                    .iter()
+                    .map(|l| map::invoice_line(stamp, &id, row.created, l)),
+            );
+            rows.invoices.push(row);
             // A change to an invoice (voided, paid, retried) changes its invoice payments too,
             // and Stripe sends no event of theirs for most of those changes: re-read them.
             if let Some(client) = client {
                 let payments = client.invoice_payments_of(&id).collect_all().await?;
-                let rows = payments
-                    .iter()
-                    .map(|p| map::invoice_payment(stamp, &p.raw))
-                    .collect();
-                n += mirror::upsert::<stripe_invoice_payments::Entity, _>(conn, business, rows)
-                    .await?;
+                rows.invoice_payments
+                    .extend(payments.iter().map(|p| map::invoice_payment(stamp, &p.raw)));
             }
-            n
         }
-        "invoice_payment" => {
-            mirror::upsert::<stripe_invoice_payments::Entity, _>(
-                conn,
-                business,
-                vec![map::invoice_payment(stamp, object)],
-            )
-            .await?
-        }
+        "invoice_payment" => rows
+            .invoice_payments
+            .push(map::invoice_payment(stamp, object)),
         "checkout.session" => {
-            let n = mirror::upsert::<stripe_checkout_sessions::Entity, _>(
-                conn,
-                business,
-                vec![map::checkout_session(stamp, object)],
-            )
-            .await?;
+            let row = map::checkout_session(stamp, object);
             let lines = session_lines(object, client).await?;
-            let created = object.get("created").and_then(Value::as_i64).unwrap_or(0);
-            let rows = lines
-                .iter()
-                .map(|l| map::checkout_line(stamp, &id, created, l))
-                .collect();
-            n + mirror::upsert::<stripe_checkout_line_items::Entity, _>(conn, business, rows)
-                .await?
+            rows.session_lines.extend(
+                lines
+                    .iter()
+                    .map(|l| map::checkout_line(stamp, &id, row.created, l)),
+            );
+            rows.sessions.push(row);
         }
         "subscription" => {
-            let n = mirror::upsert::<stripe_subscriptions::Entity, _>(
-                conn,
-                business,
-                vec![map::subscription(stamp, object)],
-            )
-            .await?;
-            n + mirror::upsert::<stripe_subscription_items::Entity, _>(
-                conn,
-                business,
-                map::subscription_items(stamp, object),
-            )
-            .await?
+            rows.subscriptions.push(map::subscription(stamp, object));
+            rows.subscription_items
+                .extend(map::subscription_items(stamp, object));
         }
-        _ => 0,
-    };
-    Ok(written)
+        _ => {}
+    }
+    rows.commit(conn, business).await
+}
+
+/// Mirror rows to write in one transaction: a page of the sync, or one object with its
+/// children. The one place rows reach the mirror tables.
+#[derive(Default)]
+pub(crate) struct Rows {
+    pub(crate) products: Vec<stripe_products::Model>,
+    pub(crate) prices: Vec<stripe_prices::Model>,
+    pub(crate) customers: Vec<stripe_customers::Model>,
+    pub(crate) orders: Vec<stripe_orders::Model>,
+    pub(crate) refunds: Vec<stripe_refunds::Model>,
+    pub(crate) invoices: Vec<stripe_invoices::Model>,
+    pub(crate) invoice_lines: Vec<stripe_invoice_line_items::Model>,
+    pub(crate) invoice_payments: Vec<stripe_invoice_payments::Model>,
+    pub(crate) sessions: Vec<stripe_checkout_sessions::Model>,
+    pub(crate) session_lines: Vec<stripe_checkout_line_items::Model>,
+    pub(crate) subscriptions: Vec<stripe_subscriptions::Model>,
+    pub(crate) subscription_items: Vec<stripe_subscription_items::Model>,
+}
+
+impl Rows {
+    /// Upserts every row; returns the parent rows written (line items are not counted).
+    pub(crate) async fn commit<C: sea_orm::ConnectionTrait>(
+        self,
+        txn: &C,
+        b: &BusinessId,
+    ) -> Result<u64, SyncError> {
+        let mut n = 0;
+        n += mirror::upsert::<stripe_products::Entity, _>(txn, b, self.products).await?;
+        n += mirror::upsert::<stripe_prices::Entity, _>(txn, b, self.prices).await?;
+        n += mirror::upsert::<stripe_customers::Entity, _>(txn, b, self.customers).await?;
+        n += mirror::upsert::<stripe_orders::Entity, _>(txn, b, self.orders).await?;
+        n += mirror::upsert::<stripe_refunds::Entity, _>(txn, b, self.refunds).await?;
+        n += mirror::upsert::<stripe_invoices::Entity, _>(txn, b, self.invoices).await?;
+        mirror::upsert::<stripe_invoice_line_items::Entity, _>(txn, b, self.invoice_lines).await?;
+        n += mirror::upsert::<stripe_invoice_payments::Entity, _>(txn, b, self.invoice_payments)
+            .await?;
+        n += mirror::upsert::<stripe_checkout_sessions::Entity, _>(txn, b, self.sessions).await?;
+        mirror::upsert::<stripe_checkout_line_items::Entity, _>(txn, b, self.session_lines).await?;
+        n += mirror::upsert::<stripe_subscriptions::Entity, _>(txn, b, self.subscriptions).await?;
+        mirror::upsert::<stripe_subscription_items::Entity, _>(txn, b, self.subscription_items)
+            .await?;
+        Ok(n)
+    }
 }
 
 async fn invoice_lines(

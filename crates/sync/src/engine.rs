@@ -264,44 +264,6 @@ async fn run_job_with(
     report
 }
 
-/// All rows one page writes, committed in one transaction.
-#[derive(Default)]
-struct PageWrite {
-    products: Vec<stripe_products::Model>,
-    prices: Vec<stripe_prices::Model>,
-    customers: Vec<stripe_customers::Model>,
-    orders: Vec<stripe_orders::Model>,
-    refunds: Vec<stripe_refunds::Model>,
-    invoices: Vec<stripe_invoices::Model>,
-    invoice_lines: Vec<stripe_invoice_line_items::Model>,
-    invoice_payments: Vec<stripe_invoice_payments::Model>,
-    sessions: Vec<stripe_checkout_sessions::Model>,
-    session_lines: Vec<stripe_checkout_line_items::Model>,
-    subscriptions: Vec<stripe_subscriptions::Model>,
-    subscription_items: Vec<stripe_subscription_items::Model>,
-}
-
-impl PageWrite {
-    async fn commit(self, txn: &DatabaseTransaction, b: &BusinessId) -> Result<u64, SyncError> {
-        let mut n = 0;
-        n += mirror::upsert::<stripe_products::Entity, _>(txn, b, self.products).await?;
-        n += mirror::upsert::<stripe_prices::Entity, _>(txn, b, self.prices).await?;
-        n += mirror::upsert::<stripe_customers::Entity, _>(txn, b, self.customers).await?;
-        n += mirror::upsert::<stripe_orders::Entity, _>(txn, b, self.orders).await?;
-        n += mirror::upsert::<stripe_refunds::Entity, _>(txn, b, self.refunds).await?;
-        n += mirror::upsert::<stripe_invoices::Entity, _>(txn, b, self.invoices).await?;
-        mirror::upsert::<stripe_invoice_line_items::Entity, _>(txn, b, self.invoice_lines).await?;
-        n += mirror::upsert::<stripe_invoice_payments::Entity, _>(txn, b, self.invoice_payments)
-            .await?;
-        n += mirror::upsert::<stripe_checkout_sessions::Entity, _>(txn, b, self.sessions).await?;
-        mirror::upsert::<stripe_checkout_line_items::Entity, _>(txn, b, self.session_lines).await?;
-        n += mirror::upsert::<stripe_subscriptions::Entity, _>(txn, b, self.subscriptions).await?;
-        mirror::upsert::<stripe_subscription_items::Entity, _>(txn, b, self.subscription_items)
-            .await?;
-        Ok(n)
-    }
-}
-
 impl Run<'_> {
     async fn execute(&self, force_full: bool, since_days: Option<u32>) -> Result<(), SyncError> {
         let db = self.ctx.db();
@@ -621,8 +583,8 @@ impl Run<'_> {
         st: Stamp<'_>,
         raws: Vec<Value>,
         client: &AccountClient,
-    ) -> Result<PageWrite, SyncError> {
-        let mut w = PageWrite::default();
+    ) -> Result<apply::Rows, SyncError> {
+        let mut w = apply::Rows::default();
         match resource {
             Resource::Products => w.products = raws.iter().map(|r| map::product(st, r)).collect(),
             Resource::Prices => w.prices = raws.iter().map(|r| map::price(st, r)).collect(),
