@@ -267,42 +267,23 @@ pub async fn live_counts(
     business: &BusinessId,
 ) -> Result<std::collections::BTreeMap<&'static str, u64>, SyncError> {
     let db = ctx.db().conn();
-    let mut out = std::collections::BTreeMap::new();
-    out.insert(
-        "customers",
-        mirror::count_live::<stripe_customers::Entity, _>(db, business).await?,
-    );
-    out.insert(
-        "products",
-        mirror::count_live::<stripe_products::Entity, _>(db, business).await?,
-    );
-    out.insert(
-        "prices",
-        mirror::count_live::<stripe_prices::Entity, _>(db, business).await?,
-    );
-    out.insert(
-        "orders",
-        mirror::count_live::<stripe_orders::Entity, _>(db, business).await?,
-    );
-    out.insert(
-        "refunds",
-        mirror::count_live::<stripe_refunds::Entity, _>(db, business).await?,
-    );
-    out.insert(
-        "invoices",
-        mirror::count_live::<stripe_invoices::Entity, _>(db, business).await?,
-    );
-    out.insert(
-        "invoice_payments",
-        mirror::count_live::<stripe_invoice_payments::Entity, _>(db, business).await?,
-    );
-    out.insert(
-        "checkout_sessions",
-        mirror::count_live::<stripe_checkout_sessions::Entity, _>(db, business).await?,
-    );
-    out.insert(
-        "subscriptions",
-        mirror::count_live::<stripe_subscriptions::Entity, _>(db, business).await?,
+    macro_rules! live {
+        ($($name:literal => $entity:ty),* $(,)?) => {{
+            let mut out = std::collections::BTreeMap::new();
+            $(out.insert($name, mirror::count_live::<$entity, _>(db, business).await?);)*
+            out
+        }};
+    }
+    let out = live!(
+        "customers" => stripe_customers::Entity,
+        "products" => stripe_products::Entity,
+        "prices" => stripe_prices::Entity,
+        "orders" => stripe_orders::Entity,
+        "refunds" => stripe_refunds::Entity,
+        "invoices" => stripe_invoices::Entity,
+        "invoice_payments" => stripe_invoice_payments::Entity,
+        "checkout_sessions" => stripe_checkout_sessions::Entity,
+        "subscriptions" => stripe_subscriptions::Entity,
     );
     Ok(out)
 }
