@@ -312,7 +312,9 @@ async fn three_schedulers_share_twelve_businesses_on_postgres() {
 fn help_lists_every_subcommand() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for word in ["run-once", "daemon", "sync", "backfill", "audit", "verify", "migrate"] {
+    for word in [
+        "run-once", "daemon", "sync", "backfill", "audit", "verify", "migrate",
+    ] {
         assert!(help.contains(word), "--help lacks {word}: {help}");
     }
 }
