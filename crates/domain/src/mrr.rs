@@ -65,26 +65,44 @@ pub fn status_counts(status: &str) -> bool {
     matches!(status, "active" | "past_due")
 }
 
-/// The exact monthly amount of one item as a fraction.
-fn item_monthly(item: &RecurringItem) -> (i128, i128) {
+/// The exact monthly amount of one item as a fraction; `None` when it does not fit `i128`.
+fn item_monthly(item: &RecurringItem) -> Option<(i128, i128)> {
     let (num, den) = item.interval.per_month();
     let count = i128::from(item.interval_count.max(1));
-    (
-        i128::from(item.unit_amount) * i128::from(item.quantity) * num,
-        den * count,
-    )
+    Some((
+        i128::from(item.unit_amount)
+            .checked_mul(i128::from(item.quantity))?
+            .checked_mul(num)?,
+        den.checked_mul(count)?,
+    ))
 }
 
-fn round_div(num: i128, den: i128) -> i64 {
-    let q = (2 * num.abs() + den) / (2 * den);
+/// `num / den` rounded half away from zero, saturated to `i64`; `None` when it does not fit.
+fn round_div(num: i128, den: i128) -> Option<i64> {
+    let q = num
+        .checked_abs()?
+        .checked_mul(2)?
+        .checked_add(den)?
+        .checked_div(den.checked_mul(2)?)?;
     let q = if num < 0 { -q } else { q };
-    i64::try_from(q).unwrap_or(if q < 0 { i64::MIN } else { i64::MAX })
+    Some(i64::try_from(q).unwrap_or(if q < 0 { i64::MIN } else { i64::MAX }))
+}
+
+/// `a / b` in lowest terms.
+fn reduce(num: i128, den: i128) -> (i128, i128) {
+    let g = gcd(num.unsigned_abs().min(i128::MAX as u128) as i128, den);
+    if g > 1 {
+        (num / g, den / g)
+    } else {
+        (num, den)
+    }
 }
 
 /// Normalised monthly amount of one item, rounded to the minor unit.
 pub fn monthly_amount(item: &RecurringItem) -> i64 {
-    let (num, den) = item_monthly(item);
-    round_div(num, den)
+    item_monthly(item)
+        .and_then(|(num, den)| round_div(num, den))
+        .unwrap_or_else(|| saturate(approximate_item(item)))
 }
 
 /// The MRR of a subscription in `currency`: the sum of its licensed items in that currency,
@@ -102,24 +120,33 @@ pub fn subscription_mrr(
         .iter()
         .filter(|i| !i.metered && &i.currency == currency)
         .collect();
-    // Sum the fractions over a common denominator: 12 × lcm of interval counts is enough, but a
-    // plain product of denominators stays exact in i128 for any realistic subscription.
+    // Exact when the fractions fit `i128` (every realistic subscription); a subscription of
+    // many items on unusual interval counts, or with amounts Stripe never sends, would overflow
+    // it, and is computed in floating point instead (off by at most a minor unit there).
+    Some(
+        exact_mrr(&counted, discounts, currency)
+            .unwrap_or_else(|| saturate(approximate_mrr(&counted, discounts, currency))),
+    )
+}
+
+fn exact_mrr(
+    counted: &[&RecurringItem],
+    discounts: &[Discount],
+    currency: &Currency,
+) -> Option<i64> {
+    // Sum the fractions over a common denominator, reduced after every step.
     let (mut num, mut den) = (0i128, 1i128);
-    for item in &counted {
-        let (n, d) = item_monthly(item);
-        num = num * d + n * den;
-        den *= d;
-        let g = gcd(num.abs(), den);
-        if g > 1 {
-            num /= g;
-            den /= g;
-        }
+    for item in counted {
+        let (n, d) = item_monthly(item)?;
+        num = num.checked_mul(d)?.checked_add(n.checked_mul(den)?)?;
+        den = den.checked_mul(d)?;
+        (num, den) = reduce(num, den);
     }
     for discount in discounts {
         match discount {
             Discount::PercentOff { basis_points } => {
-                num *= i128::from(10_000 - basis_points.clamp(&0, &10_000));
-                den *= 10_000;
+                num = num.checked_mul(i128::from(10_000 - basis_points.clamp(&0, &10_000)))?;
+                den = den.checked_mul(10_000)?;
             }
             Discount::AmountOff {
                 amount,
@@ -129,20 +156,50 @@ pub fn subscription_mrr(
                 if let Some(first) = counted.first() {
                     let (pn, pd) = first.interval.per_month();
                     let count = i128::from(first.interval_count.max(1));
-                    let (dn, dd) = (i128::from(*amount) * pn, pd * count);
-                    num = num * dd - dn * den;
-                    den *= dd;
+                    let (dn, dd) = (i128::from(*amount).checked_mul(pn)?, pd.checked_mul(count)?);
+                    num = num.checked_mul(dd)?.checked_sub(dn.checked_mul(den)?)?;
+                    den = den.checked_mul(dd)?;
                 }
             }
             Discount::AmountOff { .. } => {}
         }
-        let g = gcd(num.abs(), den);
-        if g > 1 {
-            num /= g;
-            den /= g;
+        (num, den) = reduce(num, den);
+    }
+    round_div(num.max(0), den)
+}
+
+fn approximate_item(item: &RecurringItem) -> f64 {
+    let (num, den) = item.interval.per_month();
+    item.unit_amount as f64 * item.quantity as f64 * num as f64
+        / (den as f64 * item.interval_count.max(1) as f64)
+}
+
+fn approximate_mrr(counted: &[&RecurringItem], discounts: &[Discount], currency: &Currency) -> f64 {
+    let mut total: f64 = counted.iter().map(|i| approximate_item(i)).sum();
+    for discount in discounts {
+        match discount {
+            Discount::PercentOff { basis_points } => {
+                total *= (10_000 - basis_points.clamp(&0, &10_000)) as f64 / 10_000.0;
+            }
+            Discount::AmountOff {
+                amount,
+                currency: c,
+            } if c == currency => {
+                if let Some(first) = counted.first() {
+                    let (pn, pd) = first.interval.per_month();
+                    total -= *amount as f64 * pn as f64
+                        / (pd as f64 * first.interval_count.max(1) as f64);
+                }
+            }
+            Discount::AmountOff { .. } => {}
         }
     }
-    Some(round_div(num.max(0), den))
+    total.max(0.0)
+}
+
+/// Rounds half away from zero into `i64` (`as` saturates, and NaN becomes 0).
+fn saturate(x: f64) -> i64 {
+    x.round() as i64
 }
 
 fn gcd(mut a: i128, mut b: i128) -> i128 {

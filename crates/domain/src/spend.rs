@@ -166,7 +166,7 @@ pub struct Movement {
 
 impl Movement {
     pub fn net(&self) -> i64 {
-        self.gross - self.refunded
+        self.gross.saturating_sub(self.refunded)
     }
 }
 
@@ -484,7 +484,7 @@ pub fn movements(facts: &SpendFacts) -> Vec<Movement> {
         if m.currency != r.currency {
             continue;
         }
-        m.refunded += r.amount;
+        m.refunded = m.refunded.saturating_add(r.amount);
         m.refunds.push(AppliedRefund {
             id: r.id.clone(),
             amount: r.amount,
@@ -522,8 +522,9 @@ pub fn summarise(movements: &[Movement]) -> BTreeMap<Email, EmailSpend> {
         row.first_purchase_at = row.first_purchase_at.min(m.occurred_at);
         row.last_purchase_at = row.last_purchase_at.max(m.occurred_at);
         let t = totals.entry(m.currency.clone()).or_default();
-        t.0 += m.gross;
-        t.1 += m.refunded;
+        // Saturating: amounts come from events a tenant can sign for its own endpoint.
+        t.0 = t.0.saturating_add(m.gross);
+        t.1 = t.1.saturating_add(m.refunded);
     }
     by_email
         .into_iter()
@@ -534,7 +535,7 @@ pub fn summarise(movements: &[Movement]) -> BTreeMap<Email, EmailSpend> {
                     currency,
                     gross,
                     refunded,
-                    net: gross - refunded,
+                    net: gross.saturating_sub(refunded),
                 })
                 .collect();
             (email, row)

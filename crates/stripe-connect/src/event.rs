@@ -38,9 +38,34 @@ pub enum EventParseError {
     Missing(&'static str),
 }
 
+/// Replaces every NUL character in the strings and keys of `v` with U+FFFD.
+///
+/// JSON may carry `\u0000`, and a signed event or an API answer may hold one, but PostgreSQL
+/// stores NUL neither in `text` nor in `jsonb`: one such string would make every write of its
+/// page or event fail, for ever. Everything read from Stripe passes through here first.
+pub fn scrub_nul(v: &mut Value) {
+    match v {
+        Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
+        Value::Array(a) => a.iter_mut().for_each(scrub_nul),
+        Value::Object(o) => {
+            if o.keys().any(|k| k.contains('\0')) {
+                *o = std::mem::take(o)
+                    .into_iter()
+                    .map(|(k, v)| (k.replace('\0', "\u{FFFD}"), v))
+                    .collect();
+            }
+            o.values_mut().for_each(scrub_nul);
+        }
+        _ => {}
+    }
+}
+
 impl EventEnvelope {
-    /// Read an envelope from parsed JSON.
+    /// Read an envelope from parsed JSON (NUL characters replaced, see [`scrub_nul`]).
     pub fn from_value(v: &Value) -> Result<Self, EventParseError> {
+        let mut v = v.clone();
+        scrub_nul(&mut v);
+        let v = &v;
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
         let id = s("id").ok_or(EventParseError::Missing("id"))?;
         let event_type = s("type").ok_or(EventParseError::Missing("type"))?;
@@ -163,6 +188,24 @@ mod tests {
         assert_eq!(
             parse_event(br#"{"id":"evt","type":"x","data":{}}"#),
             Err(EventParseError::Missing("data.object"))
+        );
+    }
+
+    #[test]
+    fn nul_characters_are_replaced() {
+        let e = parse_event(
+            br#"{"id":"evt_\u0000","type":"customer.updated","account":"acct_\u0000x",
+                 "data":{"object":{"id":"cus_1","name":"a\u0000b","metadata":{"k\u0000":["\u0000"]},
+                                   "escaped":"\\u0000"}}}"#,
+        )
+        .expect("event");
+        assert_eq!(e.id, "evt_\u{FFFD}");
+        assert_eq!(e.account.as_deref(), Some("acct_\u{FFFD}x"));
+        assert_eq!(e.object["name"], "a\u{FFFD}b");
+        assert_eq!(e.object["metadata"]["k\u{FFFD}"][0], "\u{FFFD}");
+        assert_eq!(
+            e.object["escaped"], "\\u0000",
+            "an escaped backslash is not a NUL"
         );
     }
 

@@ -96,8 +96,9 @@ pub struct Item<T> {
 }
 
 impl<T: FromRaw> Item<T> {
-    /// Parse one raw object.
-    pub fn from_raw(raw: Value) -> Self {
+    /// Parse one raw object (NUL characters replaced, see [`crate::scrub_nul`]).
+    pub fn from_raw(mut raw: Value) -> Self {
+        crate::event::scrub_nul(&mut raw);
         let typed = T::from_raw(&raw);
         if let Err(reason) = &typed {
             tracing::debug!(%reason, "typed parse failed; keeping raw JSON");

@@ -19,6 +19,9 @@ pub struct NotifyConfig {
     pub attempts: u32,
     /// First retry delay; doubles per attempt, with jitter.
     pub backoff: Duration,
+    /// Longest one attempt may take (connect and answer); a host that never answers must
+    /// not hold a task forever.
+    pub timeout: Duration,
 }
 
 impl NotifyConfig {
@@ -28,6 +31,7 @@ impl NotifyConfig {
             secret,
             attempts: 6,
             backoff: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
         }
     }
 }
@@ -48,7 +52,10 @@ pub fn send(config: &NotifyConfig, kind: &str, business_id: &str, now: i64, data
 /// Delivers with retries; gives up (and logs) after `attempts`.
 pub async fn deliver(config: &NotifyConfig, notice: &Value) -> bool {
     let Ok(client) = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout)
+        // The notice goes to the configured URL only, never where an answer points.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
     else {
         return false;
