@@ -132,6 +132,19 @@ pub async fn claim_next(
     now: i64,
     lease_secs: i64,
 ) -> Result<Option<Model>, PersistenceError> {
+    Ok(claim_next_taking_over(db, owner, now, lease_secs)
+        .await?
+        .map(|(job, _)| job))
+}
+
+/// [`claim_next`], also naming the worker whose expired lease the claim took over (`None` when
+/// the job was unleased or already `owner`'s).
+pub async fn claim_next_taking_over(
+    db: &Database,
+    owner: &str,
+    now: i64,
+    lease_secs: i64,
+) -> Result<Option<(Model, Option<String>)>, PersistenceError> {
     let claimable = Condition::any()
         .add(Column::Status.eq(QUEUED).and(Column::LeaseOwner.is_null()))
         .add(
@@ -172,13 +185,17 @@ pub async fn claim_next(
             .exec(&txn)
             .await?;
         if res.rows_affected == 1 {
-            picked = Some(job.id);
+            let previous = job.lease_owner.filter(|o| o != owner);
+            picked = Some((job.id, previous));
             break;
         }
     }
     txn.commit().await?;
     match picked {
-        Some(id) => Ok(Entity::find_by_id(id).one(db.conn()).await?),
+        Some((id, previous)) => Ok(Entity::find_by_id(id)
+            .one(db.conn())
+            .await?
+            .map(|job| (job, previous))),
         None => Ok(None),
     }
 }

@@ -410,11 +410,12 @@ db_test!(jobs_one_run_per_business_through_the_lease, |t| {
         .unwrap()
     );
 
-    // worker-a dies: after expiry (120 + 30) worker-b takes the job over.
-    let taken = jobs::claim_next(db, "worker-b", 151, 30)
+    // worker-a dies: after expiry (120 + 30) worker-b takes the job over, and is told from whom.
+    let (taken, previous) = jobs::claim_next_taking_over(db, "worker-b", 151, 30)
         .await
         .unwrap()
         .unwrap();
+    assert_eq!(previous.as_deref(), Some("worker-a"));
     assert_eq!(
         (
             taken.id.as_str(),

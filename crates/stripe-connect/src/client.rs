@@ -270,6 +270,7 @@ impl Inner {
         call: &Call,
     ) -> Result<Answer, StripeError> {
         let max_attempts = self.config.max_retries.saturating_add(1);
+        let endpoint = crate::metrics::endpoint_label(&call.url);
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
@@ -277,7 +278,9 @@ impl Inner {
             self.stats.attempts.fetch_add(1, Ordering::Relaxed);
             if attempt > 1 {
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::metrics::RETRIES).increment(1);
             }
+            let sent = Instant::now();
             let mut req = self.http.request(call.method.clone(), &call.url);
             if let Some(acct) = &call.account {
                 req = req.header("stripe-account", acct);
@@ -304,6 +307,8 @@ impl Inner {
                 }
                 Err(e) => Err(e),
             };
+            metrics::histogram!(crate::metrics::REQUEST_DURATION, "endpoint" => endpoint.clone())
+                .record(sent.elapsed().as_secs_f64());
             let (status, headers, body) = match result {
                 Ok(r) => r,
                 Err(e) if e.is_builder() => {
@@ -315,6 +320,7 @@ impl Inner {
                 Err(e) => {
                     let detail = transport_detail(&e);
                     self.stats.count_status("transport");
+                    count_request(&endpoint, "transport");
                     if attempt >= max_attempts {
                         return Err(StripeError::Unavailable {
                             attempts: attempt,
@@ -328,12 +334,15 @@ impl Inner {
                     continue;
                 }
             };
-            self.stats.count_status(&status.to_string());
+            let status_label = status.to_string();
+            self.stats.count_status(&status_label);
+            count_request(&endpoint, &status_label);
             if (200..300).contains(&status) {
                 return Ok(Answer { status, body });
             }
             if status == 429 {
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::metrics::RATE_LIMITED).increment(1);
             }
             let hint = headers
                 .get("stripe-should-retry")
@@ -375,6 +384,15 @@ impl Inner {
             &mut rand::rng(),
         )
     }
+}
+
+fn count_request(endpoint: &str, status: &str) {
+    metrics::counter!(
+        crate::metrics::REQUESTS,
+        "endpoint" => endpoint.to_owned(),
+        "status" => status.to_owned()
+    )
+    .increment(1);
 }
 
 fn transport_detail(e: &reqwest::Error) -> String {

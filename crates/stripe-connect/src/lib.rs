@@ -64,6 +64,7 @@ mod config;
 mod error;
 mod event;
 mod list;
+pub mod metrics;
 mod oauth;
 pub mod rate;
 pub mod retry;

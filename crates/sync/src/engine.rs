@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter};
 use serde_json::Value;
+use tracing::Instrument;
 use tributary_domain::BusinessId;
 use tributary_persistence::entities::*;
 use tributary_persistence::mirror::{self, Mirror};
@@ -88,6 +89,7 @@ pub(crate) async fn fetch(
     let (job, _) = jobs::enqueue(db, business, trigger.as_str(), full, ctx.now()).await?;
     let owner = &ctx.config().worker_id;
     if jobs::claim(db, &job.id, owner, ctx.now(), ctx.config().lease_secs).await? {
+        count_takeover(&job, owner);
         let job = jobs::get(db, business, &job.id).await?.unwrap_or(job);
         return Ok(run_job_with(ctx, job, opts.since_days).await);
     }
@@ -98,12 +100,21 @@ pub(crate) async fn fetch(
             Some(j) if j.status == jobs::QUEUED || j.status == jobs::RUNNING => {
                 // A dead owner's lease expires; take the job over then.
                 if jobs::claim(db, &j.id, owner, ctx.now(), ctx.config().lease_secs).await? {
+                    count_takeover(&j, owner);
                     return Ok(run_job(ctx, j).await);
                 }
             }
             Some(j) => return Ok(report_of(&j)),
             None => return Err(SyncError::Cancelled),
         }
+    }
+}
+
+/// A successful [`jobs::claim`] of `job` (as read before the claim) leased to another worker
+/// can only have found that lease expired.
+fn count_takeover(job: &sync_jobs::Model, owner: &str) {
+    if let Some(previous) = job.lease_owner.as_deref().filter(|o| *o != owner) {
+        crate::metrics::lease_taken_over(&job.id, previous);
     }
 }
 
@@ -157,10 +168,37 @@ async fn run_job_with(
     job: sync_jobs::Model,
     since_days: Option<u32>,
 ) -> SyncReport {
-    let owner = ctx.config().worker_id.clone();
     let Ok(business) = BusinessId::parse(&job.business_id) else {
         return report_of(&job);
     };
+    let span = tracing::info_span!("sync", business_id = %business, job_id = %job.id, trigger = %job.trigger);
+    let trigger = job.trigger.clone();
+    let started = std::time::Instant::now();
+    let in_progress = metrics::gauge!(crate::metrics::RUNS_IN_PROGRESS);
+    in_progress.increment(1.0);
+    let report = run_claimed(ctx, job, business, since_days)
+        .instrument(span)
+        .await;
+    in_progress.decrement(1.0);
+    let outcome = crate::metrics::outcome(
+        &report.status,
+        report.error.as_ref().map(|(code, _)| code.as_str()),
+    );
+    metrics::counter!(crate::metrics::RUNS, "outcome" => outcome, "trigger" => trigger)
+        .increment(1);
+    metrics::histogram!(crate::metrics::RUN_DURATION, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    report
+}
+
+/// The run of a claimed job, in its `sync` span.
+async fn run_claimed(
+    ctx: &SyncContext,
+    job: sync_jobs::Model,
+    business: BusinessId,
+    since_days: Option<u32>,
+) -> SyncReport {
+    let owner = ctx.config().worker_id.clone();
     let cancelled = Arc::new(AtomicBool::new(false));
     let renewal = {
         let ctx = ctx.clone();
@@ -195,8 +233,6 @@ async fn run_job_with(
         progress: Mutex::new(BTreeMap::new()),
         progress_saved_ms: std::sync::atomic::AtomicI64::new(0),
     };
-    let span = tracing::info_span!("sync", business_id = %business, job_id = %job.id);
-    let _enter = span.enter();
     let result = run.execute(job.full, since_days).await;
     renewal.abort();
     let db = ctx.db();
@@ -544,6 +580,8 @@ impl Run<'_> {
                 readmodel::refresh_emails(&txn, &self.business, &emails, self.ctx.now()).await?;
             }
             txn.commit().await?;
+            metrics::counter!(crate::metrics::OBJECTS_WRITTEN, "resource" => resource.key())
+                .increment(written);
             self.bump(resource.key(), fetched, written, false);
             self.save_progress().await;
         }
@@ -690,6 +728,8 @@ impl Run<'_> {
                 }
             }
             txn.commit().await?;
+            metrics::counter!(crate::metrics::OBJECTS_WRITTEN, "resource" => "events")
+                .increment(applied);
             self.bump("events", 0, applied, false);
             self.save_progress().await;
         }

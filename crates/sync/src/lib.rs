@@ -24,6 +24,7 @@ pub mod audit;
 pub mod billing;
 mod engine;
 pub mod map;
+pub mod metrics;
 pub mod notify;
 pub mod readmodel;
 mod scheduler;

@@ -64,14 +64,14 @@ pub async fn run_once(ctx: &SyncContext, fresh_secs: i64) -> Result<Round, SyncE
         let Ok(permit) = slots.clone().acquire_owned().await else {
             break;
         };
-        let claimed = jobs::claim_next(
+        let claimed = jobs::claim_next_taking_over(
             db,
             &ctx.config().worker_id,
             ctx.now(),
             ctx.config().lease_secs,
         )
         .await?;
-        let Some(job) = claimed else {
+        let Some((job, previous)) = claimed else {
             drop(permit);
             // Nothing claimable now; jobs still running here may be all that is left.
             if running.is_empty() {
@@ -82,6 +82,9 @@ pub async fn run_once(ctx: &SyncContext, fresh_secs: i64) -> Result<Round, SyncE
             }
             continue;
         };
+        if let Some(previous) = previous {
+            crate::metrics::lease_taken_over(&job.id, &previous);
+        }
         let ctx = ctx.clone();
         running.spawn(async move {
             let _permit = permit;

@@ -54,7 +54,7 @@ async fn run(ctx: SyncContext, notify: Arc<Notify>, stop: Arc<Notify>, poll: Dur
         // Claim as many jobs as there are free slots.
         while let Ok(permit) = slots.clone().try_acquire_owned() {
             let now = ctx.now();
-            let claimed = tributary_persistence::jobs::claim_next(
+            let claimed = tributary_persistence::jobs::claim_next_taking_over(
                 ctx.db(),
                 &ctx.config().worker_id,
                 now,
@@ -62,7 +62,10 @@ async fn run(ctx: SyncContext, notify: Arc<Notify>, stop: Arc<Notify>, poll: Dur
             )
             .await;
             match claimed {
-                Ok(Some(job)) => {
+                Ok(Some((job, previous))) => {
+                    if let Some(previous) = previous {
+                        crate::metrics::lease_taken_over(&job.id, &previous);
+                    }
                     let ctx = ctx.clone();
                     running.spawn(async move {
                         let _permit = permit;

@@ -281,6 +281,7 @@ fn authed_business(req: &HttpRequest) -> Result<AuthedBusiness, ApiError> {
         .or_else(|| query_business(req))
         .ok_or_else(|| ApiError::bad_request("missing_business_id", "businessId is required"))?;
     let business = identity.business(&raw)?;
+    crate::telemetry::record_business(&business);
     Ok(AuthedBusiness { identity, business })
 }
 
@@ -307,6 +308,7 @@ impl FromRequest for ClientBusiness {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(identity(req).and_then(|identity| {
             let business = identity.client_business()?;
+            crate::telemetry::record_business(&business);
             Ok(ClientBusiness { identity, business })
         }))
     }

@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod demo;
 pub mod error;
+pub mod metrics;
 pub mod pages;
 pub mod routes;
 pub mod settings;
@@ -113,8 +114,16 @@ pub fn sync_config(settings: &Settings) -> SyncConfig {
 fn cors(origins: &[String]) -> Cors {
     let mut cors = Cors::default()
         .allowed_methods(["GET", "POST", "PUT", "DELETE"])
-        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
-        .expose_headers([HeaderName::from_static("tributary-revoke")])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            telemetry::REQUEST_ID,
+        ])
+        .expose_headers([
+            HeaderName::from_static("tributary-revoke"),
+            telemetry::REQUEST_ID,
+        ])
         .max_age(3600);
     for origin in origins {
         cors = if origin == "*" {
@@ -182,6 +191,7 @@ impl Application {
             })?
             .port();
         let stripe = stripe_client(&settings)?;
+        metrics::install();
         let jwt_secret = required(settings.auth.jwt_secret.as_ref(), "auth.jwt_secret")?;
         let jwt = JwtKeys::new(Some(jwt_secret), settings.auth.jwt_previous_secret.as_ref());
         validate_origins(&settings.server.cors_origins)?;
@@ -202,7 +212,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(cors(&state.settings.server.cors_origins))
-                .wrap(actix_web::middleware::from_fn(access_log))
+                .wrap(actix_web::middleware::from_fn(telemetry::access_log))
                 .app_data(state.clone())
                 .app_data(db.clone())
                 .app_data(
@@ -214,6 +224,7 @@ impl Application {
                 .app_data(web::PathConfig::default().error_handler(error::path_error))
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(metrics::render))
                 .configure(routes::configure)
                 .default_service(web::to(error::not_found))
         })
@@ -246,31 +257,6 @@ impl Application {
         self.workers.shutdown().await;
         served
     }
-}
-
-/// One line per request: method, path (never the query, which carries OAuth codes and states,
-/// nor any header), status and duration.
-async fn access_log(
-    req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
-) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
-    let method = req.method().clone();
-    let path = req.path().to_owned();
-    let started = std::time::Instant::now();
-    let res = next.call(req).await;
-    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    match &res {
-        Ok(r) if path == "/healthz" || path == "/readyz" => {
-            tracing::debug!(%method, %path, status = r.status().as_u16(), elapsed_ms, "request");
-        }
-        Ok(r) => {
-            tracing::info!(%method, %path, status = r.status().as_u16(), elapsed_ms, "request")
-        }
-        Err(e) => {
-            tracing::info!(%method, %path, status = e.as_response_error().status_code().as_u16(), elapsed_ms, "request")
-        }
-    }
-    res
 }
 
 async fn healthz() -> HttpResponse {

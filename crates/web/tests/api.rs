@@ -1786,5 +1786,7 @@ db_test!(refused_exchanges_other_modes_and_missing_names, |t| {
 mod browser;
 #[path = "api/contacts.rs"]
 mod contacts;
+#[path = "api/metrics.rs"]
+mod metrics;
 #[path = "api/webhooks.rs"]
 mod webhooks_api;

@@ -29,6 +29,7 @@ use tributary_sync::SyncError;
 use tributary_sync::apply::apply_event;
 
 use crate::error::ApiError;
+use crate::metrics;
 use crate::state::AppState;
 
 /// Largest webhook body read (1 MiB); Stripe's events are far smaller.
@@ -101,12 +102,17 @@ fn configured<'a>(
 
 /// The answer to every accepted delivery.
 fn received(event: &EventEnvelope, outcome: &str, duplicate: bool) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
+    let mut res = HttpResponse::Ok().json(json!({
         "received": true,
         "id": event.id,
         "outcome": outcome,
         "duplicate": duplicate,
-    }))
+    }));
+    res.extensions_mut().insert(metrics::Delivered {
+        outcome: outcome.to_owned(),
+        duplicate,
+    });
+    res
 }
 
 /// The idempotency record of `event` at `endpoint`.
@@ -184,6 +190,16 @@ pub async fn connect(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let result = connect_delivery(state, req, payload).await;
+    metrics::webhook_delivery("connect", &result);
+    result
+}
+
+async fn connect_delivery(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let body = read_body(&req, payload).await?;
     let secret = configured(
         state.settings.stripe.connect_webhook_secret.as_ref(),
@@ -226,6 +242,17 @@ pub async fn connect(
 /// `POST /api/webhooks/stripe/{slug}` — a business's own endpoint, signed with the secret saved
 /// through `PUT /api/stripe/{businessId}/webhook-secret`.
 pub async fn business(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    slug: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let result = business_delivery(state, req, slug, payload).await;
+    metrics::webhook_delivery("business", &result);
+    result
+}
+
+async fn business_delivery(
     state: web::Data<AppState>,
     req: HttpRequest,
     slug: web::Path<String>,
@@ -290,6 +317,7 @@ async fn deauthorized(
     event: &EventEnvelope,
     now: i64,
 ) -> Result<HttpResponse, ApiError> {
+    crate::telemetry::record_business(&route.business);
     if seen(state.db.conn(), route.endpoint, &event.id).await? {
         log(event, "revoked", true);
         return Ok(received(event, "revoked", true));
@@ -348,6 +376,7 @@ async fn apply(
     event: &EventEnvelope,
     now: i64,
 ) -> Result<HttpResponse, ApiError> {
+    crate::telemetry::record_business(&route.business);
     let client = state
         .stripe
         .account(&route.account)
@@ -469,6 +498,16 @@ fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Failure {
 
 /// `POST /api/webhooks/stripe` — the platform's own billing of agencies.
 pub async fn platform(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let result = platform_delivery(state, req, payload).await;
+    metrics::webhook_delivery("platform", &result);
+    result
+}
+
+async fn platform_delivery(
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
