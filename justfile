@@ -37,7 +37,9 @@ ci:
 
 # Benchmarks (release build): first sync of a medium and a bench account, behind 50 ms and
 # 25 req/s (wall ÷ rate-limit floor) and unthrottled (objects/s into SQLite and PostgreSQL,
-# peak RSS). Results also land in target/bench.jsonl.
+# peak RSS); then, on a bench account synced into PostgreSQL, the read paths under wrk load
+# and signed webhook ingest (see bench-reads, bench-webhooks). Results also land in
+# target/bench.jsonl.
 bench:
     cargo build --release -p tributary-bench -p tributary-stripe-sim
     rm -f target/bench.jsonl
@@ -45,6 +47,21 @@ bench:
     target/release/tributary-bench --scale medium --db both --json target/bench.jsonl
     target/release/tributary-bench --scale bench --db postgres --throttled --json target/bench.jsonl
     target/release/tributary-bench --scale bench --db both --json target/bench.jsonl
+    command -v wrk >/dev/null || apt-get install -y wrk
+    target/release/tributary-bench load --scale bench --db postgres --json target/bench.jsonl
+
+# Read paths under wrk load on a synced account in PostgreSQL (release build): summary-by-emails
+# (1,000 emails), customer-grid pages, stripe-info and the three dashboards; p50/p95/p99, req/s.
+bench-reads scale="bench":
+    command -v wrk >/dev/null || apt-get install -y wrk
+    cargo build --release -p tributary-bench -p tributary-stripe-sim
+    target/release/tributary-bench reads --scale {{scale}} --db postgres --json target/bench.jsonl
+
+# Webhook ingest (release build): the simulator's events of a synced account, signed, with 10 %
+# re-deliveries, into the Connect endpoint on PostgreSQL; events/s, latency, recorded-once check.
+bench-webhooks scale="bench":
+    cargo build --release -p tributary-bench -p tributary-stripe-sim
+    target/release/tributary-bench webhooks --scale {{scale}} --db postgres --json target/bench.jsonl
 
 # A short benchmark (small account, debug build) that CI can afford.
 bench-smoke:

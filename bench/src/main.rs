@@ -1,6 +1,7 @@
 //! `tributary-bench`: measures a first sync against the simulator (run as its own process, so
 //! its memory is not ours): wall time against the rate-limit floor, objects per second into
 //! SQLite and PostgreSQL, and this process's peak RSS. `just bench` runs the standard set.
+//! The `reads`, `webhooks` and `load` subcommands put the API under load (`load.rs`).
 
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
@@ -16,6 +17,8 @@ use tributary_persistence::access;
 use tributary_persistence::testing::TestDb;
 use tributary_stripe_connect::{Stripe, StripeConfig};
 use tributary_sync::{SyncConfig, SyncContext, Trigger, fetch_stripe_data};
+
+mod load;
 
 // The sync is allocation-heavy (JSON pages); mimalloc measured faster than glibc's malloc here.
 #[global_allocator]
@@ -51,6 +54,8 @@ struct Args {
     /// Append the results as JSON lines to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    #[command(subcommand)]
+    load: Option<load::LoadCommand>,
 }
 
 /// A simulator child process, killed on drop.
@@ -134,7 +139,10 @@ fn floor_requests(counts: &Value) -> u64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(command) = args.load.take() {
+        return load::run(command).await;
+    }
     let sim_bin = match &args.sim_bin {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("tributary-stripe-sim"),
