@@ -312,6 +312,7 @@ impl MrrTimeline {
 
 /// One month of the revenue dashboard.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevenueMonth {
     pub month: String,
     pub gross: i64,
@@ -360,10 +361,14 @@ pub fn revenue(
 /// One month of the retention dashboard. Rates are fractions, `None` when the month started
 /// with nothing to lose.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetentionMonth {
     pub month: String,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub subscriber_churn_rate: Option<f64>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub gross_mrr_churn_rate: Option<f64>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub net_revenue_retention: Option<f64>,
 }
 
@@ -440,6 +445,7 @@ fn customer_key(m: &Movement) -> Option<String> {
 /// A cohort row: customers whose first movement fell in `cohort`, and how many of them had a
 /// movement in each month from the cohort month on (`retained[0] == customers`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Cohort {
     pub cohort: String,
     pub customers: i64,
@@ -482,12 +488,14 @@ pub fn cohorts(movements: &[Movement], months: &[Month]) -> Vec<Cohort> {
 
 /// One month of the acquisition dashboard.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AcquisitionMonth {
     pub month: String,
     pub new_customers: i64,
     pub new_subscriptions: i64,
     /// Net revenue in the currency ÷ customers with a movement in that currency in the month,
     /// rounded half away from zero; `None` without such customers.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub arpu: Option<i64>,
 }
 

@@ -87,15 +87,23 @@ impl From<PersistenceError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
+/// The body of every error answer (SPEC §10): `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct Body<'a> {
+    pub error: Detail<'a>,
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'a str,
-    message: String,
+/// What went wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorDetail)]
+pub struct Detail<'a> {
+    /// Stable and machine-readable: `unauthorized`, `forbidden`, `not_found`,
+    /// `payload_too_large`, `not_configured`, `internal_error`, or the route's own
+    /// (`invalid_page`, `not_connected`, `slug_taken`, …).
+    pub code: &'a str,
+    /// For people; 5xx messages never carry internals.
+    pub message: String,
 }
 
 /// The error body of SPEC §10, for answers built outside [`ApiError`].

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod demo;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod pages;
 pub mod routes;
 pub mod settings;
@@ -28,7 +29,7 @@ use std::net::TcpListener;
 
 use actix_cors::Cors;
 use actix_web::http::header::{self, HeaderName};
-use actix_web::{App, HttpResponse, HttpServer, dev::Server, web};
+use actix_web::{App, HttpServer, dev::Server, web};
 use secrecy::SecretString;
 use tributary_persistence::Database;
 use tributary_stripe_connect::{Stripe, StripeConfig, StripeError};
@@ -222,9 +223,6 @@ impl Application {
                 )
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
                 .app_data(web::PathConfig::default().error_handler(error::path_error))
-                .route("/healthz", web::get().to(healthz))
-                .route("/readyz", web::get().to(readyz))
-                .route("/metrics", web::get().to(metrics::render))
                 .configure(routes::configure)
                 .default_service(web::to(error::not_found))
         })
@@ -256,19 +254,6 @@ impl Application {
         let served = self.server.await;
         self.workers.shutdown().await;
         served
-    }
-}
-
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
-}
-
-async fn readyz(db: web::Data<Database>) -> HttpResponse {
-    if db.ping().await {
-        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
-    } else {
-        HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({"error": {"code": "database_unavailable", "message": "the database does not answer"}}))
     }
 }
 

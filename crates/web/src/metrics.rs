@@ -132,6 +132,18 @@ fn describe() {
 }
 
 /// `GET /metrics`: the Prometheus text exposition (format 0.0.4).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics: sync runs, Stripe requests, webhook deliveries, HTTP answers",
+    responses(
+        (status = 200, description = "The Prometheus text exposition (format 0.0.4).",
+            content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 404, description = "`not_found`: another metrics recorder was installed first.",
+            body = crate::openapi::Error),
+    )
+)]
 pub async fn render() -> Result<HttpResponse, ApiError> {
     let handle = install().ok_or(ApiError::NotFound("metrics"))?;
     Ok(HttpResponse::Ok()

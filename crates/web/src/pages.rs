@@ -54,21 +54,6 @@ const ASSETS: &[(&str, &str, &str)] = &[
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; base-uri 'none'";
 
-/// Registers `/ui/…`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
-        "/ui/businesses/{id}/settings/stripe",
-        web::get().to(settings_page),
-    )
-    .route("/ui/businesses/{id}/sales", web::get().to(sales_page))
-    .route(
-        "/ui/businesses/{id}/dashboard",
-        web::get().to(dashboard_page),
-    )
-    .route("/ui/settings", web::get().to(oauth_return))
-    .route("/ui/assets/{name}", web::get().to(asset));
-}
-
 /// The page of one business; the tab it opens on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tab {
@@ -203,30 +188,82 @@ fn render(id: &str, tab: Tab) -> HttpResponse {
     )
 }
 
-async fn settings_page(id: web::Path<String>) -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/ui/businesses/{id}/settings/stripe",
+    tag = "pages",
+    summary = "The Stripe settings panel of a business",
+    description = "The page reads the bearer token from the URL fragment (`#token=…`).",
+    params(("id" = String, Path, description = "The business")),
+    responses(
+        (status = 200, description = "The page.", content_type = "text/html", body = String),
+        (status = 404, description = "Not a business id.", content_type = "text/html", body = String),
+    )
+)]
+pub(crate) async fn settings_page(id: web::Path<String>) -> HttpResponse {
     render(&id, Tab::Settings)
 }
 
-async fn sales_page(id: web::Path<String>) -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/ui/businesses/{id}/sales",
+    tag = "pages",
+    summary = "The sales grid of a business",
+    description = "The page reads the bearer token from the URL fragment (`#token=…`).",
+    params(("id" = String, Path, description = "The business")),
+    responses(
+        (status = 200, description = "The page.", content_type = "text/html", body = String),
+        (status = 404, description = "Not a business id.", content_type = "text/html", body = String),
+    )
+)]
+pub(crate) async fn sales_page(id: web::Path<String>) -> HttpResponse {
     render(&id, Tab::Sales)
 }
 
-async fn dashboard_page(id: web::Path<String>) -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/ui/businesses/{id}/dashboard",
+    tag = "pages",
+    summary = "The dashboard of a business",
+    description = "The page reads the bearer token from the URL fragment (`#token=…`).",
+    params(("id" = String, Path, description = "The business")),
+    responses(
+        (status = 200, description = "The page.", content_type = "text/html", body = String),
+        (status = 404, description = "Not a business id.", content_type = "text/html", body = String),
+    )
+)]
+pub(crate) async fn dashboard_page(id: web::Path<String>) -> HttpResponse {
     render(&id, Tab::Dashboard)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReturnQuery {
     #[serde(rename = "businessId")]
     business_id: Option<String>,
+    /// `connected` or `error`.
     stripe: Option<String>,
+    /// Why the connection failed (see the OAuth callback).
     reason: Option<String>,
 }
 
 /// Where the OAuth callback lands (`frontend.agency_settings_url` in the demo): forwards to
 /// the business's settings page with the outcome. Without a business (an unreadable state)
 /// the page's script returns to the business this tab last showed, or explains.
-async fn oauth_return(req: HttpRequest) -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/ui/settings",
+    tag = "pages",
+    summary = "Where the OAuth callback lands in the demo",
+    params(ReturnQuery),
+    responses(
+        (status = 302, description = "To the business's settings page, with the outcome.",
+            headers(("Location" = String))),
+        (status = 200, description = "No business: a page that explains.",
+            content_type = "text/html", body = String),
+    )
+)]
+pub(crate) async fn oauth_return(req: HttpRequest) -> HttpResponse {
     let query = web::Query::<ReturnQuery>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .unwrap_or(ReturnQuery {
@@ -268,7 +305,21 @@ async fn oauth_return(req: HttpRequest) -> HttpResponse {
     }
 }
 
-async fn asset(name: web::Path<String>) -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/ui/assets/{name}",
+    tag = "pages",
+    summary = "A script or stylesheet of the pages",
+    params(("name" = String, Path, description = "`app.css`, `ui.js`, …")),
+    responses(
+        (status = 200, description = "The asset.", content(
+            (String = "text/css"),
+            (String = "text/javascript"),
+        )),
+        (status = 404, description = "No such asset.", content_type = "text/html", body = String),
+    )
+)]
+pub(crate) async fn asset(name: web::Path<String>) -> HttpResponse {
     match ASSETS.iter().find(|(n, _, _)| *n == name.as_str()) {
         Some((_, body, content_type)) => HttpResponse::Ok()
             .content_type(*content_type)

@@ -15,20 +15,26 @@ pub fn rfc3339(secs: i64) -> String {
 
 /// A sync job: `{"id", "business_id", "trigger", "status", "created_at", "started_at",
 /// "finished_at", "error": null | {"code", "message"}, "progress": {"<resource>": {…}}}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: String,
     pub business_id: String,
     pub trigger: String,
     pub status: String,
     pub created_at: String,
+    #[schema(required = true)]
     pub started_at: Option<String>,
+    #[schema(required = true)]
     pub finished_at: Option<String>,
+    #[schema(required = true)]
     pub error: Option<JobErrorView>,
+    /// By resource: `{"customers": {"fetched", "written", "done"}, …}`.
+    #[schema(value_type = std::collections::BTreeMap<String, crate::openapi::ResourceProgress>)]
     pub progress: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Why a job failed: `access_revoked`, `rate_limited`, `stripe_unavailable`, `database`, ….
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobErrorView {
     pub code: String,
     pub message: String,
@@ -60,14 +66,19 @@ impl From<sync_jobs::Model> for JobView {
 }
 
 /// `GET /api/stripe/{businessId}/status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StatusView {
     /// `not_connected`, `connected` or `revoked`.
     pub status: String,
+    #[schema(required = true)]
     pub account_id: Option<String>,
+    #[schema(required = true)]
     pub account_name: Option<String>,
+    #[schema(required = true)]
     pub connected_at: Option<String>,
+    #[schema(required = true)]
     pub last_sync: Option<JobView>,
+    #[schema(required = true)]
     pub last_successful_sync_at: Option<String>,
 }
 
@@ -100,7 +111,7 @@ impl StatusView {
 }
 
 /// A page of items: `{"items", "page", "per_page", "total"}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PageView<T> {
     pub items: Vec<T>,
     pub page: u64,
@@ -109,11 +120,12 @@ pub struct PageView<T> {
 }
 
 /// A registered business.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BusinessView {
     pub id: String,
     pub slug: String,
     pub name: String,
+    #[schema(required = true)]
     pub agency_id: Option<String>,
     pub created_at: String,
     pub updated_at: String,
@@ -133,17 +145,20 @@ impl From<businesses::Model> for BusinessView {
 }
 
 /// One connection needing attention (`GET /api/admin/connections`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConnectionView {
     pub business_id: String,
     pub account_id: String,
+    #[schema(required = true)]
     pub account_name: Option<String>,
     /// `revoked` (the platform lost access) or `failing` (the latest sync failed).
     pub attention: &'static str,
     /// The connection's own status: `connected` or `revoked`.
     pub status: String,
     pub connected_at: String,
+    #[schema(required = true)]
     pub revoked_at: Option<String>,
+    #[schema(required = true)]
     pub last_sync: Option<JobView>,
 }
 

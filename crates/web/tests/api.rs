@@ -1788,5 +1788,7 @@ mod browser;
 mod contacts;
 #[path = "api/metrics.rs"]
 mod metrics;
+#[path = "api/openapi.rs"]
+mod openapi;
 #[path = "api/webhooks.rs"]
 mod webhooks_api;

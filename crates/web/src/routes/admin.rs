@@ -5,19 +5,25 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use tributary_domain::{AgencyId, BusinessId, Slug};
 use tributary_persistence::{PersistenceError, access, businesses, jobs};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Admin;
 use crate::error::ApiError;
+use crate::openapi::{
+    Connections, Error, Forbidden, Internal, NotFound, PayloadTooLarge, Unauthorized,
+};
 use crate::state::AppState;
 use crate::views::{BusinessView, ConnectionView, JobView, rfc3339};
 
 /// Longest business name accepted.
 pub const MAX_NAME_CHARS: usize = 200;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BusinessBody {
+    /// 1 to 200 characters.
     name: String,
+    /// Names the business's own webhook endpoint, `/api/webhooks/stripe/{slug}`.
     slug: String,
     #[serde(default)]
     agency_id: Option<String>,
@@ -28,6 +34,26 @@ fn business_id(raw: &str) -> Result<BusinessId, ApiError> {
 }
 
 /// `PUT /api/businesses/{id}` `{"name", "slug", "agency_id"}` → `200 {business}`.
+#[utoipa::path(
+    put,
+    path = "/api/businesses/{id}",
+    tag = "admin",
+    summary = "Register or rename a business",
+    params(("id" = String, Path, description = "The business")),
+    request_body = BusinessBody,
+    responses(
+        (status = 200, description = "The business as saved.", body = BusinessView),
+        (status = 400, description = "`invalid_business_id`, `invalid_slug`, `invalid_name`, \
+            `invalid_agency_id`, `invalid_json`.", body = Error),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, description = "`slug_taken`: another business uses the slug.",
+            body = Error),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn put_business(
     state: web::Data<AppState>,
     _admin: Admin,
@@ -75,6 +101,22 @@ pub async fn put_business(
 
 /// `DELETE /api/businesses/{id}` → `204`: disconnects (revoking at Stripe) and removes the
 /// business and every row it has. `404` when there is neither a business nor a connection.
+#[utoipa::path(
+    delete,
+    path = "/api/businesses/{id}",
+    tag = "admin",
+    summary = "Disconnect and remove a business",
+    params(("id" = String, Path, description = "The business")),
+    responses(
+        (status = 204, description = "Removed.", headers(("Tributary-Revoke" = String,
+            description = "`failed` when revoking at Stripe failed; the local clear happened all the same"))),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn delete_business(
     state: web::Data<AppState>,
     _admin: Admin,
@@ -90,14 +132,32 @@ pub async fn delete_business(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConnectionsQuery {
+    /// `revoked` or `failing`; both when absent.
     #[serde(default)]
+    #[param(pattern = "^(revoked|failing)$")]
     status: Option<String>,
 }
 
 /// `GET /api/admin/connections?status=revoked|failing` → `{"items": [connection]}`; without
 /// `status`, both kinds.
+#[utoipa::path(
+    get,
+    path = "/api/admin/connections",
+    tag = "admin",
+    summary = "Connections needing attention: revoked, or whose latest sync failed",
+    params(ConnectionsQuery),
+    responses(
+        (status = 200, description = "The connections, by business id.", body = Connections),
+        (status = 400, description = "`invalid_status`, `invalid_query`.", body = Error),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn connections(
     state: web::Data<AppState>,
     _admin: Admin,

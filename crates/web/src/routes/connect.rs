@@ -9,6 +9,9 @@ use tributary_persistence::{PersistenceError, access, jobs, oauth_states};
 
 use crate::auth::{AuthedBusiness, ClientBusiness, Identity, Portal};
 use crate::error::{ApiError, error_body};
+use crate::openapi::{
+    Error, Forbidden, Internal, NotConfigured, NotFound, OAuthOutcome, Unauthorized,
+};
 use crate::state::AppState;
 
 /// Redirect reasons of SPEC §4.
@@ -28,8 +31,10 @@ pub mod reason {
 /// Expired states are kept this long (for the audit trail), then pruned.
 const STATE_RETENTION_SECS: i64 = 86_400;
 
-#[derive(Debug, Serialize)]
-struct ConnectUrl {
+/// Where to send the user to approve the connection at Stripe.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConnectUrl {
+    /// Stripe's authorize URL with a fresh one-time state, valid 10 minutes.
     url: String,
 }
 
@@ -73,6 +78,22 @@ async fn connect_url_for(
 }
 
 /// `GET /api/stripe/connect-url?businessId=B`.
+#[utoipa::path(
+    get,
+    path = "/api/stripe/connect-url",
+    tag = "connect",
+    summary = "Stripe's authorize URL for connecting the business",
+    params(("businessId" = String, Query, description = "The business (a token must grant it)")),
+    responses(
+        (status = 200, description = "The authorize URL.", body = ConnectUrl),
+        (status = 400, description = "`missing_business_id`.", body = Error),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = NotConfigured),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn connect_url(
     state: web::Data<AppState>,
     auth: AuthedBusiness,
@@ -81,6 +102,21 @@ pub async fn connect_url(
 }
 
 /// `GET /api/client/stripe/connect-url`.
+#[utoipa::path(
+    get,
+    path = "/api/client/stripe/connect-url",
+    tag = "connect",
+    summary = "The client portal's business: Stripe's authorize URL",
+    responses(
+        (status = 200, description = "The authorize URL.", body = ConnectUrl),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = NotConfigured),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn client_connect_url(
     state: web::Data<AppState>,
     auth: ClientBusiness,
@@ -155,6 +191,30 @@ fn finish(
 }
 
 /// `GET /api/stripe/oauth/callback?code=…&state=…` (no JWT: the state authenticates).
+#[utoipa::path(
+    get,
+    path = "/api/stripe/oauth/callback",
+    tag = "connect",
+    summary = "Where Stripe sends the user back; no token, the state authenticates",
+    description = "Exchanges the code, links the account, queues the first sync and redirects \
+        to the portal's settings URL with `?businessId=B&stripe=connected`, or \
+        `?businessId=B&stripe=error&reason=R` where R is `stripe_denied`, \
+        `stripe_state_invalid`, `stripe_exchange_failed`, `stripe_account_taken` or \
+        `internal_error`.",
+    params(
+        ("code" = Option<String>, Query, description = "The authorization code"),
+        ("state" = Option<String>, Query, description = "The one-time state of the connect URL"),
+        ("error" = Option<String>, Query, description = "Stripe's error (`access_denied`: the user declined)"),
+    ),
+    responses(
+        (status = 302, description = "Back to the portal's settings page with the outcome.",
+            headers(("Location" = String, description = "The settings URL with the outcome"))),
+        (status = 200, description = "Connected, when no settings page is configured.",
+            body = OAuthOutcome),
+        (status = 400, description = "Not connected (the reason is the code), when no settings \
+            page is configured.", body = Error),
+    )
+)]
 pub async fn oauth_callback(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let mut code = None;
     let mut nonce = None;

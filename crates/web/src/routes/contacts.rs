@@ -11,41 +11,15 @@ use tributary_domain::spend::{self, MovementSource};
 use tributary_domain::{BusinessId, Currency, Email};
 use tributary_persistence::entities::customer_spend;
 use tributary_persistence::reads::{self, SpendQuery, SpendSort};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{AuthedBusiness, Identity};
 use crate::error::ApiError;
+use crate::openapi::{
+    CustomerGrid, Error, Internal, NotFound, PayloadTooLarge, StripeInfo, Summaries, Unauthorized,
+};
 use crate::state::AppState;
 use crate::views::rfc3339;
-
-/// Registers the routes of SPEC §8 and the dashboards of §9.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    use super::dashboards;
-    cfg.route(
-        "/api/contacts/stripe-customers",
-        web::get().to(stripe_customers),
-    )
-    .route(
-        "/api/contacts/stripe-customers",
-        web::post().to(stripe_customers_matching),
-    )
-    .route(
-        "/api/contacts/stripe-summary-by-emails",
-        web::post().to(summary_by_emails),
-    )
-    .route("/api/contacts/stripe-info", web::get().to(stripe_info))
-    .route(
-        "/api/businesses/{id}/revenue",
-        web::get().to(dashboards::revenue),
-    )
-    .route(
-        "/api/businesses/{id}/retention",
-        web::get().to(dashboards::retention),
-    )
-    .route(
-        "/api/businesses/{id}/acquisition",
-        web::get().to(dashboards::acquisition),
-    );
-}
 
 /// Most emails one request may name (`emails`, `contact_emails`).
 pub const MAX_EMAILS: usize = 1000;
@@ -54,16 +28,30 @@ pub const MAX_PER_PAGE: u64 = 100;
 /// Longest search text.
 const MAX_SEARCH: usize = 200;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct GridQuery {
+    /// The business (a token must grant it); required on `GET`, and on `POST` it must match
+    /// the body's when given.
     #[serde(rename = "businessId")]
     business_id: Option<String>,
+    #[param(default = 1, minimum = 1, maximum = 1_000_000)]
     page: Option<u64>,
+    #[param(default = 50, minimum = 1, maximum = 100)]
     per_page: Option<u64>,
+    /// `total_spent` (by net in `currency` when given, else by the row's primary net),
+    /// `last_purchase` or `email`.
+    #[param(
+        default = "total_spent",
+        pattern = "^(total_spent|last_purchase|email)$"
+    )]
     sort: Option<String>,
+    #[param(default = "desc", pattern = "^(asc|desc)$")]
     order: Option<String>,
+    /// Search text (email or name), at most 200 characters.
     q: Option<String>,
+    /// Three-letter ISO code (`usd`).
     currency: Option<String>,
 }
 
@@ -231,6 +219,23 @@ async fn grid(
 }
 
 /// `GET /api/contacts/stripe-customers?businessId=B&page&per_page&sort&order&q&currency`.
+#[utoipa::path(
+    get,
+    path = "/api/contacts/stripe-customers",
+    tag = "contacts",
+    summary = "The Stripe customers grid: spend by email, paged",
+    params(GridQuery),
+    responses(
+        (status = 200, description = "A page of the grid.", body = CustomerGrid),
+        (status = 400, description = "`missing_business_id`, `invalid_page`, `invalid_per_page`, \
+            `invalid_sort`, `invalid_order`, `invalid_search`, `invalid_currency`, \
+            `invalid_query`.", body = Error),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn stripe_customers(
     state: web::Data<AppState>,
     auth: AuthedBusiness,
@@ -239,11 +244,13 @@ pub async fn stripe_customers(
     grid(&state, &auth.business, &query, None).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GridBody {
     #[serde(rename = "businessId")]
     business_id: String,
+    /// The host's contacts; each row's `contact_match` says whether its email is one of them.
+    /// At most 1000.
     #[serde(default)]
     contact_emails: Vec<String>,
 }
@@ -265,6 +272,25 @@ fn body_business(
 
 /// `POST /api/contacts/stripe-customers` `{"businessId", "contact_emails"}`: the grid with
 /// `contact_match` (paging, sort and search in the query string).
+#[utoipa::path(
+    post,
+    path = "/api/contacts/stripe-customers",
+    tag = "contacts",
+    summary = "The customers grid with `contact_match` against the host's contacts",
+    params(GridQuery),
+    request_body = GridBody,
+    responses(
+        (status = 200, description = "A page of the grid.", body = CustomerGrid),
+        (status = 400, description = "`missing_business_id`, `invalid_page`, `invalid_per_page`, \
+            `invalid_sort`, `invalid_order`, `invalid_search`, `invalid_currency`, \
+            `invalid_query`, `invalid_business_id`, `invalid_emails`, `too_many_emails`, `invalid_json`.", body = Error),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn stripe_customers_matching(
     state: web::Data<AppState>,
     identity: Identity,
@@ -278,15 +304,33 @@ pub async fn stripe_customers_matching(
     grid(&state, &business, &query, Some(contacts)).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SummaryBody {
     #[serde(rename = "businessId")]
     business_id: String,
+    /// At most 1000.
     emails: Vec<String>,
 }
 
 /// `POST /api/contacts/stripe-summary-by-emails` `{"businessId", "emails": […≤1000]}`.
+#[utoipa::path(
+    post,
+    path = "/api/contacts/stripe-summary-by-emails",
+    tag = "contacts",
+    summary = "Spend of each of up to 1000 emails",
+    request_body = SummaryBody,
+    responses(
+        (status = 200, description = "Spend by normalised email.", body = Summaries),
+        (status = 400, description = "`invalid_emails`, `too_many_emails`, `invalid_json`.",
+            body = Error),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn summary_by_emails(
     state: web::Data<AppState>,
     identity: Identity,
@@ -306,12 +350,17 @@ pub async fn summary_by_emails(
     Ok(HttpResponse::Ok().json(json!({ "summaries": summaries })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InfoQuery {
+    /// The business (a token must grant it).
     #[serde(rename = "businessId")]
+    #[param(required = true)]
     #[allow(dead_code)]
     business_id: Option<String>,
+    /// The email; normalised before the lookup.
+    #[param(required = true)]
     email: Option<String>,
 }
 
@@ -327,6 +376,23 @@ fn source_name(s: MovementSource) -> &'static str {
 /// `GET /api/contacts/stripe-info?businessId=B&email=E`: the email's customers, the payments
 /// counted for it (each movement once, with its refunds, invoice and session), its invoices,
 /// checkout sessions and subscriptions, and the same summary as the other two reads.
+#[utoipa::path(
+    get,
+    path = "/api/contacts/stripe-info",
+    tag = "contacts",
+    summary = "One email's Stripe detail",
+    params(InfoQuery),
+    responses(
+        (status = 200, description = "The email's customers, payments, invoices, sessions and \
+            subscriptions, and its summary.", body = StripeInfo),
+        (status = 400, description = "`missing_business_id`, `missing_email`, `invalid_email`, \
+            `invalid_query`.", body = Error),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn stripe_info(
     state: web::Data<AppState>,
     auth: AuthedBusiness,

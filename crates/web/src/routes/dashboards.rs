@@ -13,17 +13,25 @@ use tributary_persistence::reads;
 
 use crate::auth::AuthedBusiness;
 use crate::error::ApiError;
+use crate::openapi::{Acquisition, Error, Internal, NotFound, Retention, Revenue, Unauthorized};
 use crate::routes::contacts::parse_currency;
 use crate::state::AppState;
 
 /// Longest range one request may ask for, in months.
 pub const MAX_MONTHS: i64 = 60;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RangeQuery {
+    /// First month, `YYYY-MM` (UTC); 11 months before `to` by default. At most 60 months.
+    #[param(pattern = "^[0-9]{4}-[0-9]{2}$", example = "2026-01")]
     from: Option<String>,
+    /// Last month, `YYYY-MM`, not after the current month (the default).
+    #[param(pattern = "^[0-9]{4}-[0-9]{2}$", example = "2026-12")]
     to: Option<String>,
+    /// Amounts are in minor units of this currency.
+    #[param(default = "usd")]
     currency: Option<String>,
 }
 
@@ -156,6 +164,22 @@ async fn timeline(
 }
 
 /// `GET /api/businesses/{id}/revenue?from=YYYY-MM&to=YYYY-MM&currency=usd`.
+#[utoipa::path(
+    get,
+    path = "/api/businesses/{id}/revenue",
+    tag = "dashboards",
+    summary = "Gross, refunds, net, MRR, ARR and active subscriptions per month",
+    params(("id" = String, Path, description = "The business (a token must grant it)"), RangeQuery),
+    responses(
+        (status = 200, description = "The months of the range.", body = Revenue),
+        (status = 400, description = "`invalid_month`, `invalid_range`, `invalid_currency`, \
+            `invalid_query`.", body = Error),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn revenue(
     state: web::Data<AppState>,
     auth: AuthedBusiness,
@@ -171,6 +195,22 @@ pub async fn revenue(
 }
 
 /// `GET /api/businesses/{id}/retention?from&to&currency`.
+#[utoipa::path(
+    get,
+    path = "/api/businesses/{id}/retention",
+    tag = "dashboards",
+    summary = "Subscriber churn, gross MRR churn, net revenue retention and cohorts",
+    params(("id" = String, Path, description = "The business (a token must grant it)"), RangeQuery),
+    responses(
+        (status = 200, description = "The months of the range.", body = Retention),
+        (status = 400, description = "`invalid_month`, `invalid_range`, `invalid_currency`, \
+            `invalid_query`.", body = Error),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn retention(
     state: web::Data<AppState>,
     auth: AuthedBusiness,
@@ -187,6 +227,22 @@ pub async fn retention(
 }
 
 /// `GET /api/businesses/{id}/acquisition?from&to&currency`.
+#[utoipa::path(
+    get,
+    path = "/api/businesses/{id}/acquisition",
+    tag = "dashboards",
+    summary = "New customers, new subscriptions and ARPU per month",
+    params(("id" = String, Path, description = "The business (a token must grant it)"), RangeQuery),
+    responses(
+        (status = 200, description = "The months of the range.", body = Acquisition),
+        (status = 400, description = "`invalid_month`, `invalid_range`, `invalid_currency`, \
+            `invalid_query`.", body = Error),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn acquisition(
     state: web::Data<AppState>,
     auth: AuthedBusiness,

@@ -6,9 +6,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tributary_domain::BusinessId;
 use tributary_persistence::{access, jobs, webhooks};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{AuthedBusiness, ClientBusiness};
 use crate::error::ApiError;
+use crate::openapi::{Error, Forbidden, Internal, NotFound, PayloadTooLarge, Unauthorized};
 use crate::state::AppState;
 use crate::views::{JobView, PageView, StatusView};
 
@@ -30,6 +32,20 @@ pub(crate) async fn status_of(
 }
 
 /// `GET /api/stripe/{businessId}/status`.
+#[utoipa::path(
+    get,
+    path = "/api/stripe/{businessId}/status",
+    tag = "connect",
+    summary = "The business's Stripe connection and its latest sync",
+    params(("businessId" = String, Path, description = "The business (a token must grant it)")),
+    responses(
+        (status = 200, description = "The connection's status.", body = StatusView),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn status(
     state: web::Data<AppState>,
     auth: AuthedBusiness,
@@ -38,6 +54,20 @@ pub async fn status(
 }
 
 /// `GET /api/client/stripe/status`.
+#[utoipa::path(
+    get,
+    path = "/api/client/stripe/status",
+    tag = "connect",
+    summary = "The client portal's business: its Stripe connection",
+    responses(
+        (status = 200, description = "The connection's status.", body = StatusView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn client_status(
     state: web::Data<AppState>,
     auth: ClientBusiness,
@@ -45,7 +75,8 @@ pub async fn client_status(
     Ok(HttpResponse::Ok().json(status_of(&state, &auth.business).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SyncQuery {
     /// Re-list everything and reconcile deletions.
     #[serde(default)]
@@ -53,6 +84,23 @@ pub struct SyncQuery {
 }
 
 /// `POST /api/stripe/{businessId}/sync[?full=true]` → `202 {job}`; joins an active job.
+#[utoipa::path(
+    post,
+    path = "/api/stripe/{businessId}/sync",
+    tag = "connect",
+    summary = "Queue a manual sync, or join the one queued or running",
+    params(("businessId" = String, Path, description = "The business (a token must grant it)"), SyncQuery),
+    responses(
+        (status = 202, description = "The queued or running job.", body = JobView),
+        (status = 400, description = "`invalid_query`.", body = Error),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "`not_connected`: the business has no Stripe connection.",
+            body = Error),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn sync(
     state: web::Data<AppState>,
     auth: AuthedBusiness,
@@ -79,11 +127,16 @@ pub async fn sync(
     Ok(HttpResponse::Accepted().json(JobView::from(job)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// From 1.
     #[serde(default = "first_page")]
+    #[param(default = 1, minimum = 1)]
     page: u64,
+    /// At most 100.
     #[serde(default = "default_per_page")]
+    #[param(default = 20, minimum = 1, maximum = 100)]
     per_page: u64,
 }
 
@@ -99,6 +152,22 @@ fn default_per_page() -> u64 {
 pub const MAX_PER_PAGE: u64 = 100;
 
 /// `GET /api/stripe/{businessId}/sync-jobs?page=1&per_page=20`, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/stripe/{businessId}/sync-jobs",
+    tag = "connect",
+    summary = "The business's sync jobs, newest first",
+    params(("businessId" = String, Path, description = "The business (a token must grant it)"), PageQuery),
+    responses(
+        (status = 200, description = "A page of jobs.", body = PageView<JobView>),
+        (status = 400, description = "`invalid_page`, `invalid_per_page`, `invalid_query`.",
+            body = Error),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list_jobs(
     state: web::Data<AppState>,
     auth: AuthedBusiness,
@@ -128,6 +197,20 @@ pub async fn list_jobs(
 }
 
 /// `GET /api/stripe/{businessId}/sync-jobs/{jobId}`.
+#[utoipa::path(
+    get,
+    path = "/api/stripe/{businessId}/sync-jobs/{jobId}",
+    tag = "connect",
+    summary = "One sync job with its per-resource progress",
+    params(("businessId" = String, Path, description = "The business (a token must grant it)"), ("jobId" = String, Path, description = "The job")),
+    responses(
+        (status = 200, description = "The job.", body = JobView),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get_job(
     state: web::Data<AppState>,
     auth: AuthedBusiness,
@@ -185,6 +268,22 @@ pub(crate) async fn disconnect_business(
 }
 
 /// `DELETE /api/stripe/{businessId}` → `204`; `409 not_connected`.
+#[utoipa::path(
+    delete,
+    path = "/api/stripe/{businessId}",
+    tag = "connect",
+    summary = "Disconnect: revoke at Stripe and remove every mirrored row of the business",
+    params(("businessId" = String, Path, description = "The business (a token must grant it)")),
+    responses(
+        (status = 204, description = "Disconnected.", headers(("Tributary-Revoke" = String,
+            description = "`failed` when revoking at Stripe failed; the local clear happened all the same"))),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "`not_connected`.", body = Error),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn disconnect(
     state: web::Data<AppState>,
     auth: AuthedBusiness,
@@ -195,6 +294,22 @@ pub async fn disconnect(
 }
 
 /// `DELETE /api/client/stripe/disconnect`.
+#[utoipa::path(
+    delete,
+    path = "/api/client/stripe/disconnect",
+    tag = "connect",
+    summary = "The client portal's business: disconnect",
+    responses(
+        (status = 204, description = "Disconnected.", headers(("Tributary-Revoke" = String,
+            description = "`failed` when revoking at Stripe failed; the local clear happened all the same"))),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "`not_connected`.", body = Error),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn client_disconnect(
     state: web::Data<AppState>,
     auth: ClientBusiness,
@@ -204,9 +319,11 @@ pub async fn client_disconnect(
         .ok_or_else(ApiError::not_connected)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSecret {
+    /// The endpoint's signing secret (`whsec_…`), as Stripe shows it.
+    #[schema(value_type = String, example = "whsec_…")]
     secret: SecretString,
 }
 
@@ -217,6 +334,23 @@ impl std::fmt::Debug for WebhookSecret {
 }
 
 /// `PUT /api/stripe/{businessId}/webhook-secret` `{"secret": "whsec_…"}` → `204`.
+#[utoipa::path(
+    put,
+    path = "/api/stripe/{businessId}/webhook-secret",
+    tag = "connect",
+    summary = "Save the signing secret of the business's own webhook endpoint",
+    params(("businessId" = String, Path, description = "The business (a token must grant it)")),
+    request_body = WebhookSecret,
+    responses(
+        (status = 204, description = "Saved."),
+        (status = 400, description = "`invalid_secret`, `invalid_json`.", body = Error),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = Internal),
+    ),
+    security(("bearer" = []))
+)]
 pub async fn set_webhook_secret(
     state: web::Data<AppState>,
     auth: AuthedBusiness,

@@ -185,6 +185,26 @@ struct Route<'a> {
 }
 
 /// `POST /api/webhooks/stripe/connect` — events of every connected account, routed by `account`.
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/stripe/connect",
+    tag = "webhooks",
+    summary = "The platform's Connect endpoint: events of every connected account",
+    params(("Stripe-Signature" = String, Header, description = "Stripe's signature of the raw body")),
+    request_body(content = Object, content_type = "application/json",
+        description = "A Stripe event, verified on the raw body (at most 1 MiB)"),
+    responses(
+        (status = 200, description = "Accepted (also a duplicate, or an event with nowhere to go).",
+            body = crate::openapi::WebhookReceived),
+        (status = 400, description = "`invalid_signature`, `invalid_event`, `invalid_body`.",
+            body = crate::openapi::Error),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, description = "`not_configured` (no signing secret set), or \
+            `stripe_unavailable`: not applied now, Stripe delivers again.",
+            body = crate::openapi::Error),
+    )
+)]
 pub async fn connect(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -241,6 +261,27 @@ async fn connect_delivery(
 
 /// `POST /api/webhooks/stripe/{slug}` — a business's own endpoint, signed with the secret saved
 /// through `PUT /api/stripe/{businessId}/webhook-secret`.
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/stripe/{slug}",
+    tag = "webhooks",
+    summary = "A business's own endpoint, signed with the secret it saved",
+    params(("slug" = String, Path, description = "The business's slug"), ("Stripe-Signature" = String, Header, description = "Stripe's signature of the raw body")),
+    request_body(content = Object, content_type = "application/json",
+        description = "A Stripe event, verified on the raw body (at most 1 MiB)"),
+    responses(
+        (status = 200, description = "Accepted (also a duplicate, or an event with nowhere to go).",
+            body = crate::openapi::WebhookReceived),
+        (status = 400, description = "`invalid_signature`, `invalid_event`, `invalid_body`, `webhook_secret_missing`.",
+            body = crate::openapi::Error),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, description = "`not_configured` (no signing secret set), or \
+            `stripe_unavailable`: not applied now, Stripe delivers again.",
+            body = crate::openapi::Error),
+    )
+)]
 pub async fn business(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -497,6 +538,26 @@ fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Failure {
 }
 
 /// `POST /api/webhooks/stripe` — the platform's own billing of agencies.
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/stripe",
+    tag = "webhooks",
+    summary = "The platform's own billing of agencies",
+    params(("Stripe-Signature" = String, Header, description = "Stripe's signature of the raw body")),
+    request_body(content = Object, content_type = "application/json",
+        description = "A Stripe event, verified on the raw body (at most 1 MiB)"),
+    responses(
+        (status = 200, description = "Accepted (also a duplicate, or an event with nowhere to go).",
+            body = crate::openapi::WebhookReceived),
+        (status = 400, description = "`invalid_signature`, `invalid_event`, `invalid_body`.",
+            body = crate::openapi::Error),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 500, response = crate::openapi::Internal),
+        (status = 503, description = "`not_configured` (no signing secret set), or \
+            `stripe_unavailable`: not applied now, Stripe delivers again.",
+            body = crate::openapi::Error),
+    )
+)]
 pub async fn platform(
     state: web::Data<AppState>,
     req: HttpRequest,
