@@ -86,12 +86,17 @@ pub struct LoadArgs {
     /// The `wrk` binary.
     #[arg(long, default_value = "wrk")]
     wrk: PathBuf,
-    /// wrk connections (concurrent requests) per read route.
-    #[arg(long, default_value_t = 32)]
-    connections: u32,
+    /// wrk connections (concurrent requests) per read route; each level is one run (1: the
+    /// unloaded latency; 16: as many as the API's PostgreSQL pool holds).
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    connections: Vec<u32>,
     /// wrk threads.
     #[arg(long, default_value_t = 2)]
     threads: u32,
+    /// Only these read routes (summary_by_emails, customers_grid, stripe_info, revenue,
+    /// retention, acquisition); all by default.
+    #[arg(long, value_delimiter = ',')]
+    routes: Vec<String>,
     /// Seconds of load per read route.
     #[arg(long, default_value_t = 10)]
     duration: u64,
@@ -105,7 +110,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 0.1)]
     duplicates: f64,
     /// Concurrent webhook deliveries.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 16)]
     webhook_concurrency: usize,
 }
 
@@ -149,6 +154,7 @@ impl Row {
 
     fn met(&self) -> bool {
         self.errors == 0
+            && self.requests > 0
             && match self.target {
                 Target::P95Ms(ms) => self.p95_ms <= ms,
                 Target::PerSecond(n) => self.per_second() >= n,
@@ -160,10 +166,11 @@ impl Row {
             Target::P95Ms(ms) => format!("p95 ≤ {ms:.0} ms"),
             Target::PerSecond(n) => format!("≥ {n:.0}/s"),
         };
-        let met = match (self.met(), self.errors) {
-            (true, _) => "yes".to_owned(),
-            (false, 0) => "no".to_owned(),
-            (false, n) => format!("no ({n} errors)"),
+        let met = match (self.met(), self.errors, self.requests) {
+            (true, _, _) => "yes".to_owned(),
+            (false, 0, 0) => "no (no request completed)".to_owned(),
+            (false, 0, _) => "no".to_owned(),
+            (false, n, _) => format!("no ({n} errors)"),
         };
         println!(
             "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} |",
@@ -475,6 +482,9 @@ async fn run_reads(bench: &Bench, args: &LoadArgs) -> anyhow::Result<()> {
         });
     }
     routes.extend(["revenue", "retention", "acquisition"].map(dashboard));
+    if !args.routes.is_empty() {
+        routes.retain(|r| args.routes.iter().any(|k| k == r.key));
+    }
 
     let dir = std::env::temp_dir().join(format!("tributary-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -482,18 +492,72 @@ async fn run_reads(bench: &Bench, args: &LoadArgs) -> anyhow::Result<()> {
         for (i, route) in routes.iter().enumerate() {
             check_route(bench, route).await?;
             let script = write_script(&dir, i, bench, route)?;
+            let most = args.connections.iter().copied().max().unwrap_or(1);
             if args.warmup > 0 {
-                wrk(args, bench, route, &script, args.warmup)?;
+                wrk(args, bench, route, &script, most, args.warmup).await?;
             }
-            let row = wrk(args, bench, route, &script, args.duration)?;
-            row.print();
-            append_json(args.json.as_deref(), &row.json(bench, "reads"))?;
+            for &connections in &args.connections {
+                quiesce(bench).await?;
+                let row = wrk(args, bench, route, &script, connections, args.duration).await?;
+                row.print();
+                append_json(args.json.as_deref(), &row.json(bench, "reads"))?;
+            }
         }
         anyhow::Ok(())
     }
     .await;
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// CPU time this process has used, in clock ticks (`/proc/self/stat` utime + stime).
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let at = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    at(11) + at(12)
+}
+
+/// Waits until the API is idle: wrk stops with requests in flight, which the server (and
+/// PostgreSQL) may still be working on; they must not weigh on the next measured run. Idle:
+/// this process used at most one clock tick (10 ms) of CPU in 250 ms, and no other query of
+/// the benchmark database is active.
+async fn quiesce(bench: &Bench) -> anyhow::Result<()> {
+    use tributary_persistence::sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        let before = cpu_ticks();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if cpu_ticks().saturating_sub(before) > 1 {
+            continue;
+        }
+        if bench.db_kind == "postgres" {
+            let active = bench
+                .test_db
+                .db
+                .conn()
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+                     AND state = 'active' AND pid <> pg_backend_pid()",
+                ))
+                .await?
+                .map(|row| row.try_get::<i64>("", "n"))
+                .transpose()?
+                .unwrap_or(0);
+            if active > 0 {
+                continue;
+            }
+        }
+        return Ok(());
+    }
+    bail!("the API stayed busy for 300 s after a load run")
 }
 
 /// One request of each path of `route` must answer `200` before it is put under load.
@@ -597,23 +661,26 @@ end
     Ok(file)
 }
 
-/// Runs wrk on `route` for `seconds` and reads the line `done()` printed.
-fn wrk(
+/// Runs wrk on `route` with `connections` for `seconds` and reads the line `done()` printed.
+async fn wrk(
     args: &LoadArgs,
     bench: &Bench,
     route: &ReadRoute,
     script: &Path,
+    connections: u32,
     seconds: u64,
 ) -> anyhow::Result<Row> {
-    let threads = args.threads.clamp(1, args.connections.max(1));
-    let out = Command::new(&args.wrk)
+    let connections = connections.max(1);
+    let threads = args.threads.clamp(1, connections);
+    let out = tokio::process::Command::new(&args.wrk)
         .arg(format!("-t{threads}"))
-        .arg(format!("-c{}", args.connections))
+        .arg(format!("-c{connections}"))
         .arg(format!("-d{seconds}s"))
         .args(["--timeout", "30s", "-s"])
         .arg(script)
         .arg(format!("{}{}", bench.base, route.paths[0]))
         .output()
+        .await
         .with_context(|| format!("run {}", args.wrk.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let Some(line) = stdout
@@ -650,7 +717,7 @@ fn wrk(
     Ok(Row {
         key: route.key,
         route: route.name.clone(),
-        concurrency: args.connections as usize,
+        concurrency: connections as usize,
         requests,
         seconds: duration_us as f64 / 1e6,
         p50_ms: p50 as f64 / 1e3,
@@ -824,6 +891,7 @@ async fn run_webhooks(bench: &Bench, args: &LoadArgs) -> anyhow::Result<()> {
         .build()?;
     let url = Arc::new(format!("{}/api/webhooks/stripe/connect", bench.base));
     let next = Arc::new(AtomicUsize::new(0));
+    quiesce(bench).await?;
 
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
