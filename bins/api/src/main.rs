@@ -98,7 +98,8 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 }
 
 /// Serves the API; the same process runs manual and first syncs in its worker pool
-/// (`sync.concurrency` at a time) and lets them finish on SIGINT/SIGTERM.
+/// (`sync.concurrency` at a time). On SIGINT/SIGTERM it answers the requests in flight, then
+/// stops the syncs after the page they are writing and releases their jobs.
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = tributary_web::Application::build(settings).await?;
     tracing::info!(port = app.port(), "tributary-api listening");

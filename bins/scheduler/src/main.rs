@@ -35,7 +35,8 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         fresh_for: Duration,
     },
-    /// Run a round every interval until stopped (SIGINT/SIGTERM finish the round in progress).
+    /// Run a round every interval until stopped (SIGINT/SIGTERM: running syncs stop after the
+    /// page they are writing and release their jobs, then the process exits 0).
     Daemon {
         /// Time between rounds, e.g. `24h`, `30m`.
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
@@ -129,6 +130,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<bool> {
     }
     let stripe = tributary_web::stripe_client(&settings)?;
     let ctx = SyncContext::new(db, stripe, tributary_web::sync_config(&settings));
+    stop_on_signal(&ctx)?;
     match command {
         Command::RunOnce { fresh_for } => round(&ctx, fresh_for).await,
         Command::Daemon { every } => daemon(&ctx, every).await,
@@ -140,7 +142,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<bool> {
             };
             let report = with_progress(&ctx, &business, opts).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(report.succeeded())
+            Ok(report.succeeded() || report.interrupted())
         }
         Command::Backfill { business, days } => {
             let business = BusinessId::parse(&business)?;
@@ -192,11 +194,12 @@ async fn round(ctx: &SyncContext, fresh_for: Duration) -> anyhow::Result<bool> {
         );
     }
     println!(
-        "round: {} queued, {} fresh, {} run here, {} failed",
+        "round: {} queued, {} fresh, {} run here, {} failed, {} interrupted",
         round.queued,
         round.fresh,
         round.reports.len(),
-        round.failed()
+        round.failed(),
+        round.interrupted()
     );
     Ok(round.failed() == 0)
 }
@@ -212,29 +215,55 @@ async fn daemon(ctx: &SyncContext, every: Duration) -> anyhow::Result<bool> {
                 all_ok = false;
             }
         }
+        if ctx.is_shutting_down() {
+            return Ok(all_ok);
+        }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = shutdown_signal() => {
-                tracing::info!("stopping: signal received");
-                return Ok(all_ok);
-            }
+            () = ctx.shutdown_requested() => return Ok(all_ok),
         }
     }
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT: running syncs stop after the page they are writing and release their
+/// jobs (the next run resumes them at once), no new job starts, and the command exits with
+/// the status it would have had (an interrupted sync is not a failure). A second signal exits
+/// at once (status 130); the jobs' leases then expire as after a crash.
+///
+/// The handlers are installed before any sync starts, so a signal never kills the process
+/// with a job leased.
+fn stop_on_signal(ctx: &SyncContext) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            return;
-        }
+            tracing::info!("stopping: signal received; running syncs stop after their page");
+            ctx.shutdown();
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(130);
+        });
     }
-    let _ = tokio::signal::ctrl_c().await;
+    #[cfg(not(unix))]
+    {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                ctx.shutdown();
+            }
+        });
+    }
+    Ok(())
 }
 
 /// Runs one business's sync; on a terminal, draws a progress bar per resource from the job's

@@ -375,3 +375,6 @@ mod verify {
         super::verify_reports_read_model_drift(super::Backend::Postgres).await;
     }
 }
+
+#[path = "cli/faults.rs"]
+mod faults;

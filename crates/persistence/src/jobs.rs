@@ -265,6 +265,23 @@ pub async fn finish(
     Ok(res.rows_affected == 1)
 }
 
+/// Hands a job the owner holds back to the queue (its worker is shutting down): `queued`,
+/// unleased and unstarted, so the next worker claims it at once instead of waiting for the
+/// lease to expire. Progress is kept; the next run starts its counts afresh.
+pub async fn release(db: &Database, job_id: &str, owner: &str) -> Result<bool, PersistenceError> {
+    let res = Entity::update_many()
+        .col_expr(Column::Status, Expr::value(QUEUED))
+        .col_expr(Column::StartedAt, Expr::value(Option::<i64>::None))
+        .col_expr(Column::LeaseOwner, Expr::value(Option::<String>::None))
+        .col_expr(Column::LeaseExpiresAt, Expr::value(Option::<i64>::None))
+        .filter(Column::Id.eq(job_id))
+        .filter(Column::Status.eq(RUNNING))
+        .filter(Column::LeaseOwner.eq(owner))
+        .exec(db.conn())
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
 /// Fails the business's active job from outside its worker (deauthorization, disconnect): the
 /// worker's next lease renewal fails and it stops.
 pub async fn fail_active(

@@ -19,6 +19,8 @@ use sea_orm::ConnectionTrait;
 
 use crate::Database;
 
+pub mod cluster;
+
 /// The environment variable naming the PostgreSQL server for tests.
 pub const POSTGRES_URL_VAR: &str = "TRIBUTARY_TEST_POSTGRES_URL";
 

@@ -88,7 +88,9 @@ pub(crate) async fn fetch(
     let full = opts.full || opts.since_days.is_some();
     let (job, _) = jobs::enqueue(db, business, trigger.as_str(), full, ctx.now()).await?;
     let owner = &ctx.config().worker_id;
-    if jobs::claim(db, &job.id, owner, ctx.now(), ctx.config().lease_secs).await? {
+    if !ctx.running_here(&job.id)
+        && jobs::claim(db, &job.id, owner, ctx.now(), ctx.config().lease_secs).await?
+    {
         count_takeover(&job, owner);
         let job = jobs::get(db, business, &job.id).await?.unwrap_or(job);
         return Ok(run_job_with(ctx, job, opts.since_days).await);
@@ -98,8 +100,11 @@ pub(crate) async fn fetch(
         tokio::time::sleep(Duration::from_millis(200)).await;
         match jobs::get(db, business, &job.id).await? {
             Some(j) if j.status == jobs::QUEUED || j.status == jobs::RUNNING => {
-                // A dead owner's lease expires; take the job over then.
-                if jobs::claim(db, &j.id, owner, ctx.now(), ctx.config().lease_secs).await? {
+                // A dead owner's lease expires; take the job over then (unless the owner is
+                // this process, stalled past its lease: its run goes on).
+                if !ctx.running_here(&j.id)
+                    && jobs::claim(db, &j.id, owner, ctx.now(), ctx.config().lease_secs).await?
+                {
                     count_takeover(&j, owner);
                     return Ok(run_job(ctx, j).await);
                 }
@@ -150,6 +155,9 @@ struct Run<'a> {
     account: String,
     started: i64,
     cancelled: Arc<AtomicBool>,
+    /// Set when the run must stop at its next page boundary: a shutdown, or another resource
+    /// of the run failed.
+    halt: tokio::sync::watch::Sender<bool>,
     /// A full re-list rebuilds the read models once at the end; an incremental run keeps them
     /// current page by page.
     full: AtomicBool,
@@ -170,6 +178,18 @@ async fn run_job_with(
 ) -> SyncReport {
     let Ok(business) = BusinessId::parse(&job.business_id) else {
         return report_of(&job);
+    };
+    let Some(_running) = ctx.start_running(&job.id) else {
+        // Already running in this process (a second trigger of the same context, or a claim
+        // after the run here stalled past its lease): one run is enough; wait for its outcome.
+        tracing::debug!(job_id = %job.id, "job already running in this process; joining it");
+        while ctx.running_here(&job.id) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        return match jobs::get(ctx.db(), &business, &job.id).await {
+            Ok(Some(j)) => report_of(&j),
+            _ => report_of(&job),
+        };
     };
     let span = tracing::info_span!("sync", business_id = %business, job_id = %job.id, trigger = %job.trigger);
     let trigger = job.trigger.clone();
@@ -229,6 +249,7 @@ async fn run_claimed(
         account: account.map(|a| a.stripe_account_id).unwrap_or_default(),
         started: ctx.now(),
         cancelled,
+        halt: tokio::sync::watch::Sender::new(false),
         full: AtomicBool::new(true),
         progress: Mutex::new(BTreeMap::new()),
         progress_saved_ms: std::sync::atomic::AtomicI64::new(0),
@@ -236,6 +257,9 @@ async fn run_claimed(
     let result = run.execute(job.full, since_days).await;
     renewal.abort();
     let db = ctx.db();
+    if matches!(result, Err(SyncError::Interrupted)) {
+        return run.release(&job, &owner).await;
+    }
     let (status, error) = match &result {
         Ok(()) => (jobs::SUCCEEDED, None),
         Err(e) => {
@@ -301,6 +325,57 @@ async fn run_claimed(
 }
 
 impl Run<'_> {
+    /// Hands an interrupted run's job back to the queue, with the progress so far.
+    async fn release(&self, job: &sync_jobs::Model, owner: &str) -> SyncReport {
+        let db = self.ctx.db();
+        let _ = jobs::set_progress(db, &job.id, owner, self.progress_json()).await;
+        match jobs::release(db, &job.id, owner).await {
+            Ok(true) => tracing::info!("sync interrupted by shutdown; job released"),
+            // Failed or taken over from outside meanwhile: report it as it stands.
+            Ok(false) => {
+                if let Ok(Some(j)) = jobs::get(db, &self.business, &job.id).await {
+                    return report_of(&j);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release the interrupted job; its lease expires")
+            }
+        }
+        let err = SyncError::Interrupted;
+        SyncReport {
+            job_id: job.id.clone(),
+            business_id: job.business_id.clone(),
+            status: jobs::QUEUED.to_owned(),
+            full: job.full,
+            error: Some((err.code().to_owned(), err.to_string())),
+            progress: self.progress.lock().map(|p| p.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Whether the run must stop at this page boundary.
+    fn halted(&self) -> bool {
+        *self.halt.borrow() || self.ctx.is_shutting_down()
+    }
+
+    /// Runs `step` (a Stripe request, or the requests that prepare a page) unless the run is
+    /// asked to stop first or meanwhile: nothing is written in a step, so dropping it loses
+    /// nothing. Writes are never interrupted; the run stops between pages.
+    async fn step<T>(
+        &self,
+        step: impl std::future::Future<Output = Result<T, SyncError>>,
+    ) -> Result<T, SyncError> {
+        if self.halted() {
+            return Err(SyncError::Interrupted);
+        }
+        let mut halt = self.halt.subscribe();
+        tokio::select! {
+            biased;
+            () = self.ctx.shutdown_requested() => Err(SyncError::Interrupted),
+            Ok(_) = halt.wait_for(|h| *h) => Err(SyncError::Interrupted),
+            r = step => r,
+        }
+    }
+
     async fn execute(&self, force_full: bool, since_days: Option<u32>) -> Result<(), SyncError> {
         let db = self.ctx.db();
         let access = connected(self.ctx, &self.business).await?;
@@ -308,7 +383,9 @@ impl Run<'_> {
 
         // Account display name, refreshed every run; also the first call, so a revoked
         // connection fails fast.
-        let name = client.display_name().await?;
+        let name = self
+            .step(async { Ok(client.display_name().await?) })
+            .await?;
         access::set_account_name(db, &self.business, name.as_deref()).await?;
 
         let cursors: HashMap<String, sync_cursors::Model> = sync_cursors::Entity::find()
@@ -342,12 +419,25 @@ impl Run<'_> {
         tracing::info!(full, first, "sync started");
         self.full.store(full, Ordering::SeqCst);
 
-        futures::future::try_join_all(
-            Resource::ALL
-                .iter()
-                .map(|r| self.list(*r, &client, created)),
-        )
-        .await?;
+        // Every resource stops at a page boundary when one fails (or on a shutdown), so no
+        // page is abandoned half-written; a real failure wins over the interruptions it caused.
+        let results = futures::future::join_all(Resource::ALL.iter().map(|r| async {
+            let res = self.list(*r, &client, created).await;
+            if res.is_err() {
+                self.halt.send_replace(true);
+            }
+            res
+        }))
+        .await;
+        let mut first_error = None;
+        for err in results.into_iter().filter_map(Result::err) {
+            if first_error.is_none() || matches!(first_error, Some(SyncError::Interrupted)) {
+                first_error = Some(err);
+            }
+        }
+        if let Some(err) = first_error {
+            return Err(err);
+        }
 
         let mut newest_event = events_cursor.unwrap_or(self.started);
         if !full && let Some(cursor) = events_cursor {
@@ -550,7 +640,7 @@ impl Run<'_> {
         let mut pages = req.pages();
         loop {
             let sent = self.ctx.now();
-            let Some(page) = pages.try_next().await? else {
+            let Some(page) = self.step(async { Ok(pages.try_next().await?) }).await? else {
                 break;
             };
             let fetched = page.items.len() as u64;
@@ -569,7 +659,7 @@ impl Run<'_> {
             if incremental {
                 raws.iter().for_each(|r| readmodel::touch(&mut touched, r));
             }
-            let write = self.build(resource, stamp, raws, client).await?;
+            let write = self.step(self.build(resource, stamp, raws, client)).await?;
             let txn = self.begin_guarded().await?;
             // Spend moves with the page: the emails it takes money from (before) and gives
             // money to (after) are recomputed in the same transaction.
@@ -705,7 +795,7 @@ impl Run<'_> {
         // the order irrelevant (an older event meeting a newer row is skipped).
         let mut newest = since;
         let mut pages = client.events(Created::since(since), &[]).pages();
-        while let Some(page) = pages.try_next().await? {
+        while let Some(page) = self.step(async { Ok(pages.try_next().await?) }).await? {
             self.bump("events", page.items.len() as u64, 0, false);
             let mut events: Vec<_> = page
                 .items

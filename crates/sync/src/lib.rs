@@ -31,8 +31,8 @@ mod scheduler;
 pub mod verify;
 mod worker;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use tributary_domain::BusinessId;
 use tributary_persistence::{Database, PersistenceError};
@@ -97,6 +97,10 @@ struct Inner {
     stripe: Stripe,
     config: SyncConfig,
     clock_offset: std::sync::atomic::AtomicI64,
+    /// Set once by [`SyncContext::shutdown`].
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Jobs this process is running now (see [`SyncContext::running_here`]).
+    running: Mutex<HashSet<String>>,
 }
 
 impl SyncContext {
@@ -107,8 +111,54 @@ impl SyncContext {
                 stripe,
                 config,
                 clock_offset: Default::default(),
+                stop: tokio::sync::watch::Sender::new(false),
+                running: Mutex::default(),
             }),
         }
+    }
+
+    /// Asks every run of this context to stop (SIGTERM): each finishes the page it is
+    /// writing, releases its job (back to `queued`, unleased, so the next worker takes it at
+    /// once) and reports [`SyncError::Interrupted`]; no new job is claimed.
+    pub fn shutdown(&self) {
+        self.inner.stop.send_replace(true);
+    }
+
+    /// Whether [`SyncContext::shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.stop.borrow()
+    }
+
+    /// Resolves once [`SyncContext::shutdown`] is called.
+    pub async fn shutdown_requested(&self) {
+        let mut rx = self.inner.stop.subscribe();
+        // The sender lives as long as the context, so this only returns on a shutdown.
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    /// Whether this process runs `job_id` now. A run stalled past its lease (a database
+    /// outage or lock) lets the job become claimable again, by this process too: claimers
+    /// check this so the job does not get a second run here.
+    pub fn running_here(&self, job_id: &str) -> bool {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(job_id)
+    }
+
+    /// Marks `job_id` as running here until the guard drops; `None` when it already is.
+    pub(crate) fn start_running(&self, job_id: &str) -> Option<RunningGuard> {
+        let fresh = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(job_id.to_owned());
+        fresh.then(|| RunningGuard {
+            ctx: self.clone(),
+            job_id: job_id.to_owned(),
+        })
     }
 
     /// The sync's clock (unix seconds): wall time, plus an offset tests and the demo use to
@@ -138,6 +188,24 @@ impl SyncContext {
 
     pub fn config(&self) -> &SyncConfig {
         &self.inner.config
+    }
+}
+
+/// A job marked as running in this process ([`SyncContext::start_running`]).
+#[derive(Debug)]
+pub(crate) struct RunningGuard {
+    ctx: SyncContext,
+    job_id: String,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.ctx
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.job_id);
     }
 }
 
@@ -172,6 +240,10 @@ pub enum SyncError {
     Database(#[from] PersistenceError),
     #[error("the sync was cancelled (lease lost or business disconnected)")]
     Cancelled,
+    /// The process is shutting down ([`SyncContext::shutdown`]): the job was released, not
+    /// failed, and the next worker resumes it.
+    #[error("the sync was interrupted by a shutdown; its job was released for the next run")]
+    Interrupted,
 }
 
 impl SyncError {
@@ -182,6 +254,7 @@ impl SyncError {
             Self::Stripe(e) => e.code(),
             Self::Database(_) => "database",
             Self::Cancelled => "cancelled",
+            Self::Interrupted => INTERRUPTED,
         }
     }
 }
@@ -205,7 +278,8 @@ pub struct ResourceProgress {
 pub struct SyncReport {
     pub job_id: String,
     pub business_id: String,
-    /// `succeeded` or `failed`.
+    /// `succeeded` or `failed`; `queued` when the run was interrupted by a shutdown and its
+    /// job released (error code `interrupted`).
     pub status: String,
     pub full: bool,
     pub error: Option<(String, String)>,
@@ -220,7 +294,17 @@ impl SyncReport {
     pub fn succeeded(&self) -> bool {
         self.status == tributary_persistence::jobs::SUCCEEDED
     }
+
+    /// The run stopped for a shutdown and released its job: neither a success nor a failure.
+    pub fn interrupted(&self) -> bool {
+        self.error
+            .as_ref()
+            .is_some_and(|(code, _)| code == INTERRUPTED)
+    }
 }
+
+/// The error code of a run interrupted by a shutdown.
+pub const INTERRUPTED: &str = "interrupted";
 
 /// Syncs one business: queues a job (or joins the one queued or running), runs it under the
 /// lease when no other worker holds it, and waits for it to finish otherwise.

@@ -1,7 +1,8 @@
 //! Metric names the sync records through the `metrics` facade (exported by the API's
 //! `GET /metrics`; see `docs/observability.md`).
 
-/// Counter: finished runs, by `outcome` (`succeeded`, `failed`, `revoked`, `cancelled`) and
+/// Counter: finished runs, by `outcome` (`succeeded`, `failed`, `revoked`, `cancelled`,
+/// `interrupted`: stopped by a shutdown, job released) and
 /// `trigger` (`manual`, `scheduled`, `backfill`, `webhook`).
 pub const RUNS: &str = "tributary_sync_runs_total";
 /// Histogram: seconds from claiming a job to its outcome, by `outcome`.
@@ -20,6 +21,7 @@ pub(crate) fn outcome(status: &str, error_code: Option<&str>) -> &'static str {
         (tributary_persistence::jobs::SUCCEEDED, _) => "succeeded",
         (_, Some("access_revoked")) => "revoked",
         (_, Some("cancelled")) => "cancelled",
+        (_, Some(crate::INTERRUPTED)) => "interrupted",
         _ => "failed",
     }
 }
@@ -43,6 +45,7 @@ mod tests {
         assert_eq!(outcome("failed", Some("access_revoked")), "revoked");
         assert_eq!(outcome("failed", Some("cancelled")), "cancelled");
         assert_eq!(outcome("failed", Some("rate_limited")), "failed");
+        assert_eq!(outcome("queued", Some("interrupted")), "interrupted");
         assert_eq!(outcome("failed", None), "failed");
     }
 }

@@ -21,8 +21,17 @@ pub struct Round {
 }
 
 impl Round {
+    /// Runs that failed (an interrupted run released its job: it did not fail).
     pub fn failed(&self) -> usize {
-        self.reports.iter().filter(|r| !r.succeeded()).count()
+        self.reports
+            .iter()
+            .filter(|r| !r.succeeded() && !r.interrupted())
+            .count()
+    }
+
+    /// Runs interrupted by a shutdown, whose jobs went back to the queue.
+    pub fn interrupted(&self) -> usize {
+        self.reports.iter().filter(|r| r.interrupted()).count()
     }
 }
 
@@ -64,6 +73,9 @@ pub async fn run_once(ctx: &SyncContext, fresh_secs: i64) -> Result<Round, SyncE
         let Ok(permit) = slots.clone().acquire_owned().await else {
             break;
         };
+        if ctx.is_shutting_down() {
+            break;
+        }
         let claimed = jobs::claim_next_taking_over(
             db,
             &ctx.config().worker_id,
@@ -82,6 +94,10 @@ pub async fn run_once(ctx: &SyncContext, fresh_secs: i64) -> Result<Round, SyncE
             }
             continue;
         };
+        if ctx.running_here(&job.id) {
+            // Its run here was stalled past the lease: the claim only renewed it.
+            continue;
+        }
         if let Some(previous) = previous {
             crate::metrics::lease_taken_over(&job.id, &previous);
         }

@@ -13,6 +13,7 @@ use crate::SyncContext;
 /// so jobs queued by other processes and expired leases are picked up.
 #[derive(Debug)]
 pub struct WorkerPool {
+    ctx: SyncContext,
     notify: Arc<Notify>,
     stop: Arc<Notify>,
     handle: JoinHandle<()>,
@@ -27,8 +28,9 @@ impl WorkerPool {
     pub fn start_with_interval(ctx: SyncContext, poll: Duration) -> Self {
         let notify = Arc::new(Notify::new());
         let stop = Arc::new(Notify::new());
-        let handle = tokio::spawn(run(ctx, notify.clone(), stop.clone(), poll));
+        let handle = tokio::spawn(run(ctx.clone(), notify.clone(), stop.clone(), poll));
         Self {
+            ctx,
             notify,
             stop,
             handle,
@@ -40,8 +42,11 @@ impl WorkerPool {
         self.notify.notify_one();
     }
 
-    /// Stops claiming new jobs and waits for running ones to finish.
+    /// Stops claiming new jobs, and waits for the running ones to stop at their next page
+    /// boundary and release their jobs ([`SyncContext::shutdown`]), which another worker
+    /// resumes at once.
     pub async fn shutdown(self) {
+        self.ctx.shutdown();
         self.stop.notify_one();
         let _ = self.handle.await;
     }
@@ -53,6 +58,9 @@ async fn run(ctx: SyncContext, notify: Arc<Notify>, stop: Arc<Notify>, poll: Dur
     loop {
         // Claim as many jobs as there are free slots.
         while let Ok(permit) = slots.clone().try_acquire_owned() {
+            if ctx.is_shutting_down() {
+                break;
+            }
             let now = ctx.now();
             let claimed = tributary_persistence::jobs::claim_next_taking_over(
                 ctx.db(),
@@ -62,6 +70,11 @@ async fn run(ctx: SyncContext, notify: Arc<Notify>, stop: Arc<Notify>, poll: Dur
             )
             .await;
             match claimed {
+                Ok(Some((job, _))) if ctx.running_here(&job.id) => {
+                    // Its run here was stalled past the lease (a database outage or lock):
+                    // the claim only renewed it.
+                    continue;
+                }
                 Ok(Some((job, previous))) => {
                     if let Some(previous) = previous {
                         crate::metrics::lease_taken_over(&job.id, &previous);

@@ -246,6 +246,20 @@ db_test!(two_syncs_started_together_run_once, |t| {
     assert!(a.succeeded() && b.succeeded());
     let (_, total) = jobs::list(&t.db, &env.business, 10, 0).await.unwrap();
     assert_eq!(total, 1);
+    // One run, not two under the same lease owner: a run starts by reading the account.
+    let requests: Value = env
+        .http
+        .get(format!("{}/_sim/requests", env.sim.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        requests["by_route"]["GET /v1/account"]["200"], 1,
+        "{requests}"
+    );
 });
 
 db_test!(revoked_access_fails_the_job_and_stops_syncing, |t| {
