@@ -449,8 +449,12 @@ async fn apply_event_inner<C: sea_orm::ConnectionTrait>(
                     at: sent,
                     now,
                 };
-                write_object(conn, business, &item.raw, stamp, Some(client)).await?;
-                Ok(Outcome::Refetched)
+                match write_object(conn, business, &item.raw, stamp, Some(client)).await {
+                    Err(SyncError::Stripe(tributary_stripe_connect::StripeError::NotFound {
+                        ..
+                    })) => gone(conn, business, kind, id, sent).await,
+                    other => other.map(|_| Outcome::Refetched),
+                }
             }
             Ok(None) => Ok(Outcome::Ignored),
             Err(tributary_stripe_connect::StripeError::NotFound { .. }) => {
@@ -465,6 +469,29 @@ async fn apply_event_inner<C: sea_orm::ConnectionTrait>(
         at: event.created,
         now,
     };
-    write_object(conn, business, &event.object, stamp, client).await?;
-    Ok(Outcome::Applied)
+    match write_object(conn, business, &event.object, stamp, client).await {
+        Err(SyncError::Stripe(tributary_stripe_connect::StripeError::NotFound { .. })) => {
+            gone(conn, business, kind, id, now).await
+        }
+        other => other.map(|_| Outcome::Applied),
+    }
+}
+
+/// Stripe answered `404` for the children of the event's object (an invoice's lines, a
+/// session's line items): the object is gone, or never existed (a forged event on a business's
+/// own endpoint). Nothing of the payload was written; a stored row is marked deleted. Answering
+/// an error instead would have Stripe deliver the event again for three days.
+async fn gone<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    kind: &str,
+    id: &str,
+    at: i64,
+) -> Result<Outcome, SyncError> {
+    tracing::info!(business_id = %business, object = kind, id, "Stripe does not know the event's object; not applied");
+    Ok(if mark_deleted(conn, business, kind, id, at).await? > 0 {
+        Outcome::Deleted
+    } else {
+        Outcome::Ignored
+    })
 }

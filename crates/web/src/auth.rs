@@ -156,6 +156,9 @@ impl JwtKeys {
         // Only HS256: `none` and every other algorithm fail the header check.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
+        // A token the host minted for later (`nbf`) is not valid yet; jsonwebtoken does not
+        // check `nbf` unless asked.
+        validation.validate_nbf = true;
         validation.validate_aud = false;
         validation.required_spec_claims = ["exp", "sub"].iter().map(|s| (*s).to_owned()).collect();
         Self {

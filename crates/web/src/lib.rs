@@ -87,6 +87,7 @@ pub fn stripe_client(settings: &Settings) -> Result<Stripe, StartupError> {
         connect_base: settings.stripe.connect_base.clone(),
         connect_client_id: settings.stripe.connect_client_id.clone(),
         max_requests_per_second: settings.stripe.max_requests_per_second,
+        timeout: std::time::Duration::from_secs(settings.stripe.timeout_secs),
         ..StripeConfig::new(key.clone())
     };
     Stripe::new(config).map_err(|e| StartupError::Stripe(Box::new(e)))

@@ -54,6 +54,9 @@ pub struct StripeSettings {
     pub connect_webhook_secret: Option<SecretString>,
     pub platform_webhook_secret: Option<SecretString>,
     pub max_requests_per_second: u32,
+    /// Longest one Stripe request may take (connect and answer), in seconds; a request a
+    /// person waits on (the OAuth callback, a disconnect) spends at most this on each call.
+    pub timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +127,7 @@ cors_origins = []
 api_base = "https://api.stripe.com"
 connect_base = "https://connect.stripe.com"
 max_requests_per_second = 25
+timeout_secs = 30
 
 [frontend]
 
@@ -279,6 +283,12 @@ impl Settings {
             if !(v.starts_with("http://") || v.starts_with("https://")) {
                 return Err(ConfigError::new(k, "must be an http(s) URL"));
             }
+        }
+        if !(1..=300).contains(&self.stripe.timeout_secs) {
+            return Err(ConfigError::new(
+                "stripe.timeout_secs",
+                "must be between 1 and 300",
+            ));
         }
         if self.stripe.max_requests_per_second == 0 {
             return Err(ConfigError::new(

@@ -78,3 +78,22 @@ pub struct AppState {
     pub livemode: bool,
     pub tuning: Tuning,
 }
+
+impl AppState {
+    /// Runs a Stripe call a person is waiting on (the OAuth callback, a disconnect) for at
+    /// most `stripe.timeout_secs` in all, retries included: the client alone would retry a
+    /// silent Stripe for minutes, far past any browser's or proxy's patience.
+    pub async fn interactive<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, tributary_stripe_connect::StripeError>>,
+    ) -> Result<T, tributary_stripe_connect::StripeError> {
+        let limit = Duration::from_secs(self.settings.stripe.timeout_secs);
+        tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+            Err(tributary_stripe_connect::StripeError::Unavailable {
+                attempts: 1,
+                status: None,
+                detail: format!("no answer within {} s", limit.as_secs()),
+            })
+        })
+    }
+}

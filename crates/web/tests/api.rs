@@ -1786,6 +1786,8 @@ db_test!(refused_exchanges_other_modes_and_missing_names, |t| {
 mod browser;
 #[path = "api/contacts.rs"]
 mod contacts;
+#[path = "api/hostile.rs"]
+mod hostile;
 #[path = "api/metrics.rs"]
 mod metrics;
 #[path = "api/openapi.rs"]

@@ -75,6 +75,13 @@ pub async fn put_business(
             format!("name must be 1 to {MAX_NAME_CHARS} characters"),
         ));
     }
+    // Control characters have no place in a name, and PostgreSQL refuses NUL outright.
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "name must not contain control characters",
+        ));
+    }
     let agency = agency_id
         .as_deref()
         .map(AgencyId::parse)

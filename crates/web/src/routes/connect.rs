@@ -283,10 +283,13 @@ async fn link(
     code: &str,
     now: i64,
 ) -> Result<(), &'static str> {
-    let grant = state.stripe.exchange_code(code).await.map_err(|e| {
-        tracing::warn!(error = %e, "Stripe refused the authorization code");
-        reason::EXCHANGE_FAILED
-    })?;
+    let grant = state
+        .interactive(state.stripe.exchange_code(code))
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "Stripe refused the authorization code");
+            reason::EXCHANGE_FAILED
+        })?;
     if grant.livemode != state.livemode {
         // One deployment, one mode: an account of the other mode is refused.
         tracing::warn!(
@@ -314,10 +317,13 @@ async fn link(
     }
     // The display name is a nicety: the sync refreshes it, so a failure here is not fatal.
     let name = match state.stripe.account(account.as_str()) {
-        Ok(client) => client.display_name().await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "could not read the account's display name");
-            None
-        }),
+        Ok(client) => state
+            .interactive(client.display_name())
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not read the account's display name");
+                None
+            }),
         Err(e) => {
             tracing::warn!(error = %e, "could not build a client for the account");
             None

@@ -245,8 +245,7 @@ pub(crate) async fn disconnect_business(
     let mut revoke_failed = false;
     if connection.status == access::CONNECTED
         && let Err(e) = state
-            .stripe
-            .deauthorize(&connection.stripe_account_id)
+            .interactive(state.stripe.deauthorize(&connection.stripe_account_id))
             .await
     {
         // The local clear happens regardless; the header tells the caller.

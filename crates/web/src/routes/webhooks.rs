@@ -623,8 +623,12 @@ async fn platform_delivery(
         now,
     );
     if outcome == tributary_sync::billing::BillingOutcome::Unrouted {
-        // Kept so a later checkout that links this customer to an agency can apply it.
-        row.payload = serde_json::from_slice(&body).ok();
+        // Kept so a later checkout that links this customer to an agency can apply it (with
+        // NUL characters replaced, as everything read from Stripe: PostgreSQL refuses them).
+        row.payload = serde_json::from_slice(&body).ok().map(|mut v| {
+            tributary_stripe_connect::scrub_nul(&mut v);
+            v
+        });
     }
     if !webhooks::record_event(&txn, row).await? {
         txn.rollback().await.map_err(ApiError::internal)?;
