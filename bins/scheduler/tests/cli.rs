@@ -376,5 +376,8 @@ mod verify {
     }
 }
 
+#[path = "cli/secrets.rs"]
+mod secrets;
+
 #[path = "cli/faults.rs"]
 mod faults;
