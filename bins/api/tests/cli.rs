@@ -179,3 +179,6 @@ fn demo_starts_with_nothing_configured_and_prints_the_pages() {
     assert!(dir.join("tributary-demo.db").exists(), "the demo database");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[path = "cli/secrets.rs"]
+mod secrets;
