@@ -414,7 +414,7 @@ async fn hostile_events_touch_only_their_business(backend: Backend) {
                         } else {
                             txn.rollback().await.unwrap();
                         }
-                        outcome
+                        outcome.map_err(|e| e.to_string())
                     })
                 });
                 let outcome = result.map_err(|e| {

@@ -88,12 +88,13 @@ impl AppState {
         call: impl std::future::Future<Output = Result<T, tributary_stripe_connect::StripeError>>,
     ) -> Result<T, tributary_stripe_connect::StripeError> {
         let limit = Duration::from_secs(self.settings.stripe.timeout_secs);
-        tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
-            Err(tributary_stripe_connect::StripeError::Unavailable {
+        match tokio::time::timeout(limit, call).await {
+            Ok(answer) => answer,
+            Err(_) => Err(tributary_stripe_connect::StripeError::Unavailable {
                 attempts: 1,
                 status: None,
                 detail: format!("no answer within {} s", limit.as_secs()),
-            })
-        })
+            }),
+        }
     }
 }
