@@ -471,6 +471,85 @@ mod hostile_events {
     }
 }
 
+/// The platform-billing applier (its own endpoint, signed by the platform's secret) on the
+/// same mutated objects, typed as the billing events it handles, with the agency named by
+/// metadata or `client_reference_id` as anything at all: every event answers.
+async fn hostile_billing_events_answer(backend: Backend) {
+    run(backend, |t| async move {
+        let kinds = prop::sample::select(vec![
+            "checkout.session.completed",
+            "customer.subscription.created",
+            "customer.subscription.updated",
+            "customer.subscription.deleted",
+            "invoice.paid",
+            "invoice.payment_failed",
+            "invoice.created",
+        ]);
+        let agency = prop_oneof![Just(json!("ag-1")), Just(json!("ag-2")), hostile_value()];
+        let mut runner = TestRunner::new(Config {
+            cases: 96,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let handle = tokio::runtime::Handle::current();
+        let applied = std::sync::atomic::AtomicUsize::new(0);
+        runner
+            .run(
+                &(hostile_event(), kinds, agency, any::<bool>()),
+                |(mut event, kind, agency, in_metadata)| {
+                    event["type"] = json!(kind);
+                    event.as_object_mut().unwrap().remove("account");
+                    let object = &mut event["data"]["object"];
+                    if object.is_object() {
+                        if in_metadata {
+                            object["metadata"] = json!({"agency_id": agency});
+                        } else {
+                            object["client_reference_id"] = agency;
+                        }
+                    }
+                    let envelope = EventEnvelope::from_value(&event).unwrap();
+                    let result = tokio::task::block_in_place(|| {
+                        handle.block_on(async {
+                            let txn = t.db.begin_write().await.unwrap();
+                            let outcome =
+                                tributary_sync::billing::apply_event(&txn, &envelope, T).await;
+                            if outcome.is_ok() {
+                                txn.commit().await.unwrap();
+                            } else {
+                                txn.rollback().await.unwrap();
+                            }
+                            outcome.map(|(o, _)| o).map_err(|e| e.to_string())
+                        })
+                    });
+                    let outcome =
+                        result.map_err(|e| TestCaseError::fail(format!("{kind} refused: {e}")))?;
+                    if outcome == tributary_sync::billing::BillingOutcome::Applied {
+                        applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+        assert!(
+            applied.into_inner() > 5,
+            "hardly any event reached an agency"
+        );
+    })
+    .await;
+}
+
+mod hostile_billing_events {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::hostile_billing_events_answer(super::Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::hostile_billing_events_answer(super::Backend::Postgres).await;
+    }
+}
+
 /// Amounts at the ends of `i64` for one email: the spend sums saturate instead of
 /// overflowing (a panic in debug builds, a sign flip in release).
 async fn extreme_amounts_saturate(backend: Backend) {
