@@ -100,6 +100,17 @@ fn parse_grid(q: &GridQuery) -> Result<SpendQuery, ApiError> {
             format!("q must be at most {MAX_SEARCH} characters"),
         ));
     }
+    // No name or email holds a control character, and PostgreSQL refuses a NUL in the
+    // pattern (the search answered 500).
+    if q.q
+        .as_deref()
+        .is_some_and(|s| s.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_search",
+            "q must not contain control characters",
+        ));
+    }
     Ok(SpendQuery {
         page,
         per_page,
