@@ -182,3 +182,6 @@ fn demo_starts_with_nothing_configured_and_prints_the_pages() {
 
 #[path = "cli/secrets.rs"]
 mod secrets;
+
+#[path = "cli/load.rs"]
+mod load;

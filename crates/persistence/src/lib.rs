@@ -62,6 +62,48 @@ impl PersistenceError {
     }
 }
 
+/// Whether `err` says the database cannot serve now, rather than that the statement is wrong:
+/// no pooled connection within the acquire timeout (the server is down or every connection is
+/// busy), the connection was lost or the server is shutting down or starting (PostgreSQL
+/// `57P01`–`57P03`, `08xxx`), or SQLite's write lock stayed held past the busy timeout
+/// (`SQLITE_BUSY`, `SQLITE_LOCKED`). The same request can succeed later.
+pub fn is_unavailable(err: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx};
+    let sqlx_err = match err {
+        DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+        _ => return false,
+    };
+    match sqlx_err.as_ref() {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // Primary result codes 5 (BUSY) and 6 (LOCKED), with their extended codes.
+                db.code()
+                    .and_then(|c| c.parse::<u32>().ok())
+                    .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+            } else if let Some(e) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                // Connection exceptions, and the server shutting down or starting up.
+                let code = e.code();
+                code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+            } else {
+                false
+            }
+        }
+        _ => false,
+    }
+}
+
+impl PersistenceError {
+    /// [`is_unavailable`] of the underlying database error.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Db(e) if is_unavailable(e))
+    }
+}
+
 /// Current time as unix seconds.
 pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -197,4 +239,46 @@ pub async fn purge_business_rows<C: ConnectionTrait>(
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lock held past the busy timeout and an exhausted pool are "unavailable" (a retry may
+    /// succeed); a broken statement is not.
+    #[tokio::test]
+    async fn unavailable_database_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let holder = Database::connect(&url).await.unwrap();
+        let lock = holder.begin_write().await.unwrap();
+        let mut opts = ConnectOptions::new(url);
+        opts.map_sqlx_sqlite_opts(|o| o.busy_timeout(Duration::ZERO));
+        let other = sea_orm::Database::connect(opts).await.unwrap();
+        let busy = begin_write(&other).await.unwrap_err();
+        assert!(is_unavailable(&busy), "{busy:?}");
+        let syntax = other.execute_unprepared("SELEC 1").await.unwrap_err();
+        assert!(!is_unavailable(&syntax), "{syntax:?}");
+        assert!(is_unavailable(&DbErr::ConnectionAcquire(
+            sea_orm::ConnAcquireErr::Timeout
+        )));
+        assert!(!is_unavailable(&DbErr::RecordNotFound("x".into())));
+        lock.rollback().await.unwrap();
+        // A statement PostgreSQL refuses is not unavailability, whatever its SQLSTATE's digits
+        // (22021 would read as SQLite's BUSY if codes were compared as numbers).
+        if let Some(url) = testing::postgres_admin_url() {
+            let pg = Database::connect(&url).await.unwrap();
+            let nul = pg
+                .conn()
+                .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                    sea_orm::DbBackend::Postgres,
+                    "SELECT $1::text",
+                    ["a\0b".into()],
+                ))
+                .await
+                .unwrap_err();
+            assert!(!is_unavailable(&nul), "{nul:?}");
+        }
+    }
 }

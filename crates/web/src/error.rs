@@ -36,6 +36,11 @@ pub enum ApiError {
     /// A setting the route needs is missing (`stripe.connect_client_id`, …).
     #[error("{0}")]
     NotConfigured(&'static str),
+    /// The database cannot serve now (down, restarting, no free connection, SQLite's write
+    /// lock held past the busy timeout): logged, answered `503 database_unavailable`, and the
+    /// same request may succeed later.
+    #[error("the database is unavailable")]
+    DatabaseUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Anything else: logged with its cause chain, answered as an opaque 500.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -56,8 +61,15 @@ impl ApiError {
         }
     }
 
+    /// A server error: `503 database_unavailable` when the database cannot serve now (see
+    /// [`tributary_persistence::is_unavailable`]), an opaque 500 otherwise.
     pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self::Internal(Box::new(err))
+        let err: Box<dyn std::error::Error + Send + Sync> = Box::new(err);
+        if database_unavailable(err.as_ref()) {
+            Self::DatabaseUnavailable(err)
+        } else {
+            Self::Internal(err)
+        }
     }
 
     pub fn not_connected() -> Self {
@@ -76,6 +88,7 @@ impl ApiError {
             Self::BadRequest { code, .. } | Self::Conflict { code, .. } => code,
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::NotConfigured(_) => "not_configured",
+            Self::DatabaseUnavailable(_) => "database_unavailable",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -111,6 +124,20 @@ pub fn error_body(code: &str, message: impl Into<String>) -> serde_json::Value {
     serde_json::json!({"error": {"code": code, "message": message.into()}})
 }
 
+/// Whether a database error that cannot serve now is anywhere in `err`'s cause chain.
+fn database_unavailable(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(db) = e.downcast_ref::<tributary_persistence::sea_orm::DbErr>()
+            && tributary_persistence::is_unavailable(db)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 fn chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
@@ -131,7 +158,9 @@ impl ResponseError for ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotConfigured(_) | Self::DatabaseUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -141,6 +170,11 @@ impl ResponseError for ApiError {
             Self::Internal(source) => {
                 tracing::error!(error = %chain(source.as_ref()), "request failed");
                 "something went wrong on our side; the error was logged".to_owned()
+            }
+            Self::DatabaseUnavailable(source) => {
+                tracing::warn!(error = %chain(source.as_ref()), "request failed: database unavailable");
+                "the database is unavailable or busy; nothing was changed, retry in a moment"
+                    .to_owned()
             }
             Self::NotConfigured(what) => {
                 tracing::error!(missing = what, "a route needs a setting that is not set");
@@ -223,6 +257,23 @@ mod tests {
         let body = body_of(&err);
         assert_eq!(body["error"]["code"], "internal_error");
         assert!(!body.to_string().contains("SELECT"), "{body}");
+    }
+
+    #[test]
+    fn an_unavailable_database_is_a_503_anywhere_in_the_chain() {
+        use tributary_persistence::sea_orm::{ConnAcquireErr, DbErr};
+        let timeout = || DbErr::ConnectionAcquire(ConnAcquireErr::Timeout);
+        for err in [
+            ApiError::internal(timeout()),
+            ApiError::from(PersistenceError::Db(timeout())),
+        ] {
+            assert_eq!(err.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+            let body = body_of(&err);
+            assert_eq!(body["error"]["code"], "database_unavailable");
+            assert!(!body.to_string().contains("pool"), "{body}");
+        }
+        let other = ApiError::internal(DbErr::RecordNotFound("x".into()));
+        assert_eq!(other.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]

@@ -1786,11 +1786,15 @@ db_test!(refused_exchanges_other_modes_and_missing_names, |t| {
 mod browser;
 #[path = "api/contacts.rs"]
 mod contacts;
+#[path = "api/faults.rs"]
+mod faults;
 #[path = "api/hostile.rs"]
 mod hostile;
 #[path = "api/metrics.rs"]
 mod metrics;
 #[path = "api/openapi.rs"]
 mod openapi;
+#[path = "api/storm.rs"]
+mod storm;
 #[path = "api/webhooks.rs"]
 mod webhooks_api;

@@ -6,7 +6,8 @@
 //! Events are applied within the request (see `docs/decisions.md`, "Webhooks"): a failure rolls
 //! the record back and answers `5xx`, and Stripe delivers again.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use actix_web::web::{Bytes, BytesMut};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -34,12 +35,40 @@ use crate::state::AppState;
 
 /// Largest webhook body read (1 MiB); Stripe's events are far smaller.
 pub const MAX_BODY: usize = 1024 * 1024;
-/// Longest an event may take to apply (re-fetches included) before the delivery is answered
-/// `503` and left to Stripe's retry: Stripe gives up on a delivery after a few seconds more.
+/// Longest a delivery may take (reading the body, looking up its business, applying the event
+/// with its re-fetches, recording it) before it is answered `503` and left to Stripe's retry:
+/// Stripe gives up on a delivery after a few seconds more. Stalled on Stripe: `503
+/// stripe_unavailable`; on the database (down, restarting, SQLite's write lock held elsewhere):
+/// `503 database_unavailable`, instead of waiting out the connection pool's 30 s.
 pub const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The idempotency-record endpoint of the Connect webhook.
 pub const CONNECT_ENDPOINT: &str = "connect";
 const DEAUTHORIZED: &str = "account.application.deauthorized";
+
+/// Runs a delivery until `deadline` (plus a moment, so a stall inside [`apply`] is answered
+/// by `apply` itself, which knows whether it waited on Stripe or on the database). Whatever
+/// else stalls is the database: `503 database_unavailable`. Dropping the delivery rolls its
+/// transaction back, so nothing is stored and Stripe's retry applies the event.
+async fn bounded(
+    deadline: Instant,
+    delivery: impl std::future::Future<Output = Result<HttpResponse, ApiError>>,
+) -> Result<HttpResponse, ApiError> {
+    let grace = Duration::from_millis(250);
+    tokio::time::timeout_at((deadline + grace).into(), delivery)
+        .await
+        .unwrap_or_else(|_| Err(database_stalled()))
+}
+
+/// A delivery that waited [`APPLY_TIMEOUT`] on the database.
+fn database_stalled() -> ApiError {
+    ApiError::DatabaseUnavailable(
+        format!(
+            "the database did not answer within {} s",
+            APPLY_TIMEOUT.as_secs()
+        )
+        .into(),
+    )
+}
 
 /// Reads the body, refusing more than [`MAX_BODY`] bytes (`413`) before reading them when the
 /// length is announced.
@@ -201,7 +230,7 @@ struct Route<'a> {
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 500, response = crate::openapi::Internal),
         (status = 503, description = "`not_configured` (no signing secret set), or \
-            `stripe_unavailable`: not applied now, Stripe delivers again.",
+            `stripe_unavailable` / `database_unavailable`: not applied now, Stripe delivers again.",
             body = crate::openapi::Error),
     )
 )]
@@ -210,7 +239,8 @@ pub async fn connect(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let result = connect_delivery(state, req, payload).await;
+    let deadline = Instant::now() + APPLY_TIMEOUT;
+    let result = bounded(deadline, connect_delivery(state, req, payload, deadline)).await;
     metrics::webhook_delivery("connect", &result);
     result
 }
@@ -219,6 +249,7 @@ async fn connect_delivery(
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
+    deadline: Instant,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(&req, payload).await?;
     let secret = configured(
@@ -256,7 +287,7 @@ async fn connect_delivery(
     if event.event_type == DEAUTHORIZED {
         return deauthorized(&state, &route, &event, now).await;
     }
-    apply(&state, &route, &event, now).await
+    apply(&state, &route, &event, now, deadline).await
 }
 
 /// `POST /api/webhooks/stripe/{slug}` — a business's own endpoint, signed with the secret saved
@@ -278,7 +309,7 @@ async fn connect_delivery(
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 500, response = crate::openapi::Internal),
         (status = 503, description = "`not_configured` (no signing secret set), or \
-            `stripe_unavailable`: not applied now, Stripe delivers again.",
+            `stripe_unavailable` / `database_unavailable`: not applied now, Stripe delivers again.",
             body = crate::openapi::Error),
     )
 )]
@@ -288,7 +319,12 @@ pub async fn business(
     slug: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let result = business_delivery(state, req, slug, payload).await;
+    let deadline = Instant::now() + APPLY_TIMEOUT;
+    let result = bounded(
+        deadline,
+        business_delivery(state, req, slug, payload, deadline),
+    )
+    .await;
     metrics::webhook_delivery("business", &result);
     result
 }
@@ -298,6 +334,7 @@ async fn business_delivery(
     req: HttpRequest,
     slug: web::Path<String>,
     payload: web::Payload,
+    deadline: Instant,
 ) -> Result<HttpResponse, ApiError> {
     let slug = slug.into_inner();
     let body = read_body(&req, payload).await?;
@@ -342,7 +379,7 @@ async fn business_delivery(
             return deauthorized(&state, &route, &event, now).await;
         }
     }
-    apply(&state, &route, &event, now).await
+    apply(&state, &route, &event, now, deadline).await
 }
 
 /// Marks the connection revoked and fails its running sync (whose worker stops at its next
@@ -416,12 +453,14 @@ async fn apply(
     route: &Route<'_>,
     event: &EventEnvelope,
     now: i64,
+    deadline: Instant,
 ) -> Result<HttpResponse, ApiError> {
     crate::telemetry::record_business(&route.business);
     let client = state
         .stripe
         .account(&route.account)
         .map_err(ApiError::internal)?;
+    let on_stripe = AtomicBool::new(false);
     let run = async {
         let txn = state.db.begin_write().await.map_err(internal)?;
         if seen(&txn, route.endpoint, &event.id)
@@ -440,14 +479,19 @@ async fn apply(
             Some(_) if event.event_type == "account.updated" => account_updated(&txn, route, event)
                 .await
                 .map_err(Failure::Internal)?,
-            Some(_) => apply_event(&txn, &route.business, event, now, Some(&client))
-                .await
-                .map_err(|e| match e {
-                    SyncError::Stripe(StripeError::AccessRevoked { .. }) => Failure::Revoked,
-                    SyncError::Stripe(e) => Failure::Unavailable(e.to_string()),
-                    other => Failure::Internal(ApiError::internal(other)),
-                })?
-                .as_str(),
+            Some(_) => {
+                // Applying may re-fetch from Stripe: a stall from here on is Stripe's.
+                on_stripe.store(true, Ordering::Relaxed);
+                let outcome = apply_event(&txn, &route.business, event, now, Some(&client))
+                    .await
+                    .map_err(|e| match e {
+                        SyncError::Stripe(StripeError::AccessRevoked { .. }) => Failure::Revoked,
+                        SyncError::Stripe(e) => Failure::Unavailable(e.to_string()),
+                        other => Failure::Internal(ApiError::internal(other)),
+                    })?;
+                on_stripe.store(false, Ordering::Relaxed);
+                outcome.as_str()
+            }
         };
         let business = (outcome != "unrouted").then_some(&route.business);
         let row = record(
@@ -469,12 +513,13 @@ async fn apply(
         txn.commit().await.map_err(internal)?;
         Ok(Some(outcome))
     };
-    let result = match tokio::time::timeout(APPLY_TIMEOUT, run).await {
+    let result = match tokio::time::timeout_at(deadline.into(), run).await {
         Ok(r) => r,
-        Err(_) => Err(Failure::Unavailable(format!(
+        Err(_) if on_stripe.load(Ordering::Relaxed) => Err(Failure::Unavailable(format!(
             "applying took longer than {} s",
             APPLY_TIMEOUT.as_secs()
         ))),
+        Err(_) => Err(Failure::Internal(database_stalled())),
     };
     match result {
         Ok(Some(outcome)) => {
@@ -554,7 +599,7 @@ fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Failure {
         (status = 413, response = crate::openapi::PayloadTooLarge),
         (status = 500, response = crate::openapi::Internal),
         (status = 503, description = "`not_configured` (no signing secret set), or \
-            `stripe_unavailable`: not applied now, Stripe delivers again.",
+            `stripe_unavailable` / `database_unavailable`: not applied now, Stripe delivers again.",
             body = crate::openapi::Error),
     )
 )]
@@ -563,7 +608,8 @@ pub async fn platform(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let result = platform_delivery(state, req, payload).await;
+    let deadline = Instant::now() + APPLY_TIMEOUT;
+    let result = bounded(deadline, platform_delivery(state, req, payload)).await;
     metrics::webhook_delivery("platform", &result);
     result
 }

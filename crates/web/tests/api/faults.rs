@@ -1,0 +1,524 @@
+//! Database faults under a running API (docs/security.md, "Faults and load"): a private
+//! PostgreSQL server stopped and started again in the middle of a sync and of a webhook burst,
+//! and SQLite's write lock held by another connection. Whatever fails answers non-2xx or fails
+//! its job, nothing is half-written, and a retry (Stripe's redelivery, the next sync) leaves
+//! the mirror exact with every event recorded once.
+
+use std::collections::HashSet;
+
+use futures::StreamExt;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use secrecy::SecretString;
+use tributary_persistence::sea_orm::EntityTrait;
+use tributary_persistence::testing::cluster::{PgCluster, StopMode};
+use tributary_persistence::testing::{Backend, TestDb};
+use tributary_stripe_connect::{Stripe, StripeConfig, sign_payload};
+use tributary_sync::{SyncConfig, SyncContext};
+
+use super::*;
+
+pub(crate) const CONNECT_HOOK: &str = "/api/webhooks/stripe/connect";
+pub(crate) const HOOK_SECRET: &str = "whsec_faults_connect_secret";
+const PLATFORM_KEY: &str = "sk_test_tributary_api_tests";
+
+/// A migrated database on a private PostgreSQL server the test may stop.
+struct Private {
+    cluster: PgCluster,
+    db: TestDb,
+}
+
+impl Private {
+    async fn start() -> Option<Private> {
+        let cluster = PgCluster::start()?;
+        let db = cluster.test_db().await;
+        Some(Private { cluster, db })
+    }
+
+    fn handle(&self) -> TestDbRef {
+        TestDbRef {
+            db: self.db.db.clone(),
+            url: self.db.url.clone(),
+            backend: Backend::Postgres,
+        }
+    }
+
+    async fn cleanup(self) {
+        self.db.cleanup().await;
+        drop(self.cluster);
+    }
+}
+
+/// The app with the Connect webhook secret, a short lease and a generous Stripe budget.
+pub(crate) async fn spawn_app(t: &TestDbRef, accounts: usize) -> TestApp {
+    TestApp::spawn_configured(
+        t,
+        Opts {
+            workers: true,
+            scale: Scale::Small,
+            accounts,
+            ..Opts::default()
+        },
+        |s| {
+            s.stripe.connect_webhook_secret = Some(String::from(HOOK_SECRET).into());
+            s.stripe.max_requests_per_second = 1000;
+            s.sync.lease_secs = 3;
+        },
+    )
+    .await
+}
+
+impl TestApp {
+    pub(crate) fn sim_stripe(&self) -> Stripe {
+        Stripe::new(StripeConfig {
+            api_base: self.sim.base_url(),
+            connect_base: self.sim.base_url(),
+            max_requests_per_second: 1000,
+            ..StripeConfig::new(SecretString::from(PLATFORM_KEY))
+        })
+        .unwrap()
+    }
+
+    /// Every event id the account has now.
+    pub(crate) async fn event_ids(&self, acct: &str) -> HashSet<String> {
+        self.account_events(acct, &HashSet::new())
+            .await
+            .into_iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The account's events not in `before`, as the Connect endpoint receives them.
+    pub(crate) async fn account_events(&self, acct: &str, before: &HashSet<String>) -> Vec<Value> {
+        self.sim_stripe()
+            .account(acct)
+            .unwrap()
+            .list::<Value>("/v1/events")
+            .collect_all()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.raw)
+            .filter(|e| !before.contains(e["id"].as_str().unwrap()))
+            .map(|mut e| {
+                e["account"] = json!(acct);
+                e
+            })
+            .collect()
+    }
+
+    /// Delivers one event body signed now; the status, or `None` when no answer came.
+    pub(crate) async fn deliver_body(&self, body: &str) -> Option<StatusCode> {
+        let signature = sign_payload(body.as_bytes(), HOOK_SECRET, now());
+        self.http
+            .post(format!("{}{CONNECT_HOOK}", self.base))
+            .header("Content-Type", "application/json")
+            .header("Stripe-Signature", signature)
+            .body(body.to_owned())
+            .send()
+            .await
+            .ok()
+            .map(|r| r.status())
+    }
+
+    /// Connects `business` to `acct` and waits for its first sync to succeed.
+    pub(crate) async fn connect_and_sync(&self, business: &str, acct: &str) {
+        assert_eq!(self.connect(business, acct).await["stripe"], "connected");
+        let job = self.status(business).await["last_sync"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let job = self
+            .wait_for_job(business, &job, &["succeeded", "failed"])
+            .await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+    }
+
+    pub(crate) async fn audit(&self, business: &str, acct: &str) -> tributary_sync::audit::Audit {
+        let stripe = self.sim_stripe();
+        let ctx = SyncContext::new(self.db.clone(), stripe.clone(), SyncConfig::default());
+        tributary_sync::audit::audit(&ctx, &biz(business), &stripe.account(acct).unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+/// Every recorded `(endpoint, event_id)` of the Connect endpoint, and how often each event id
+/// appears.
+pub(crate) async fn recorded_ids(db: &Database) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for row in webhook_events::Entity::find().all(db.conn()).await.unwrap() {
+        *out.entry(row.event_id).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Waits (polling the database directly) until `f` holds for the business's newest job.
+pub(crate) async fn wait_job(
+    db: &Database,
+    business: &str,
+    what: &str,
+    f: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (list, _) = jobs::list(db, &biz(business), 1, 0).await.unwrap();
+        if let Some(job) = list.first() {
+            let v = json!({
+                "id": job.id, "status": job.status, "progress": job.progress,
+                "error_code": job.error_code, "lease_owner": job.lease_owner,
+                "lease_expires_at": job.lease_expires_at,
+            });
+            if f(&v) {
+                return v;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: {v}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub(crate) fn written(job: &Value) -> u64 {
+    job["progress"]
+        .as_object()
+        .map(|p| p.values().filter_map(|r| r["written"].as_u64()).sum())
+        .unwrap_or(0)
+}
+
+/// PostgreSQL killed (`-m immediate`, as a crash) while the API's worker pool runs a first
+/// sync, and webhooks arriving while it is down: the deliveries answer non-2xx, the job ends
+/// (succeeded after the outage, or failed with `database`: never left running), the next
+/// sync is exact, and the redelivered events are each recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_killed_mid_sync_then_restarted() {
+    let Some(private) = Private::start().await else {
+        return;
+    };
+    let t = private.handle();
+    let app = spawn_app(&t, 1).await;
+    let acct = app.account(0);
+    // Slow Stripe down so the sync is still running when the database goes.
+    app.sim_control("/_sim/faults", json!({"latency_ms": 30}))
+        .await;
+    assert_eq!(app.connect("biz-a", &acct).await["stripe"], "connected");
+    let job = wait_job(&t.db, "biz-a", "first pages written", |j| {
+        j["status"] == "running" && written(j) > 0
+    })
+    .await;
+    let before_events = app.event_ids(&acct).await;
+
+    private.cluster.stop(StopMode::Immediate);
+    let down = std::time::Instant::now();
+    // Changes happen at Stripe meanwhile; their webhooks find no database.
+    app.sim_control(
+        &format!("/_sim/accounts/{acct}/mutate"),
+        json!({"count": 8, "seed": 3}),
+    )
+    .await;
+    let events = app.account_events(&acct, &before_events).await;
+    assert!(events.len() >= 8, "{} events", events.len());
+    let bodies: Vec<String> = events.iter().map(Value::to_string).collect();
+    let answers: Vec<Option<StatusCode>> = futures::stream::iter(bodies.iter())
+        .map(|b| app.deliver_body(b))
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    // 503: Stripe retries; answered within the delivery bound, not after the pool's 30 s.
+    assert!(
+        answers
+            .iter()
+            .all(|s| *s == Some(StatusCode::SERVICE_UNAVAILABLE)),
+        "no delivery may succeed without a database: {answers:?}"
+    );
+    let ready = app.send(Method::GET, "/readyz", None, None).await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        ready.text
+    );
+    let outage = down.elapsed();
+    private.cluster.start_server();
+
+    // The interrupted job ends on its own: never left running.
+    let ended = wait_job(&t.db, "biz-a", "the job ends after the restart", |j| {
+        j["id"] == job["id"] && (j["status"] == "succeeded" || j["status"] == "failed")
+    })
+    .await;
+    if ended["status"] == "failed" {
+        assert_eq!(ended["error_code"], "database", "{ended}");
+    }
+    assert!(
+        jobs::active_job(&t.db, &biz("biz-a"))
+            .await
+            .unwrap()
+            .is_none(),
+        "no job left queued or running"
+    );
+    app.sim_control("/_sim/faults", json!({})).await;
+
+    // Stripe redelivers: every event is accepted once.
+    for body in &bodies {
+        assert_eq!(app.deliver_body(body).await, Some(StatusCode::OK));
+    }
+    let res = app
+        .post("/api/stripe/biz-a/sync", &agency(&["biz-a"]))
+        .await;
+    assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text);
+    let next = app
+        .wait_for_job(
+            "biz-a",
+            res.json()["id"].as_str().unwrap(),
+            &["succeeded", "failed"],
+        )
+        .await;
+    assert_eq!(next["status"], "succeeded", "{next}");
+    let audit = app.audit("biz-a", &acct).await;
+    assert!(audit.is_exact(), "{:#?}", audit.differences);
+    let recorded = recorded_ids(&app.db).await;
+    for e in &events {
+        assert_eq!(
+            recorded.get(e["id"].as_str().unwrap()),
+            Some(&1),
+            "{}",
+            e["id"]
+        );
+    }
+    let _ = writeln_notice(&format!(
+        "postgres_killed_mid_sync_then_restarted: first job {} ({}), outage {outage:?}",
+        ended["status"], ended["error_code"]
+    ));
+    app.stop().await;
+    private.cleanup().await;
+}
+
+pub(crate) fn writeln_notice(msg: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    writeln!(std::io::stderr(), "{msg}")
+}
+
+/// PostgreSQL stopped (`-m fast`) while 16 clients deliver a shuffled burst of events with
+/// same-second ties, and started again while the burst goes on: deliveries that were cut off
+/// answer non-2xx; redelivering exactly those (as Stripe does) leaves the mirror exact, and
+/// every event is recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_mid_webhook_burst() {
+    let Some(private) = Private::start().await else {
+        return;
+    };
+    let t = private.handle();
+    let app = spawn_app(&t, 1).await;
+    let acct = app.account(0);
+    app.connect_and_sync("biz-a", &acct).await;
+    let before = app.event_ids(&acct).await;
+    app.sim_control(
+        &format!("/_sim/accounts/{acct}/mutate"),
+        json!({"count": 150, "seed": 21}),
+    )
+    .await;
+    let c = now();
+    app.sim_control(
+        &format!("/_sim/accounts/{acct}/objects"),
+        json!(
+            ["a", "b", "c"].map(|x| json!({"id": "cus_fault_tie", "object": "customer",
+            "email": format!("tie-{x}@example.com"), "created": c, "livemode": false,
+            "metadata": {}}))
+        ),
+    )
+    .await;
+    let mut events = app.account_events(&acct, &before).await;
+    assert!(events.len() >= 150, "{} events", events.len());
+    events.shuffle(&mut rand::rngs::StdRng::seed_from_u64(5));
+    let bodies: Vec<String> = events.iter().map(Value::to_string).collect();
+
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let stop_after = bodies.len() / 3;
+    let cluster = &private.cluster;
+    let burst = futures::stream::iter(bodies.iter().enumerate())
+        .map(|(i, b)| {
+            let answered = &answered;
+            let app = &app;
+            async move {
+                let status = app.deliver_body(b).await;
+                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                (i, status)
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>();
+    let outage = async {
+        while answered.load(std::sync::atomic::Ordering::SeqCst) < stop_after {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::task::block_in_place(|| cluster.stop(StopMode::Fast));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::task::block_in_place(|| cluster.start_server());
+    };
+    let (answers, ()) = futures::join!(burst, outage);
+    let failed: Vec<usize> = answers
+        .iter()
+        .filter(|(_, s)| *s != Some(StatusCode::OK))
+        .map(|(i, _)| *i)
+        .collect();
+    assert!(
+        answers.iter().all(|(_, s)| s.is_some()),
+        "the API itself stays up: {answers:?}"
+    );
+    assert!(!failed.is_empty(), "the stop cut no delivery off");
+    let ok_before_retry = answers.len() - failed.len();
+    // Stripe retries what was not answered 2xx.
+    for i in &failed {
+        assert_eq!(app.deliver_body(&bodies[*i]).await, Some(StatusCode::OK));
+    }
+    // A few successful ones again: duplicates change nothing.
+    for (i, _) in answers
+        .iter()
+        .filter(|(_, s)| *s == Some(StatusCode::OK))
+        .take(10)
+    {
+        assert_eq!(app.deliver_body(&bodies[*i]).await, Some(StatusCode::OK));
+    }
+    let audit = app.audit("biz-a", &acct).await;
+    assert!(audit.is_exact(), "{:#?}", audit.differences);
+    let recorded = recorded_ids(&app.db).await;
+    assert_eq!(recorded.len(), events.len());
+    assert!(recorded.values().all(|n| *n == 1), "{recorded:?}");
+    let tie =
+        mirror::find::<stripe_customers::Entity, _>(app.db.conn(), &biz("biz-a"), "cus_fault_tie")
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(tie.email.as_deref(), Some("tie-c@example.com"));
+    let _ = writeln_notice(&format!(
+        "postgres_stopped_mid_webhook_burst: {} events, {ok_before_retry} accepted during the burst, {} redelivered",
+        events.len(),
+        failed.len()
+    ));
+    app.stop().await;
+    private.cleanup().await;
+}
+
+/// SQLite's write lock held by another connection (another process's `BEGIN IMMEDIATE`) while
+/// webhooks arrive and a sync runs. Held for a moment: deliveries and the sync wait (busy
+/// timeout) and go through. Held longer than a delivery may take: deliveries answer `503`
+/// within [`tributary_web::routes::webhooks::APPLY_TIMEOUT`] instead of hanging, nothing is
+/// stored, and the redelivered events are applied once; the sync waits the lock out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_write_lock_held_by_another_connection() {
+    tributary_persistence::testing::run(Backend::Sqlite, |t| async move {
+        let app = spawn_app(&t, 1).await;
+        let acct = app.account(0);
+        app.connect_and_sync("biz-a", &acct).await;
+        let locker = Database::connect(&t.url).await.unwrap();
+
+        // A short lock: everything waits for it.
+        let before = app.event_ids(&acct).await;
+        app.sim_control(
+            &format!("/_sim/accounts/{acct}/mutate"),
+            json!({"count": 10, "seed": 4}),
+        )
+        .await;
+        let short: Vec<String> = app
+            .account_events(&acct, &before)
+            .await
+            .iter()
+            .map(Value::to_string)
+            .collect();
+        let lock = locker.begin_write().await.unwrap();
+        let release = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            lock.rollback().await.unwrap();
+        };
+        let deliveries = futures::stream::iter(short.iter())
+            .map(|b| app.deliver_body(b))
+            .buffer_unordered(8)
+            .collect::<Vec<_>>();
+        let token = agency(&["biz-a"]);
+        let trigger = app.post("/api/stripe/biz-a/sync", &token);
+        let (answers, res, ()) = futures::join!(deliveries, trigger, release);
+        assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text);
+        let job = res.json()["id"].as_str().unwrap().to_owned();
+        assert!(
+            answers.iter().all(|s| *s == Some(StatusCode::OK)),
+            "{answers:?}"
+        );
+        let done = app
+            .wait_for_job("biz-a", &job, &["succeeded", "failed"])
+            .await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+
+        // A long lock (longer than the lease, and than a delivery may take).
+        let before = app.event_ids(&acct).await;
+        app.sim_control(
+            &format!("/_sim/accounts/{acct}/mutate"),
+            json!({"count": 3, "seed": 5}),
+        )
+        .await;
+        let account_reads = app.sim_requests("GET /v1/account").await;
+        let long: Vec<String> = app
+            .account_events(&acct, &before)
+            .await
+            .iter()
+            .map(Value::to_string)
+            .collect();
+        let res = app
+            .post("/api/stripe/biz-a/sync", &agency(&["biz-a"]))
+            .await;
+        assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text);
+        let job = res.json()["id"].as_str().unwrap().to_owned();
+        // Once the sync runs, the lock is taken (so it stalls the sync, too).
+        wait_job(&app.db, "biz-a", "the second sync runs", |j| {
+            j["id"] == json!(job) && j["status"] == "running"
+        })
+        .await;
+        let lock = locker.begin_write().await.unwrap();
+        let started = std::time::Instant::now();
+        let answers: Vec<Option<StatusCode>> = futures::stream::iter(long.iter())
+            .map(|b| app.deliver_body(b))
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let waited = started.elapsed();
+        assert!(
+            answers
+                .iter()
+                .all(|s| *s == Some(StatusCode::SERVICE_UNAVAILABLE)),
+            "{answers:?}"
+        );
+        lock.rollback().await.unwrap();
+        let done = app
+            .wait_for_job("biz-a", &job, &["succeeded", "failed"])
+            .await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        // One run of that job (each run reads the account first), although its lease expired
+        // while the lock stalled it.
+        assert_eq!(
+            app.sim_requests("GET /v1/account").await,
+            account_reads + 1,
+            "the job ran more than once"
+        );
+        for body in &long {
+            assert_eq!(app.deliver_body(body).await, Some(StatusCode::OK));
+        }
+        let audit = app.audit("biz-a", &acct).await;
+        assert!(audit.is_exact(), "{:#?}", audit.differences);
+        let recorded = recorded_ids(&app.db).await;
+        assert!(recorded.values().all(|n| *n == 1), "{recorded:?}");
+        assert_eq!(recorded.len(), short.len() + long.len());
+        let (list, _) = jobs::list(&app.db, &biz("biz-a"), 10, 0).await.unwrap();
+        assert!(
+            list.iter().all(|j| j.status == jobs::SUCCEEDED),
+            "{:?}",
+            list.iter()
+                .map(|j| (&j.status, &j.error_code))
+                .collect::<Vec<_>>()
+        );
+        let _ = writeln_notice(&format!(
+            "sqlite_write_lock_held_by_another_connection: {} deliveries refused in {waited:?}",
+            long.len()
+        ));
+        locker.close().await.unwrap();
+        app.stop().await;
+    })
+    .await;
+}
