@@ -36,6 +36,10 @@ pub enum EventParseError {
     /// A required part (`id`, `type`, `data.object`) is missing.
     #[error("event has no {0}")]
     Missing(&'static str),
+    /// `id`, `type` or `account` holds a control character: Stripe never sends one, and
+    /// these are written to the logs as they are.
+    #[error("event {0} holds a control character")]
+    ControlCharacter(&'static str),
 }
 
 /// Replaces every NUL character in the strings and keys of `v` with U+FFFD.
@@ -69,6 +73,15 @@ impl EventEnvelope {
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
         let id = s("id").ok_or(EventParseError::Missing("id"))?;
         let event_type = s("type").ok_or(EventParseError::Missing("type"))?;
+        for (what, value) in [
+            ("id", Some(&id)),
+            ("type", Some(&event_type)),
+            ("account", s("account").as_ref()),
+        ] {
+            if value.is_some_and(|v| v.chars().any(char::is_control)) {
+                return Err(EventParseError::ControlCharacter(what));
+            }
+        }
         let data = v.get("data").ok_or(EventParseError::Missing("data"))?;
         let object = data
             .get("object")
@@ -207,6 +220,29 @@ mod tests {
             e.object["escaped"], "\\u0000",
             "an escaped backslash is not a NUL"
         );
+    }
+
+    #[test]
+    fn control_characters_in_what_is_logged_are_refused() {
+        for (body, what) in [
+            (
+                &br#"{"id":"evt_1\n2026-01-01 ERROR forged","type":"x","data":{"object":{}}}"#[..],
+                "id",
+            ),
+            (
+                br#"{"id":"evt_1","type":"x\r","data":{"object":{}}}"#,
+                "type",
+            ),
+            (
+                br#"{"id":"evt_1","type":"x","account":"acct_\u001b[31m","data":{"object":{}}}"#,
+                "account",
+            ),
+        ] {
+            assert_eq!(
+                parse_event(body),
+                Err(EventParseError::ControlCharacter(what))
+            );
+        }
     }
 
     #[test]

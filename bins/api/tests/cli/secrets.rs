@@ -22,6 +22,8 @@ use super::*;
 
 const REDIRECT_URI: &str = "https://api.tributary.test/api/stripe/oauth/callback";
 const AGENCY_URL: &str = "https://agency.example/settings/stripe";
+/// What a forged log line would look like.
+const FORGED: &str = "2026-01-01T00:00:00.000000Z ERROR tributary_web: forged line injected";
 
 /// 32 random hex characters.
 fn random_hex() -> String {
@@ -445,6 +447,44 @@ async fn no_secret_in_any_output(backend: Backend) {
             assert_eq!(status, want);
         }
 
+        // Log forging: values that reach the logs, each with a line break and a line of its
+        // own: the callback's `error`, a signed event's id.
+        let (status, body) = api
+            .call(
+                Method::GET,
+                "/api/stripe/connect-url?businessId=biz-s",
+                Some(&agency),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let state = body["url"].as_str().unwrap().split("state=").nth(1).unwrap();
+        let state = state.split('&').next().unwrap().to_owned();
+        let (status, _) = api
+            .call(
+                Method::GET,
+                &format!(
+                    "/api/stripe/oauth/callback?state={state}&error=x%0A{}",
+                    FORGED.replace(' ', "%20")
+                ),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(status, 302);
+        let (status, body) = api
+            .hook(
+                "/api/webhooks/stripe/secret-co",
+                &event(
+                    &format!("evt_x\n{FORGED}"),
+                    "customer.updated",
+                    json!({"id": "cus_own_2", "object": "customer"}),
+                ),
+                &s.business,
+            )
+            .await;
+        assert_eq!(status, 400, "{body}");
+
         // A manual sync.
         let (status, body) = api
             .call(Method::POST, "/api/stripe/biz-s/sync", Some(&agency), None)
@@ -489,6 +529,12 @@ async fn no_secret_in_any_output(backend: Backend) {
                 panic!("tributary-api printed {what}:\n{}", &printed[start..end]);
             }
         }
+        let plain = without_colours(&printed);
+        assert!(
+            !plain.lines().any(|l| l.starts_with(FORGED)),
+            "a request wrote a log line of its own"
+        );
+        assert!(plain.contains("injected"), "the forged values were not logged at all");
         // The check could have failed: every crate logged at trace (the server, the HTTP
         // client, ours), and the requests carrying each secret were made.
         assert!(printed.contains("TRACE"), "trace logging did not run");

@@ -253,7 +253,8 @@ pub async fn oauth_callback(state: web::Data<AppState>, req: HttpRequest) -> Htt
         return finish(&state, Portal::Agency, None, Err(reason::STATE_INVALID));
     };
     if let Some(error) = error {
-        tracing::info!(business_id = %business, user = %saved.user_sub, %error, "Stripe sent the user back without a code");
+        // `error` is whatever the query string says: logged escaped, never as raw lines.
+        tracing::info!(business_id = %business, user = %saved.user_sub, ?error, "Stripe sent the user back without a code");
         let r = if error == "access_denied" {
             reason::DENIED
         } else {
