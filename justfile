@@ -73,3 +73,26 @@ bench-smoke:
 bench-peer scale="medium":
     npm ci --prefix bench/peer
     bash bench/peer/compare.sh {{scale}}
+
+# Fault tests alone, on SQLite and PostgreSQL: a private PostgreSQL cluster (initdb; needs the
+# server binaries) killed mid-sync and stopped mid-webhook-burst, SQLite's write lock held by
+# another connection, SIGTERM of the scheduler (sync, run-once, daemon) and of the API mid-sync.
+faults:
+    cargo build -p tributary-scheduler
+    TRIBUTARY_TEST_POSTGRES_URL={{pg_url}} cargo test -p tributary-web --test api faults::
+    TRIBUTARY_TEST_POSTGRES_URL={{pg_url}} cargo test -p tributary-scheduler --test cli faults::
+    TRIBUTARY_TEST_POSTGRES_URL={{pg_url}} cargo test -p tributary-api --test cli load::sigterm
+
+# Webhook storm: about 10,000 deliveries (30 % duplicates, shuffled, same-second ties) from 32
+# concurrent clients into the API on PostgreSQL (2,000 on SQLite, which serialises writes); then
+# every mirror must equal its account and every event be recorded exactly once. CI runs 2,000.
+storm events="10000":
+    TRIBUTARY_STORM_EVENTS={{events}} TRIBUTARY_TEST_POSTGRES_URL={{pg_url}} cargo test -p tributary-web --test api storm:: -- --nocapture --test-threads 1
+
+# Soak: the tributary-api binary under mixed load (reads, signed webhooks, manual syncs) beside
+# `tributary-scheduler daemon`, on SQLite and PostgreSQL, for 10 minutes; fails on any unexpected
+# answer, a failed job, an inexact mirror, or resident memory that grows (last third of the run
+# against the first). CI runs 20 s.
+soak secs="600":
+    cargo build -p tributary-scheduler
+    TRIBUTARY_SOAK_SECS={{secs}} TRIBUTARY_TEST_POSTGRES_URL={{pg_url}} cargo test -p tributary-api --test cli load::soak -- --nocapture --test-threads 1

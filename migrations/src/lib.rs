@@ -14,6 +14,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261123_000001_initial;
 mod m20261123_000002_read_paths;
+mod m20261201_000003_sync_canaries;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -25,12 +26,27 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_initial::Migration),
             Box::new(m20261123_000002_read_paths::Migration),
+            Box::new(m20261201_000003_sync_canaries::Migration),
         ]
     }
 }
 
 /// Names of every table the migrations create (besides sea-orm's own bookkeeping table).
-pub const TABLES: &[&str] = m20261123_000001_initial::TABLES;
+pub const TABLES: &[&str] = &{
+    const INITIAL: &[&str] = m20261123_000001_initial::TABLES;
+    let mut all = [""; INITIAL.len() + 1];
+    let mut i = 0;
+    while i < INITIAL.len() {
+        all[i] = INITIAL[i];
+        i += 1;
+    }
+    all[i] = m20261201_000003_sync_canaries::TABLE;
+    all
+};
+
+/// The unlogged table that tells a sync its PostgreSQL server lost recent commits (crash,
+/// immediate shutdown, failover) while it ran; see `m20261201_000003_sync_canaries`.
+pub const CANARY_TABLE: &str = m20261201_000003_sync_canaries::TABLE;
 
 /// Mirror tables: one row per Stripe object, keyed by (business_id, stripe_id).
 pub const MIRROR_TABLES: &[&str] = m20261123_000001_initial::MIRROR_TABLES;

@@ -282,6 +282,62 @@ pub async fn release(db: &Database, job_id: &str, owner: &str) -> Result<bool, P
     Ok(res.rows_affected == 1)
 }
 
+/// Plants the canary of a run that starts (PostgreSQL; a no-op on SQLite): a row of the
+/// unlogged `sync_canaries`, which the server empties when it loses recent commits (crash,
+/// immediate shutdown, failover). [`canary_alive`] in the run's last transaction tells whether
+/// everything the run committed is still there. Replaces the business's older canaries.
+pub async fn plant_canary(
+    db: &Database,
+    business: &BusinessId,
+    job_id: &str,
+    owner: &str,
+    now: i64,
+) -> Result<(), PersistenceError> {
+    if db.conn().get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(());
+    }
+    let txn = db.begin_write().await?;
+    txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        format!("DELETE FROM {CANARIES} WHERE business_id = $1 OR job_id = $2"),
+        [business.as_str().into(), job_id.into()],
+    ))
+    .await?;
+    txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        format!(
+            "INSERT INTO {CANARIES} (job_id, business_id, owner, created_at) VALUES ($1, $2, $3, $4)"
+        ),
+        [job_id.into(), business.as_str().into(), owner.into(), now.into()],
+    ))
+    .await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Whether the canary `owner` planted for `job_id` is still there (always on SQLite). `false`
+/// after the PostgreSQL server crashed, was shut down immediately or failed over since: pages
+/// committed before that may be lost, and the run must not count.
+pub async fn canary_alive<C: ConnectionTrait>(
+    conn: &C,
+    job_id: &str,
+    owner: &str,
+) -> Result<bool, PersistenceError> {
+    if conn.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(true);
+    }
+    let row = conn
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            format!("SELECT 1 AS alive FROM {CANARIES} WHERE job_id = $1 AND owner = $2"),
+            [job_id.into(), owner.into()],
+        ))
+        .await?;
+    Ok(row.is_some())
+}
+
+const CANARIES: &str = tributary_migrations::CANARY_TABLE;
+
 /// Fails the business's active job from outside its worker (deauthorization, disconnect): the
 /// worker's next lease renewal fails and it stops.
 pub async fn fail_active(

@@ -205,6 +205,7 @@ const CONNECTION_TABLES: &[&str] = &[
     "stripe_access",
     "oauth_states",
     "sync_jobs",
+    tributary_migrations::CANARY_TABLE,
     "webhook_endpoints",
     "webhook_events",
 ];

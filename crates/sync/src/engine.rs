@@ -386,6 +386,10 @@ impl Run<'_> {
         let name = self
             .step(async { Ok(client.display_name().await?) })
             .await?;
+        // Before any page: the canary that tells the last transaction whether the server lost
+        // commits of this run meanwhile (see `jobs::plant_canary`).
+        let owner = &self.ctx.config().worker_id;
+        jobs::plant_canary(db, &self.business, &self.job_id, owner, self.ctx.now()).await?;
         access::set_account_name(db, &self.business, name.as_deref()).await?;
 
         let cursors: HashMap<String, sync_cursors::Model> = sync_cursors::Entity::find()
@@ -448,6 +452,12 @@ impl Run<'_> {
         }
 
         let txn = self.begin_guarded().await?;
+        if !jobs::canary_alive(&txn, &self.job_id, &self.ctx.config().worker_id).await? {
+            // Pages commit without waiting for their WAL flush, and a crash loses the newest
+            // of them while this run, reconnected, went on: its cursors must not move.
+            txn.rollback().await.ok();
+            return Err(SyncError::DatabaseRestarted);
+        }
         if full && !bounded_backfill {
             let b = &self.business;
             let s = self.started;

@@ -244,6 +244,13 @@ pub enum SyncError {
     /// failed, and the next worker resumes it.
     #[error("the sync was interrupted by a shutdown; its job was released for the next run")]
     Interrupted,
+    /// The PostgreSQL server lost recent commits while the run went on (it crashed, was shut
+    /// down immediately or failed over): pages the run wrote may be gone, so it does not count.
+    #[error(
+        "the database server restarted or failed over during the sync and may have lost pages \
+         it had written; the next sync lists them again"
+    )]
+    DatabaseRestarted,
 }
 
 impl SyncError {
@@ -252,7 +259,7 @@ impl SyncError {
         match self {
             Self::NotConnected(_) => "not_connected",
             Self::Stripe(e) => e.code(),
-            Self::Database(_) => "database",
+            Self::Database(_) | Self::DatabaseRestarted => "database",
             Self::Cancelled => "cancelled",
             Self::Interrupted => INTERRUPTED,
         }

@@ -191,6 +191,7 @@ impl PgCluster {
         );
     }
 
+    /// The port the server listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port
     }
