@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+#[path = "client/hostile.rs"]
+mod hostile;
 #[path = "client/mock.rs"]
 mod mock;
 

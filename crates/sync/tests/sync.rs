@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "sync/hostile.rs"]
+mod hostile;
+
 use std::time::Duration;
 
 use secrecy::SecretString;
