@@ -12,15 +12,19 @@ pub struct Email(String);
 /// Why a string is not an email address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EmailError {
+    /// Empty, or only whitespace.
     #[error("email is empty")]
     Empty,
+    /// Longer than 320 characters.
     #[error("email is longer than 320 characters")]
     TooLong,
+    /// Whitespace or a control character inside, or not exactly one `@` with text on each side.
     #[error("email must contain exactly one '@' with text on both sides")]
     Malformed,
 }
 
 impl Email {
+    /// Trims, checks and lowercases an address.
     pub fn parse(raw: &str) -> Result<Self, EmailError> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
@@ -47,10 +51,12 @@ impl Email {
         raw.and_then(|r| Self::parse(r).ok())
     }
 
+    /// The normalised address.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// The normalised address, as an owned string.
     pub fn into_inner(self) -> String {
         self.0
     }

@@ -3,20 +3,37 @@ use std::fmt;
 /// Why an identifier was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
+    /// Empty (or, for a slug, shorter than two characters).
     #[error("{kind} must not be empty")]
-    Empty { kind: &'static str },
+    Empty {
+        /// The identifier's name in messages (e.g. `"business id"`).
+        kind: &'static str,
+    },
+    /// Longer than `max` characters.
     #[error("{kind} is longer than {max} characters")]
-    TooLong { kind: &'static str, max: usize },
+    TooLong {
+        /// The identifier's name in messages.
+        kind: &'static str,
+        /// The longest accepted length.
+        max: usize,
+    },
+    /// Does not start with the required prefix.
     #[error("{kind} must start with '{prefix}'")]
     Prefix {
+        /// The identifier's name in messages.
         kind: &'static str,
+        /// The required prefix (e.g. `acct_`).
         prefix: &'static str,
     },
+    /// Holds a character outside the allowed set.
     #[error("{kind} contains characters outside {allowed}")]
     Charset {
+        /// The identifier's name in messages.
         kind: &'static str,
+        /// The allowed characters, described for the message.
         allowed: &'static str,
     },
+    /// A reserved slug (`connect`).
     #[error("'{0}' is reserved and cannot be used as a slug")]
     Reserved(String),
 }
@@ -44,6 +61,7 @@ macro_rules! text_id {
                 Ok(Self(raw.to_owned()))
             }
 
+            /// The id as given.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -81,6 +99,7 @@ text_id!(
 pub struct StripeAccountId(String);
 
 impl StripeAccountId {
+    /// Accepts `acct_` followed by ASCII letters and digits, at most 255 characters.
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         const KIND: &str = "Stripe account id";
         let Some(rest) = raw.strip_prefix("acct_") else {
@@ -107,6 +126,7 @@ impl StripeAccountId {
         Ok(Self(raw.to_owned()))
     }
 
+    /// The account id, `acct_…`.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -132,6 +152,7 @@ impl<'de> serde::Deserialize<'de> for StripeAccountId {
 pub struct Slug(String);
 
 impl Slug {
+    /// Accepts `[a-z0-9-]{2,63}` except the reserved `connect`.
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         const KIND: &str = "slug";
         if raw.len() < 2 {
@@ -158,6 +179,7 @@ impl Slug {
         Ok(Self(raw.to_owned()))
     }
 
+    /// The slug.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -177,10 +199,12 @@ impl fmt::Display for Slug {
 pub struct JobId(String);
 
 impl JobId {
+    /// A new UUID v7 id.
     pub fn new() -> Self {
         Self(uuid::Uuid::now_v7().to_string())
     }
 
+    /// Accepts any UUID, in its hyphenated lowercase form.
     pub fn parse(raw: &str) -> Result<Self, IdError> {
         uuid::Uuid::parse_str(raw)
             .map(|u| Self(u.to_string()))
@@ -190,6 +214,7 @@ impl JobId {
             })
     }
 
+    /// The id, a hyphenated lowercase UUID.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -30,6 +30,7 @@ pub struct Month {
 pub struct MonthError(pub String);
 
 impl Month {
+    /// The month, or `None` outside January 1970 – December 9999.
     pub fn new(year: i32, month: u8) -> Option<Self> {
         ((1..=12).contains(&month) && (1970..=9999).contains(&year)).then_some(Self { year, month })
     }
@@ -63,10 +64,12 @@ impl Month {
         }
     }
 
+    /// The year, e.g. `2026`.
     pub fn year(self) -> i32 {
         self.year
     }
 
+    /// The month of the year, `1..=12`.
     pub fn month(self) -> u8 {
         self.month
     }
@@ -88,10 +91,12 @@ impl Month {
         Self::from_ordinal(self.ordinal() + n)
     }
 
+    /// The following month.
     pub fn next(self) -> Self {
         Self::from_ordinal(self.ordinal() + 1)
     }
 
+    /// The previous month.
     pub fn prev(self) -> Self {
         Self::from_ordinal(self.ordinal() - 1)
     }
@@ -160,8 +165,11 @@ fn day_start(day: &str) -> i64 {
 /// A subscription as MRR reconstruction needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionHistory {
+    /// The subscription id (`sub_…`).
     pub id: String,
+    /// The Stripe customer id, when it has one.
     pub customer: Option<String>,
+    /// The subscription's currency.
     pub currency: Currency,
     /// `start_date` (else `created`): when the subscription was created, trial or not.
     pub started_at: i64,
@@ -193,11 +201,17 @@ impl SubscriptionHistory {
 /// One `mrr_snapshots` row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
+    /// The day, `YYYY-MM-DD` (UTC).
     pub day: String,
+    /// The subscription id.
     pub subscription: String,
+    /// The Stripe customer id, when it has one.
     pub customer: Option<String>,
+    /// The subscription's Stripe status that day.
     pub status: String,
+    /// The subscription's currency.
     pub currency: Currency,
+    /// The normalised monthly amount that day, in minor units.
     pub mrr: i64,
 }
 
@@ -215,6 +229,8 @@ pub struct MrrTimeline {
 }
 
 impl MrrTimeline {
+    /// The timeline of `currency` (other currencies' rows are dropped); `now` (unix) is where the
+    /// current month ends.
     pub fn new(
         currency: &Currency,
         subscriptions: Vec<SubscriptionHistory>,
@@ -305,6 +321,7 @@ impl MrrTimeline {
         state
     }
 
+    /// The timeline's currency.
     pub fn currency(&self) -> &Currency {
         &self.currency
     }
@@ -314,12 +331,19 @@ impl MrrTimeline {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevenueMonth {
+    /// The month, `YYYY-MM`.
     pub month: String,
+    /// Gross of the movements that occurred in the month, in minor units.
     pub gross: i64,
+    /// Refunds created in the month, in minor units.
     pub refunded: i64,
+    /// `gross − refunded`.
     pub net: i64,
+    /// MRR at the end of the month, in minor units.
     pub mrr: i64,
+    /// `12 × mrr`.
     pub arr: i64,
+    /// Subscriptions counted in the MRR at the end of the month.
     pub active_subscriptions: i64,
 }
 
@@ -363,11 +387,16 @@ pub fn revenue(
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetentionMonth {
+    /// The month, `YYYY-MM`.
     pub month: String,
+    /// Subscribers of the previous month's end who have none left at this month's end, as a
+    /// fraction of those subscribers.
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub subscriber_churn_rate: Option<f64>,
+    /// (Churned + contraction MRR) ÷ starting MRR.
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub gross_mrr_churn_rate: Option<f64>,
+    /// (Starting − churned − contraction + expansion MRR) ÷ starting MRR.
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub net_revenue_retention: Option<f64>,
 }
@@ -375,12 +404,19 @@ pub struct RetentionMonth {
 /// Movements of the MRR between two states.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MrrMovements {
+    /// MRR of the start state.
     pub starting: i64,
+    /// MRR of subscriptions gone at the end.
     pub churned: i64,
+    /// MRR lost by subscriptions that shrank.
     pub contraction: i64,
+    /// MRR gained by subscriptions that grew (or stayed equal: adds 0).
     pub expansion: i64,
+    /// MRR of subscriptions absent from the start state.
     pub new: i64,
+    /// Distinct subscribers (the customer, else the subscription) of the start state.
     pub subscribers_at_start: i64,
+    /// Subscribers of the start state absent from the end state.
     pub subscribers_lost: i64,
 }
 
@@ -447,8 +483,11 @@ fn customer_key(m: &Movement) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Cohort {
+    /// The cohort month, `YYYY-MM`.
     pub cohort: String,
+    /// Customers whose first movement fell in the cohort month.
     pub customers: i64,
+    /// Per month from the cohort month on: how many of them had a movement in it.
     pub retained: Vec<i64>,
 }
 
@@ -490,8 +529,12 @@ pub fn cohorts(movements: &[Movement], months: &[Month]) -> Vec<Cohort> {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AcquisitionMonth {
+    /// The month, `YYYY-MM`.
     pub month: String,
+    /// Customers whose first movement (any currency) fell in the month.
     pub new_customers: i64,
+    /// Subscriptions in the currency that started in the month, except never-activated
+    /// (`incomplete`, `incomplete_expired`) ones.
     pub new_subscriptions: i64,
     /// Net revenue in the currency ÷ customers with a movement in that currency in the month,
     /// rounded half away from zero; `None` without such customers.

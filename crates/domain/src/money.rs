@@ -5,6 +5,7 @@ use std::fmt;
 #[serde(transparent)]
 pub struct Currency(String);
 
+/// Why a string is not a currency code (it holds the string).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("currency must be a three-letter ISO code, got '{0}'")]
 pub struct CurrencyError(pub String);
@@ -18,6 +19,7 @@ const ZERO_DECIMAL: &[&str] = &[
 const THREE_DECIMAL: &[&str] = &["bhd", "jod", "kwd", "omr", "tnd"];
 
 impl Currency {
+    /// Trims and lowercases a three-letter code; any three ASCII letters are accepted.
     pub fn parse(raw: &str) -> Result<Self, CurrencyError> {
         let lower = raw.trim().to_ascii_lowercase();
         if lower.len() == 3 && lower.bytes().all(|b| b.is_ascii_lowercase()) {
@@ -27,6 +29,7 @@ impl Currency {
         }
     }
 
+    /// The lowercase code.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -60,11 +63,14 @@ impl<'de> serde::Deserialize<'de> for Currency {
 /// is never added: [`Money::checked_add`] refuses.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Money {
+    /// The amount in minor units.
     pub amount: i64,
+    /// Its currency.
     pub currency: Currency,
 }
 
 impl Money {
+    /// An amount of `currency` in minor units.
     pub fn new(amount: i64, currency: Currency) -> Self {
         Self { amount, currency }
     }

@@ -10,13 +10,18 @@ use crate::Currency;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Interval {
+    /// Daily.
     Day,
+    /// Weekly.
     Week,
+    /// Monthly.
     Month,
+    /// Yearly.
     Year,
 }
 
 impl Interval {
+    /// Stripe's spelling: `day`, `week`, `month` or `year`.
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
             "day" => Some(Self::Day),
@@ -41,10 +46,15 @@ impl Interval {
 /// One subscription item as MRR needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecurringItem {
+    /// The price's unit amount, in minor units.
     pub unit_amount: i64,
+    /// The item's quantity.
     pub quantity: i64,
+    /// The price's billing interval.
     pub interval: Interval,
+    /// Intervals per billing period (every 3 months: `Month` × 3).
     pub interval_count: i64,
+    /// The price's currency.
     pub currency: Currency,
     /// Metered prices bill usage after the fact: not recurring revenue.
     pub metered: bool,
@@ -53,10 +63,18 @@ pub struct RecurringItem {
 /// A discount a subscription carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Discount {
-    /// Percentage in basis points (12.5 % = 1250).
-    PercentOff { basis_points: i64 },
+    /// A percentage off.
+    PercentOff {
+        /// The percentage in basis points (12.5 % = 1250).
+        basis_points: i64,
+    },
     /// A fixed amount off each billing period of the subscription.
-    AmountOff { amount: i64, currency: Currency },
+    AmountOff {
+        /// The amount off, in minor units.
+        amount: i64,
+        /// Its currency (a discount in another currency than the subscription's is ignored).
+        currency: Currency,
+    },
 }
 
 /// Whether a subscription status counts towards MRR: active and past-due do; trialing,

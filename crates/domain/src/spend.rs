@@ -28,28 +28,41 @@ use crate::{Currency, Email};
 /// A Stripe customer as far as spend needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomerFact {
+    /// The customer id (`cus_…`).
     pub id: String,
+    /// The customer's normalised email.
     pub email: Option<Email>,
 }
 
+/// A payment intent as far as spend needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentIntentFact {
+    /// The payment intent id (`pi_…`).
     pub id: String,
+    /// Its customer id.
     pub customer: Option<String>,
+    /// The normalised `receipt_email`.
     pub receipt_email: Option<Email>,
     /// `status == "succeeded"`.
     pub succeeded: bool,
+    /// `amount_received`, in minor units.
     pub amount_received: i64,
+    /// Its currency.
     pub currency: Currency,
+    /// `created` (unix).
     pub created: i64,
     /// The older API's `payment_intent.invoice`.
     pub invoice: Option<String>,
 }
 
+/// A charge as far as spend needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChargeFact {
+    /// The charge id (`ch_…`).
     pub id: String,
+    /// The payment intent it belongs to, if any.
     pub payment_intent: Option<String>,
+    /// Its customer id.
     pub customer: Option<String>,
     /// `receipt_email`, else `billing_details.email`.
     pub receipt_email: Option<Email>,
@@ -57,20 +70,28 @@ pub struct ChargeFact {
     pub succeeded: bool,
     /// The captured amount.
     pub amount: i64,
+    /// Its currency.
     pub currency: Currency,
+    /// `created` (unix).
     pub created: i64,
     /// The older API's `charge.invoice`.
     pub invoice: Option<String>,
 }
 
+/// An invoice as far as spend needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvoiceFact {
+    /// The invoice id (`in_…`).
     pub id: String,
+    /// Its customer id.
     pub customer: Option<String>,
+    /// The normalised `customer_email`.
     pub customer_email: Option<Email>,
     /// `status == "paid"`.
     pub paid: bool,
+    /// `amount_paid`, in minor units.
     pub amount_paid: i64,
+    /// Its currency.
     pub currency: Currency,
     /// `status_transitions.paid_at`, else `created`.
     pub paid_at: i64,
@@ -83,48 +104,74 @@ pub struct InvoiceFact {
 /// An `invoice_payment` object: the current API's link from an invoice to what paid it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvoicePaymentFact {
+    /// The invoice payment id (`inpay_…`).
     pub id: String,
+    /// The invoice it pays.
     pub invoice: String,
+    /// `payment.payment_intent`, when a payment intent paid it.
     pub payment_intent: Option<String>,
+    /// `payment.charge`, when a charge paid it.
     pub charge: Option<String>,
 }
 
+/// A checkout session as far as spend needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckoutSessionFact {
+    /// The session id (`cs_…`).
     pub id: String,
+    /// Its customer id.
     pub customer: Option<String>,
     /// `customer_details.email`.
     pub email: Option<Email>,
     /// `payment_status == "paid"`.
     pub paid: bool,
+    /// `amount_total`, in minor units.
     pub amount_total: i64,
+    /// Its currency.
     pub currency: Currency,
+    /// `created` (unix).
     pub created: i64,
+    /// The payment intent it created, if any.
     pub payment_intent: Option<String>,
+    /// The invoice it created, if any.
     pub invoice: Option<String>,
 }
 
+/// A refund as far as spend needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundFact {
+    /// The refund id (`re_…`).
     pub id: String,
+    /// The payment intent it refunds, if known.
     pub payment_intent: Option<String>,
+    /// The charge it refunds, if known.
     pub charge: Option<String>,
     /// `status == "succeeded"`.
     pub succeeded: bool,
+    /// The refunded amount, in minor units.
     pub amount: i64,
+    /// Its currency.
     pub currency: Currency,
+    /// `created` (unix): the refund counts in this month.
     pub created: i64,
 }
 
 /// Everything spend is computed from. Callers pass the rows they hold (deleted rows left out).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SpendFacts {
+    /// Customers.
     pub customers: Vec<CustomerFact>,
+    /// Payment intents.
     pub payment_intents: Vec<PaymentIntentFact>,
+    /// Charges.
     pub charges: Vec<ChargeFact>,
+    /// Invoices.
     pub invoices: Vec<InvoiceFact>,
+    /// Invoice payments.
     pub invoice_payments: Vec<InvoicePaymentFact>,
+    /// Checkout sessions.
     pub checkout_sessions: Vec<CheckoutSessionFact>,
+    /// Refunds.
     pub refunds: Vec<RefundFact>,
 }
 
@@ -132,39 +179,56 @@ pub struct SpendFacts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MovementSource {
+    /// A succeeded payment intent.
     PaymentIntent,
+    /// A succeeded charge without a payment intent.
     Charge,
+    /// A paid invoice that no link ties to a movement.
     Invoice,
+    /// A paid checkout session whose money no other movement counts.
     CheckoutSession,
 }
 
 /// One refund applied to a movement, kept for monthly series (refunds count in their own month).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedRefund {
+    /// The refund id.
     pub id: String,
+    /// The refunded amount, in minor units.
     pub amount: i64,
+    /// When it was created (unix).
     pub created: i64,
 }
 
 /// One unit of money that moved, counted once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Movement {
+    /// Which kind of object carries it.
     pub source: MovementSource,
     /// The id of the object that carries it (`pi_…`, `ch_…`, `in_…`, `cs_…`).
     pub id: String,
+    /// Whose it is: the normalised email (SPEC §7, rule 6), if any.
     pub email: Option<Email>,
+    /// The Stripe customer, if any.
     pub customer_id: Option<String>,
+    /// Its currency.
     pub currency: Currency,
+    /// The amount that moved, in minor units.
     pub gross: i64,
+    /// The sum of the refunds applied to it.
     pub refunded: i64,
+    /// The refunds applied to it.
     pub refunds: Vec<AppliedRefund>,
+    /// When it happened (unix): `created`, or the invoice's `paid_at`.
     pub occurred_at: i64,
-    /// The invoice and checkout session this movement settles, when known.
+    /// The invoice this movement settles, when known.
     pub invoice: Option<String>,
+    /// The checkout session this movement settles, when known.
     pub checkout_session: Option<String>,
 }
 
 impl Movement {
+    /// `gross − refunded` (saturating).
     pub fn net(&self) -> i64 {
         self.gross.saturating_sub(self.refunded)
     }
@@ -173,21 +237,30 @@ impl Movement {
 /// Gross, refunded and net of one currency.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SpendTotal {
+    /// The currency.
     pub currency: Currency,
+    /// Gross, in minor units.
     pub gross: i64,
+    /// Refunded, in minor units.
     pub refunded: i64,
+    /// `gross − refunded`.
     pub net: i64,
 }
 
 /// The spend of one normalised email.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmailSpend {
+    /// The normalised email.
     pub email: Email,
+    /// The Stripe customers its movements carry.
     pub customer_ids: BTreeSet<String>,
     /// One entry per currency, sorted by currency code.
     pub totals: Vec<SpendTotal>,
+    /// Movements, in any currency.
     pub order_count: i64,
+    /// The earliest movement (unix).
     pub first_purchase_at: i64,
+    /// The latest movement (unix).
     pub last_purchase_at: i64,
 }
 

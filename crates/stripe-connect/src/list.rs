@@ -216,7 +216,6 @@ impl<T: FromRaw> ListRequest<T> {
         self
     }
 
-    /// Replace the page size (1–100).
     /// The same request, yielding another model type (e.g. [`RawOnly`]).
     pub fn retype<U: FromRaw>(self) -> ListRequest<U> {
         ListRequest {
@@ -227,6 +226,7 @@ impl<T: FromRaw> ListRequest<T> {
         }
     }
 
+    /// Replace the page size (clamped to 1–100).
     pub fn limit(mut self, limit: u32) -> Self {
         let limit = limit.clamp(1, MAX_LIMIT);
         self.params.retain(|(k, _)| k != "limit");

@@ -3,14 +3,48 @@
 //! Start it in-process with [`SimServer::start`] (or run the `tributary-stripe-sim` binary) and
 //! drive it over HTTP: the Stripe API routes under `/v1`, Connect OAuth under `/oauth`, and the
 //! control routes under `/_sim` (see `docs/simulator.md`).
+//!
+//! # Example
+//!
+//! A service's test starts a simulator with one generated account and lists its customers, as
+//! Stripe would answer them:
+//!
+//! ```
+//! use tributary_stripe_sim::{Scale, SimOptions, SimServer};
+//!
+//! #[tokio::main]
+//! async fn main() -> anyhow::Result<()> {
+//!     let sim = SimServer::start(SimOptions {
+//!         seed: 7,
+//!         accounts: 1,
+//!         scale: Scale::Small,
+//!         ..Default::default()
+//!     })
+//!     .await?;
+//!     // Any `sk_test_…` key is accepted; `Stripe-Account` picks the connected account.
+//!     let page: serde_json::Value = reqwest::Client::new()
+//!         .get(format!("{}/v1/customers?limit=3", sim.base_url()))
+//!         .bearer_auth("sk_test_example")
+//!         .header("Stripe-Account", &sim.accounts()[0])
+//!         .send()
+//!         .await?
+//!         .error_for_status()?
+//!         .json()
+//!         .await?;
+//!     assert_eq!(page["object"], "list");
+//!     assert_eq!(page["data"].as_array().map(Vec::len), Some(3));
+//!     sim.stop().await;
+//!     Ok(())
+//! }
+//! ```
 
 mod api;
 mod control;
 mod faults;
-pub mod generate;
+mod generate;
 mod oauth;
-pub mod rng;
-pub mod store;
+mod rng;
+mod store;
 mod templates;
 mod webhooks;
 
@@ -131,6 +165,7 @@ impl SimServer {
         })
     }
 
+    /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

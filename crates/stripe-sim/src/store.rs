@@ -575,10 +575,6 @@ impl Account {
         &self.cols[k.idx()]
     }
 
-    pub fn col_mut(&mut self, k: Kind) -> &mut Collection {
-        &mut self.cols[k.idx()]
-    }
-
     pub fn put(&mut self, k: Kind, v: &Value) {
         self.cols[k.idx()].put(v);
     }

@@ -19,7 +19,9 @@ pub const HTTP_REQUESTS: &str = "tributary_http_requests_total";
 /// Histogram: seconds to answer, by `method` and `route`.
 pub const HTTP_DURATION: &str = "tributary_http_request_duration_seconds";
 /// Counter: Stripe webhook deliveries, by `endpoint` (`platform`, `connect`, `business`) and
-/// `outcome` (see [`webhook_outcome`]).
+/// `outcome` (`processed`, `duplicate`, `unrouted`, `other_mode`, `revoked`, `bad_signature`,
+/// `malformed`, `too_large`, `unknown_business`, `not_configured`, `unavailable`, `error`; see
+/// `docs/observability.md`).
 pub const WEBHOOK_DELIVERIES: &str = "tributary_webhook_deliveries_total";
 
 /// Upper bounds of the latency buckets of HTTP answers and Stripe attempts, in seconds.
