@@ -8,15 +8,21 @@ use tributary_domain::{BusinessId, StripeAccountId};
 use crate::entities::stripe_access::{self, Column, Entity, Model};
 use crate::{Database, PersistenceError, PurgeScope, purge_business_rows};
 
+/// `status` of a linked account.
 pub const CONNECTED: &str = "connected";
+/// `status` of an account whose access was revoked (deauthorized, or refused by Stripe).
 pub const REVOKED: &str = "revoked";
 
 /// What a successful OAuth exchange tells us about the account.
 #[derive(Debug, Clone)]
 pub struct NewConnection<'a> {
+    /// The connected account (`stripe_user_id`).
     pub account: &'a StripeAccountId,
+    /// Its display name, when Stripe gave one.
     pub account_name: Option<&'a str>,
+    /// Whether the connection is in live mode.
     pub livemode: bool,
+    /// The granted scope (`read_write`).
     pub scope: &'a str,
 }
 
@@ -26,9 +32,14 @@ pub enum Connected {
     /// First link, or the same account linked again.
     Linked,
     /// The business now links a different account: the old account's mirrored rows were cleared.
-    Relinked { previous: String },
+    Relinked {
+        /// The account linked before (`acct_…`).
+        previous: String,
+    },
 }
 
+/// The business's account, connected or revoked; `None` when it has none (never linked, or
+/// disconnected).
 pub async fn get(db: &Database, business: &BusinessId) -> Result<Option<Model>, PersistenceError> {
     Ok(Entity::find_by_id(business.as_str()).one(db.conn()).await?)
 }

@@ -20,6 +20,7 @@ pub const PLATFORM_ENDPOINT: &str = "platform";
 /// The outcome of a platform event no agency could be found for (yet).
 pub const UNROUTED: &str = "unrouted";
 
+/// The billing row of an agency, if any.
 pub async fn get<C: ConnectionTrait>(
     conn: &C,
     agency_id: &str,

@@ -43,10 +43,12 @@ pub async fn upsert(
         .ok_or_else(|| PersistenceError::Corrupt("business vanished".into()))
 }
 
+/// The business, if it exists.
 pub async fn get(db: &Database, id: &BusinessId) -> Result<Option<Model>, PersistenceError> {
     Ok(Entity::find_by_id(id.as_str()).one(db.conn()).await?)
 }
 
+/// The business with this slug, if any (webhook routing).
 pub async fn by_slug(db: &Database, slug: &str) -> Result<Option<Model>, PersistenceError> {
     Ok(Entity::find()
         .filter(businesses::Column::Slug.eq(slug))

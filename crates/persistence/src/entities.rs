@@ -1,35 +1,56 @@
 //! sea-orm entities, one module per table. Times are unix seconds; `raw` is the Stripe object
 //! exactly as received.
+//!
+//! Each module holds what `DeriveEntityModel` generates (`Entity`, `Model`, `Column`,
+//! `ActiveModel`, …). Those items and the per-table columns are not documented one by one: a
+//! mirror column holds the Stripe field of the same name (ids for expandable fields, emails
+//! normalised), and SPEC §3 and `docs/architecture.md` ("Data") describe the tables.
 
 /// The columns every mirror table shares, so code can treat the twelve tables alike.
 pub trait MirrorModel {
+    /// The business (tenant) the row belongs to.
     fn business_id(&self) -> &str;
+    /// The Stripe object's id.
     fn stripe_id(&self) -> &str;
+    /// When the newest applied change happened (unix): an event's `created`, or the moment
+    /// the API read that returned the object was sent.
     fn last_event_at(&self) -> i64;
+    /// Whether Stripe deleted the object.
     fn deleted(&self) -> bool;
+    /// The object exactly as Stripe sent it.
     fn raw(&self) -> &serde_json::Value;
 }
 
 macro_rules! mirror_entity {
     ($(#[$doc:meta])* $module:ident, $table:literal, { $($(#[$fattr:meta])* $field:ident : $ty:ty),* $(,)? }) => {
         $(#[$doc])*
+        #[allow(missing_docs)] // generated items and Stripe's own fields: see the module doc
         pub mod $module {
             use sea_orm::entity::prelude::*;
 
+            /// One row: one Stripe object of one business.
             #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize)]
             #[sea_orm(table_name = $table)]
             pub struct Model {
+                /// The business (tenant) the object was mirrored for.
                 #[sea_orm(primary_key, auto_increment = false)]
                 pub business_id: String,
+                /// The Stripe object's id.
                 #[sea_orm(primary_key, auto_increment = false)]
                 pub stripe_id: String,
                 $($(#[$fattr])* pub $field: $ty,)*
+                /// The object exactly as Stripe sent it.
                 #[sea_orm(column_type = "JsonBinary")]
                 pub raw: Json,
+                /// Stripe's `livemode`.
                 pub livemode: bool,
+                /// Stripe's `created` (unix).
                 pub created: i64,
+                /// Whether Stripe deleted the object.
                 pub deleted: bool,
+                /// When the newest applied change happened (unix).
                 pub last_event_at: i64,
+                /// When the row was last written (unix).
                 pub synced_at: i64,
             }
 
@@ -53,12 +74,16 @@ macro_rules! mirror_entity {
     };
 }
 
-mirror_entity!(stripe_products, "stripe_products", {
+mirror_entity!(
+    /// Products.
+    stripe_products, "stripe_products", {
     name: Option<String>,
     active: bool,
     description: Option<String>,
 });
-mirror_entity!(stripe_prices, "stripe_prices", {
+mirror_entity!(
+    /// Prices (`price_type`: `one_time` or `recurring`).
+    stripe_prices, "stripe_prices", {
     product: Option<String>,
     active: bool,
     currency: String,
@@ -69,7 +94,9 @@ mirror_entity!(stripe_prices, "stripe_prices", {
     recurring_usage_type: Option<String>,
     nickname: Option<String>,
 });
-mirror_entity!(stripe_customers, "stripe_customers", {
+mirror_entity!(
+    /// Customers.
+    stripe_customers, "stripe_customers", {
     email: Option<String>,
     name: Option<String>,
     currency: Option<String>,
@@ -87,7 +114,9 @@ mirror_entity!(
     invoice: Option<String>,
     payment_intent: Option<String>,
 });
-mirror_entity!(stripe_refunds, "stripe_refunds", {
+mirror_entity!(
+    /// Refunds.
+    stripe_refunds, "stripe_refunds", {
     payment_intent: Option<String>,
     charge: Option<String>,
     status: String,
@@ -95,7 +124,9 @@ mirror_entity!(stripe_refunds, "stripe_refunds", {
     currency: String,
     reason: Option<String>,
 });
-mirror_entity!(stripe_invoices, "stripe_invoices", {
+mirror_entity!(
+    /// Invoices.
+    stripe_invoices, "stripe_invoices", {
     customer: Option<String>,
     email: Option<String>,
     status: String,
@@ -110,7 +141,9 @@ mirror_entity!(stripe_invoices, "stripe_invoices", {
     paid_at: Option<i64>,
     number: Option<String>,
 });
-mirror_entity!(stripe_invoice_line_items, "stripe_invoice_line_items", {
+mirror_entity!(
+    /// Invoice line items (`invoice` names their invoice).
+    stripe_invoice_line_items, "stripe_invoice_line_items", {
     invoice: String,
     amount: i64,
     currency: String,
@@ -121,7 +154,9 @@ mirror_entity!(stripe_invoice_line_items, "stripe_invoice_line_items", {
     period_start: Option<i64>,
     period_end: Option<i64>,
 });
-mirror_entity!(stripe_invoice_payments, "stripe_invoice_payments", {
+mirror_entity!(
+    /// Invoice payments: what paid an invoice.
+    stripe_invoice_payments, "stripe_invoice_payments", {
     invoice: String,
     payment_type: Option<String>,
     payment_intent: Option<String>,
@@ -132,7 +167,9 @@ mirror_entity!(stripe_invoice_payments, "stripe_invoice_payments", {
     currency: String,
     paid_at: Option<i64>,
 });
-mirror_entity!(stripe_checkout_sessions, "stripe_checkout_sessions", {
+mirror_entity!(
+    /// Checkout sessions (`email`: `customer_details.email`, else `customer_email`).
+    stripe_checkout_sessions, "stripe_checkout_sessions", {
     customer: Option<String>,
     email: Option<String>,
     mode: String,
@@ -146,7 +183,9 @@ mirror_entity!(stripe_checkout_sessions, "stripe_checkout_sessions", {
     subscription: Option<String>,
     client_reference_id: Option<String>,
 });
-mirror_entity!(stripe_checkout_line_items, "stripe_checkout_line_items", {
+mirror_entity!(
+    /// Checkout session line items (`checkout_session` names their session).
+    stripe_checkout_line_items, "stripe_checkout_line_items", {
     checkout_session: String,
     price: Option<String>,
     product: Option<String>,
@@ -156,7 +195,9 @@ mirror_entity!(stripe_checkout_line_items, "stripe_checkout_line_items", {
     currency: String,
     description: Option<String>,
 });
-mirror_entity!(stripe_subscriptions, "stripe_subscriptions", {
+mirror_entity!(
+    /// Subscriptions (`mrr`: the normalised monthly amount, minor units).
+    stripe_subscriptions, "stripe_subscriptions", {
     customer: Option<String>,
     status: String,
     currency: String,
@@ -170,7 +211,9 @@ mirror_entity!(stripe_subscriptions, "stripe_subscriptions", {
     current_period_end: Option<i64>,
     mrr: i64,
 });
-mirror_entity!(stripe_subscription_items, "stripe_subscription_items", {
+mirror_entity!(
+    /// Subscription items (`subscription` names their subscription).
+    stripe_subscription_items, "stripe_subscription_items", {
     subscription: String,
     price: Option<String>,
     product: Option<String>,
@@ -185,9 +228,11 @@ mirror_entity!(stripe_subscription_items, "stripe_subscription_items", {
 macro_rules! entity {
     ($(#[$doc:meta])* $module:ident, $table:literal, { $($(#[$fattr:meta])* $field:ident : $ty:ty),* $(,)? }) => {
         $(#[$doc])*
+        #[allow(missing_docs)] // generated items; the columns are described in SPEC §3
         pub mod $module {
             use sea_orm::entity::prelude::*;
 
+            /// One row of the table.
             #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize)]
             #[sea_orm(table_name = $table)]
             pub struct Model {

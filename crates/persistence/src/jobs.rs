@@ -15,9 +15,13 @@ use tributary_domain::{BusinessId, JobId};
 use crate::entities::sync_jobs::{self, Column, Entity, Model};
 use crate::{Database, PersistenceError};
 
+/// `status` of a job waiting for a worker.
 pub const QUEUED: &str = "queued";
+/// `status` of a job a worker holds the lease of.
 pub const RUNNING: &str = "running";
+/// `status` of a finished job.
 pub const SUCCEEDED: &str = "succeeded";
+/// `status` of a job that failed (or was cancelled); `error_code` says why.
 pub const FAILED: &str = "failed";
 
 fn active() -> Condition {
@@ -361,6 +365,7 @@ pub async fn fail_active(
     Ok(res.rows_affected)
 }
 
+/// One job of the business, if it exists.
 pub async fn get(
     db: &Database,
     business: &BusinessId,

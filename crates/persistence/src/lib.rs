@@ -4,16 +4,29 @@
 //! tenant's rows by forgetting a filter. Mirror writes are batched upserts keyed by
 //! `(business_id, stripe_id)` that keep the newer version (see [`mirror::upsert`]).
 //!
+//! # Example
+//!
+//! Another service opens the database, reads a business's mirror and what one person spent:
+//!
 //! ```no_run
-//! # async fn run() -> Result<(), tributary_persistence::PersistenceError> {
-//! use tributary_domain::BusinessId;
-//! use tributary_persistence::{Database, entities::stripe_customers, mirror};
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use tributary_domain::{BusinessId, Currency, Email, Money};
+//! use tributary_persistence::{Database, entities::stripe_customers, mirror, reads};
 //!
 //! let db = Database::connect("sqlite://tributary.db?mode=rwc").await?;
 //! db.migrate().await?;
-//! let business = BusinessId::parse("biz_1").expect("valid id");
+//! let business = BusinessId::parse("biz_1")?;
 //! let customers = mirror::all::<stripe_customers::Entity, _>(db.conn(), &business).await?;
 //! println!("{} customers mirrored", customers.len());
+//!
+//! // The spend summary (SPEC §7) of one normalised email: one row per currency.
+//! let email = Email::parse("Ada@Example.com")?;
+//! let spend = reads::spend_of_emails(db.conn(), &business, &[email.into_inner()]).await?;
+//! for row in spend.values().flatten() {
+//!     let net = Money::new(row.net, Currency::parse(&row.currency)?);
+//!     println!("{}: {net} net over {} orders", row.email, row.order_count);
+//! }
+//! db.close().await?;
 //! # Ok(()) }
 //! ```
 
@@ -42,12 +55,17 @@ pub use sea_orm;
 /// Errors of the persistence layer.
 #[derive(Debug, thiserror::Error)]
 pub enum PersistenceError {
+    /// The database refused or failed a statement (or could not be reached).
     #[error("database error: {0}")]
     Db(#[from] DbErr),
+    /// A unique value (named: `"slug"`, `"stripe account"`, …) belongs to another row.
     #[error("{0} is already taken")]
     Conflict(&'static str),
+    /// A write would have touched another business's rows; nothing was written.
     #[error("tenant scope violated: {0}")]
     Scope(String),
+    /// The stored rows or schema are not what the code expects (a row vanished mid-operation,
+    /// a column is missing).
     #[error("stored data is not valid: {0}")]
     Corrupt(String),
 }
@@ -158,6 +176,7 @@ impl Database {
         self.conn.ping().await.is_ok()
     }
 
+    /// Closes the pool, waiting for its connections to close.
     pub async fn close(self) -> Result<(), PersistenceError> {
         self.conn.close().await?;
         Ok(())

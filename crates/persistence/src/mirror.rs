@@ -14,6 +14,7 @@ use crate::entities::MirrorModel;
 
 /// A mirror table entity (`stripe_customers`, `stripe_invoices`, …).
 pub trait Mirror: EntityTrait {
+    /// The table's name.
     const TABLE: &'static str;
 }
 

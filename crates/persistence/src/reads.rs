@@ -23,16 +23,22 @@ const CHUNK: usize = 500;
 pub enum SpendSort {
     /// Net spend: in the filter currency when one is given, else the primary currency.
     TotalSpent,
+    /// The email's latest purchase in any currency.
     LastPurchase,
+    /// The normalised email.
     Email,
 }
 
 /// One page request of the customers grid.
 #[derive(Debug, Clone)]
 pub struct SpendQuery {
+    /// The page, from 1.
     pub page: u64,
+    /// Emails per page.
     pub per_page: u64,
+    /// The sort key.
     pub sort: SpendSort,
+    /// Whether the sort is descending (ties: email ascending).
     pub descending: bool,
     /// Case-insensitive substring of the email or the name.
     pub search: Option<String>,
@@ -43,8 +49,11 @@ pub struct SpendQuery {
 /// A page of emails (in grid order) with every `customer_spend` row of each, and the total.
 #[derive(Debug, Clone, Default)]
 pub struct SpendPage {
+    /// The page's emails, in grid order.
     pub emails: Vec<String>,
+    /// Every `customer_spend` row of those emails (one per currency), by email.
     pub rows: BTreeMap<String, Vec<customer_spend::Model>>,
+    /// Emails matching the query, over all pages.
     pub total: u64,
 }
 
@@ -175,11 +184,17 @@ pub async fn all_spend<C: ConnectionTrait>(
 /// money (see [`email_graph`]).
 #[derive(Debug, Clone, Default)]
 pub struct EmailGraph {
+    /// Customers, by id.
     pub customers: BTreeMap<String, stripe_customers::Model>,
+    /// Payment intents and charges, by id.
     pub orders: BTreeMap<String, stripe_orders::Model>,
+    /// Invoices, by id.
     pub invoices: BTreeMap<String, stripe_invoices::Model>,
+    /// Invoice payments, by id.
     pub invoice_payments: BTreeMap<String, stripe_invoice_payments::Model>,
+    /// Checkout sessions, by id.
     pub checkout_sessions: BTreeMap<String, stripe_checkout_sessions::Model>,
+    /// Refunds, by id.
     pub refunds: BTreeMap<String, stripe_refunds::Model>,
 }
 
@@ -204,15 +219,20 @@ macro_rules! fetch_in {
 /// those customers) and object ids.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GraphSeed {
+    /// Normalised emails.
     pub emails: BTreeSet<String>,
+    /// Customer ids.
     pub customers: BTreeSet<String>,
     /// Payment intents and charges (`stripe_orders`).
     pub orders: BTreeSet<String>,
+    /// Invoice ids.
     pub invoices: BTreeSet<String>,
+    /// Checkout session ids.
     pub sessions: BTreeSet<String>,
 }
 
 impl GraphSeed {
+    /// Whether nothing seeds the graph.
     pub fn is_empty(&self) -> bool {
         self.emails.is_empty()
             && self.customers.is_empty()

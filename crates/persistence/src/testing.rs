@@ -27,14 +27,18 @@ pub const POSTGRES_URL_VAR: &str = "TRIBUTARY_TEST_POSTGRES_URL";
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// A temporary SQLite file.
     Sqlite,
+    /// A fresh database on the server named by [`POSTGRES_URL_VAR`].
     Postgres,
 }
 
 /// A migrated database that exists for one test.
 #[derive(Debug)]
 pub struct TestDb {
+    /// The connected database.
     pub db: Database,
+    /// Its URL, for other processes.
     pub url: String,
     backend: Backend,
     admin_url: Option<String>,
@@ -165,6 +169,7 @@ impl TestDb {
         }
     }
 
+    /// The database's backend.
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -234,8 +239,11 @@ where
 /// What a test body receives: the database, its URL (for other processes) and the backend.
 #[derive(Debug, Clone)]
 pub struct TestDbRef {
+    /// The connected database.
     pub db: Database,
+    /// Its URL, for other processes (binaries under test).
     pub url: String,
+    /// Its backend.
     pub backend: Backend,
 }
 

@@ -33,6 +33,7 @@ pub async fn set_secret(
     Ok(())
 }
 
+/// The business's own webhook signing secret, if one is set.
 pub async fn secret(
     db: &Database,
     business: &BusinessId,
