@@ -32,6 +32,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome as recorded on the webhook event (`applied`, `refetched`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Applied => "applied",

@@ -13,11 +13,14 @@ use crate::{SyncContext, SyncError};
 /// Objects per table that were compared, and every difference found.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Audit {
+    /// Objects compared, by table.
     pub compared: std::collections::BTreeMap<&'static str, usize>,
+    /// Every difference, one line each.
     pub differences: Vec<String>,
 }
 
 impl Audit {
+    /// Whether the mirror matched the account exactly.
     pub fn is_exact(&self) -> bool {
         self.differences.is_empty()
     }

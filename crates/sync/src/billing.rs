@@ -42,6 +42,7 @@ pub enum BillingOutcome {
 }
 
 impl BillingOutcome {
+    /// The outcome as recorded on the webhook event (`applied`, `stale`, `unrouted`, `ignored`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Applied => "applied",

@@ -25,19 +25,30 @@ const EVENT_RETENTION: i64 = 30 * DAY - 3_600;
 /// The resources a sync lists, in SPEC §5's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Resource {
+    /// `/v1/products`.
     Products,
+    /// `/v1/prices`.
     Prices,
+    /// `/v1/customers`.
     Customers,
+    /// `/v1/payment_intents`.
     PaymentIntents,
+    /// `/v1/charges`.
     Charges,
+    /// `/v1/refunds`.
     Refunds,
+    /// `/v1/invoices`, with their lines.
     Invoices,
+    /// `/v1/invoice_payments`.
     InvoicePayments,
+    /// `/v1/checkout/sessions`, with their line items.
     CheckoutSessions,
+    /// `/v1/subscriptions`, with their items.
     Subscriptions,
 }
 
 impl Resource {
+    /// Every resource, in listing order.
     pub const ALL: [Resource; 10] = [
         Resource::Products,
         Resource::Prices,
@@ -51,6 +62,7 @@ impl Resource {
         Resource::Subscriptions,
     ];
 
+    /// The resource's key in job progress and `sync_cursors` (`payment_intents`, …).
     pub fn key(self) -> &'static str {
         match self {
             Resource::Products => "products",

@@ -2,11 +2,16 @@
 //! sync button, the scheduler, backfills and webhook-triggered refreshes, and the event
 //! appliers that webhooks share with it.
 //!
+//! # Example
+//!
+//! Another service syncs one business (whose Stripe account is already connected) and reads
+//! the spend summary the sync keeps current:
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use secrecy::SecretString;
-//! use tributary_domain::BusinessId;
-//! use tributary_persistence::Database;
+//! use tributary_domain::{BusinessId, Email};
+//! use tributary_persistence::{Database, reads};
 //! use tributary_stripe_connect::{Stripe, StripeConfig};
 //! use tributary_sync::{SyncConfig, SyncContext, Trigger, fetch_stripe_data};
 //!
@@ -14,8 +19,16 @@
 //! db.migrate().await?;
 //! let stripe = Stripe::new(StripeConfig::new(SecretString::from("sk_test_…")))?;
 //! let ctx = SyncContext::new(db, stripe, SyncConfig::default());
-//! let report = fetch_stripe_data(&ctx, &BusinessId::parse("biz_1")?, Trigger::Manual).await?;
+//! let business = BusinessId::parse("biz_1")?;
+//! let report = fetch_stripe_data(&ctx, &business, Trigger::Manual).await?;
 //! println!("{} objects written", report.written());
+//!
+//! // What one person spent with the business, per currency (SPEC §7).
+//! let email = Email::parse("ada@example.com")?.into_inner();
+//! let spend = reads::spend_of_emails(ctx.db().conn(), &business, &[email]).await?;
+//! for row in spend.values().flatten() {
+//!     println!("{} {}: net {} (minor units)", row.email, row.currency, row.net);
+//! }
 //! # Ok(()) }
 //! ```
 
@@ -104,6 +117,7 @@ struct Inner {
 }
 
 impl SyncContext {
+    /// A context over the database and the Stripe client; clone it freely (it is shared).
     pub fn new(db: Database, stripe: Stripe, config: SyncConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -178,14 +192,17 @@ impl SyncContext {
             .fetch_add(secs, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The database.
     pub fn db(&self) -> &Database {
         &self.inner.db
     }
 
+    /// The Stripe client.
     pub fn stripe(&self) -> &Stripe {
         &self.inner.stripe
     }
 
+    /// The configuration.
     pub fn config(&self) -> &SyncConfig {
         &self.inner.config
     }
@@ -212,13 +229,18 @@ impl Drop for RunningGuard {
 /// What started a sync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
+    /// Someone asked: the sync button, or a one-off run from the command line.
     Manual,
+    /// The scheduler (cron or daemon).
     Scheduled,
+    /// The first sync after a business connects.
     Backfill,
+    /// A webhook-triggered refresh.
     Webhook,
 }
 
 impl Trigger {
+    /// The `sync_jobs.trigger` value: `manual`, `scheduled`, `backfill` or `webhook`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Manual => "manual",
@@ -232,12 +254,16 @@ impl Trigger {
 /// Why a sync could not run or did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
+    /// The business has no connected Stripe account.
     #[error("business {0} is not connected to Stripe")]
     NotConnected(String),
+    /// Stripe refused or failed a request, after retries.
     #[error(transparent)]
     Stripe(#[from] StripeError),
+    /// The database failed.
     #[error(transparent)]
     Database(#[from] PersistenceError),
+    /// The job was cancelled: its lease was lost or the business disconnected.
     #[error("the sync was cancelled (lease lost or business disconnected)")]
     Cancelled,
     /// The process is shutting down ([`SyncContext::shutdown`]): the job was released, not
@@ -275,29 +301,39 @@ impl From<tributary_persistence::sea_orm::DbErr> for SyncError {
 /// Objects fetched and written for one resource.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResourceProgress {
+    /// Objects listed from Stripe.
     pub fetched: u64,
+    /// Rows written to the mirror.
     pub written: u64,
+    /// Whether the resource finished listing.
     pub done: bool,
 }
 
 /// The outcome of one sync run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SyncReport {
+    /// The job's id.
     pub job_id: String,
+    /// The business synced.
     pub business_id: String,
     /// `succeeded` or `failed`; `queued` when the run was interrupted by a shutdown and its
     /// job released (error code `interrupted`).
     pub status: String,
+    /// Whether the job was queued as a full re-list.
     pub full: bool,
+    /// `(code, message)` of a failed or interrupted run (codes: SPEC §4).
     pub error: Option<(String, String)>,
+    /// Progress per resource, by [`Resource::key`].
     pub progress: BTreeMap<String, ResourceProgress>,
 }
 
 impl SyncReport {
+    /// Rows written over all resources.
     pub fn written(&self) -> u64 {
         self.progress.values().map(|p| p.written).sum()
     }
 
+    /// Whether the run succeeded.
     pub fn succeeded(&self) -> bool {
         self.status == tributary_persistence::jobs::SUCCEEDED
     }

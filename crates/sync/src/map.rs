@@ -9,6 +9,7 @@ use tributary_persistence::entities::*;
 /// The row-independent facts of one write: whose row, when Stripe's state was read.
 #[derive(Debug, Clone, Copy)]
 pub struct Stamp<'a> {
+    /// The business the row is written for.
     pub business_id: &'a str,
     /// `last_event_at`: the event's `created`, or the moment the API read was sent.
     pub at: i64,
@@ -69,6 +70,7 @@ macro_rules! common {
     }};
 }
 
+/// A `stripe_products` row.
 pub fn product(st: Stamp<'_>, raw: &Value) -> stripe_products::Model {
     let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
@@ -87,6 +89,7 @@ pub fn product(st: Stamp<'_>, raw: &Value) -> stripe_products::Model {
     }
 }
 
+/// A `stripe_prices` row.
 pub fn price(st: Stamp<'_>, raw: &Value) -> stripe_prices::Model {
     let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
@@ -119,6 +122,7 @@ pub fn price(st: Stamp<'_>, raw: &Value) -> stripe_prices::Model {
     }
 }
 
+/// A `stripe_customers` row.
 pub fn customer(st: Stamp<'_>, raw: &Value) -> stripe_customers::Model {
     let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
@@ -137,6 +141,7 @@ pub fn customer(st: Stamp<'_>, raw: &Value) -> stripe_customers::Model {
     }
 }
 
+/// A `stripe_orders` row of a payment intent.
 pub fn payment_intent(st: Stamp<'_>, raw: &Value) -> stripe_orders::Model {
     let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
@@ -195,6 +200,7 @@ pub fn charge(st: Stamp<'_>, raw: &Value) -> Option<stripe_orders::Model> {
     })
 }
 
+/// A `stripe_refunds` row.
 pub fn refund(st: Stamp<'_>, raw: &Value) -> stripe_refunds::Model {
     let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
@@ -224,6 +230,7 @@ pub fn invoice_subscription(raw: &Value) -> Option<String> {
         .or_else(|| id_of(raw, "subscription"))
 }
 
+/// A `stripe_invoices` row.
 pub fn invoice(st: Stamp<'_>, raw: &Value) -> stripe_invoices::Model {
     let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
@@ -288,6 +295,7 @@ pub fn invoice_line(
     }
 }
 
+/// A `stripe_invoice_payments` row.
 pub fn invoice_payment(st: Stamp<'_>, raw: &Value) -> stripe_invoice_payments::Model {
     let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
@@ -313,6 +321,7 @@ pub fn invoice_payment(st: Stamp<'_>, raw: &Value) -> stripe_invoice_payments::M
     }
 }
 
+/// A `stripe_checkout_sessions` row (`line_items` left out of `raw`).
 pub fn checkout_session(st: Stamp<'_>, raw: &Value) -> stripe_checkout_sessions::Model {
     let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
@@ -347,6 +356,7 @@ pub fn checkout_session(st: Stamp<'_>, raw: &Value) -> stripe_checkout_sessions:
     }
 }
 
+/// A `stripe_checkout_line_items` row of one session's line item.
 pub fn checkout_line(
     st: Stamp<'_>,
     session_id: &str,
@@ -459,6 +469,7 @@ pub fn subscription_mrr(raw: &Value) -> i64 {
     mrr::subscription_mrr(&status, &items, &discounts(raw), &currency).unwrap_or(0)
 }
 
+/// A `stripe_subscriptions` row, with its normalised MRR.
 pub fn subscription(st: Stamp<'_>, raw: &Value) -> stripe_subscriptions::Model {
     let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
@@ -490,6 +501,7 @@ pub fn subscription(st: Stamp<'_>, raw: &Value) -> stripe_subscriptions::Model {
     }
 }
 
+/// A `stripe_subscription_items` row of one subscription's item.
 pub fn subscription_item(
     st: Stamp<'_>,
     subscription_id: &str,

@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 /// Where notices go.
 #[derive(Debug, Clone)]
 pub struct NotifyConfig {
+    /// The host's URL notices are POSTed to.
     pub url: String,
+    /// The secret notices are signed with.
     pub secret: SecretString,
     /// Attempts per notice, the first included.
     pub attempts: u32,
@@ -25,6 +27,7 @@ pub struct NotifyConfig {
 }
 
 impl NotifyConfig {
+    /// Six attempts from a one-second backoff, ten seconds each.
     pub fn new(url: impl Into<String>, secret: SecretString) -> Self {
         Self {
             url: url.into(),

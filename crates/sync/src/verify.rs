@@ -15,13 +15,18 @@ use crate::readmodel;
 /// Rows compared and every difference found.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Verification {
+    /// The business checked.
     pub business_id: String,
+    /// Rows recomputed from the mirror.
     pub expected_rows: usize,
+    /// Rows stored.
     pub stored_rows: usize,
+    /// Every difference, one line each.
     pub differences: Vec<String>,
 }
 
 impl Verification {
+    /// Whether the stored rows match the recomputed ones.
     pub fn is_consistent(&self) -> bool {
         self.differences.is_empty()
     }

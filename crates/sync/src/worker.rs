@@ -25,6 +25,7 @@ impl WorkerPool {
         Self::start_with_interval(ctx, Duration::from_secs(5))
     }
 
+    /// [`WorkerPool::start`] with another polling interval (tests poll faster).
     pub fn start_with_interval(ctx: SyncContext, poll: Duration) -> Self {
         let notify = Arc::new(Notify::new());
         let stop = Arc::new(Notify::new());
