@@ -37,6 +37,7 @@ pub enum Portal {
 }
 
 impl Portal {
+    /// The claim's value: `agency` or `client`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Agency => "agency",
@@ -44,6 +45,7 @@ impl Portal {
         }
     }
 
+    /// Reads `agency` or `client`.
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
             "agency" => Some(Self::Agency),
@@ -56,8 +58,11 @@ impl Portal {
 /// The claims as the host application signs them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
+    /// The user.
     pub sub: String,
+    /// Expiry (unix seconds).
     pub exp: i64,
+    /// Which portal the token is for; an admin token may leave it out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub portal: Option<Portal>,
     /// Business ids; numbers are accepted and read as their decimal text.
@@ -67,6 +72,7 @@ pub struct Claims {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub businesses: Vec<String>,
+    /// Whether the token may use every business and the admin routes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub admin: bool,
 }
@@ -106,8 +112,11 @@ fn ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
 pub struct Identity {
     /// The user (`sub`).
     pub user: String,
+    /// The portal (`agency` for an admin token without one).
     pub portal: Portal,
+    /// The business ids the token grants.
     pub businesses: Vec<String>,
+    /// Whether it is an admin token (every business granted).
     pub admin: bool,
 }
 
@@ -264,7 +273,9 @@ impl FromRequest for Identity {
 /// A caller and the business the route acts on, which the caller's token grants.
 #[derive(Debug, Clone)]
 pub struct AuthedBusiness {
+    /// The caller.
     pub identity: Identity,
+    /// The business, granted by the token.
     pub business: BusinessId,
 }
 
@@ -300,7 +311,9 @@ impl FromRequest for AuthedBusiness {
 /// A client-portal caller and its one business.
 #[derive(Debug, Clone)]
 pub struct ClientBusiness {
+    /// The caller.
     pub identity: Identity,
+    /// The token's one business.
     pub business: BusinessId,
 }
 

@@ -24,7 +24,9 @@ use crate::{Application, StartupError, Tuning};
 /// A demo business: the host application's id, its slug and its name.
 #[derive(Debug, Clone, Copy)]
 pub struct DemoBusiness {
+    /// The host application's business id (also its slug).
     pub id: &'static str,
+    /// The display name.
     pub name: &'static str,
     /// Connected and synced at start-up; otherwise left for the visitor to connect.
     pub connected: bool,
@@ -77,15 +79,21 @@ impl Default for DemoOptions {
 /// Why the demo could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
+    /// The simulator did not start.
     #[error("the Stripe simulator: {0}")]
     Simulator(String),
+    /// The application did not start.
     #[error(transparent)]
     Startup(#[from] StartupError),
+    /// The demo database file could not be replaced.
     #[error("the demo database {path}: {source}")]
     File {
+        /// The file's path.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// Registering, connecting or syncing the demo businesses failed.
     #[error("setting up the demo: {0}")]
     Setup(String),
 }

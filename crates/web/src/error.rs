@@ -26,10 +26,20 @@ pub enum ApiError {
     NotFound(&'static str),
     /// A malformed request: `code` names the problem.
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
+    BadRequest {
+        /// The error code of the body.
+        code: &'static str,
+        /// The message of the body.
+        message: String,
+    },
     /// The request conflicts with the current state (`not_connected`, `slug_taken`).
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict {
+        /// The error code of the body.
+        code: &'static str,
+        /// The message of the body.
+        message: String,
+    },
     /// The body is larger than [`JSON_LIMIT`].
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -47,6 +57,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A `400` with its code and message.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::BadRequest {
             code,
@@ -54,6 +65,7 @@ impl ApiError {
         }
     }
 
+    /// A `409` with its code and message.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::Conflict {
             code,
@@ -72,6 +84,7 @@ impl ApiError {
         }
     }
 
+    /// `409 not_connected`: the business has no Stripe connection.
     pub fn not_connected() -> Self {
         Self::conflict(
             "not_connected",
@@ -104,6 +117,7 @@ impl From<PersistenceError> for ApiError {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = Error)]
 pub struct Body<'a> {
+    /// What went wrong.
     pub error: Detail<'a>,
 }
 

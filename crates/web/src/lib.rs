@@ -44,15 +44,21 @@ pub use crate::state::Tuning;
 /// Errors of building the application.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    /// The settings are invalid or incomplete.
     #[error(transparent)]
     Config(#[from] settings::ConfigError),
+    /// The database could not be opened or migrated.
     #[error("database: {0}")]
     Database(#[from] tributary_persistence::PersistenceError),
+    /// The Stripe client could not be built.
     #[error("stripe client: {0}")]
     Stripe(Box<StripeError>),
+    /// The listener could not be bound.
     #[error("cannot bind {addr}: {source}")]
     Bind {
+        /// The address, `host:port`.
         addr: String,
+        /// The I/O error.
         source: std::io::Error,
     },
 }
@@ -240,6 +246,7 @@ impl Application {
         })
     }
 
+    /// The port it is bound to (the one picked when `server.port` is `0`).
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -128,6 +128,7 @@ impl Modify for Security {
             `Stripe-Signature`."),
     )
 )]
+/// The document's definition: every route, schema, shared answer and tag.
 pub struct ApiDoc;
 
 // Reusable error answers.
@@ -166,8 +167,11 @@ pub struct Internal(pub Error<'static>);
 /// Objects fetched and written for one resource of a sync job.
 #[derive(Debug, ToSchema)]
 pub struct ResourceProgress {
+    /// Objects listed from Stripe.
     pub fetched: u64,
+    /// Rows written to the mirror.
     pub written: u64,
+    /// Whether the resource finished listing.
     pub done: bool,
 }
 
@@ -176,6 +180,7 @@ pub struct ResourceProgress {
 pub struct OAuthOutcome {
     /// `connected`.
     pub stripe: String,
+    /// The business that was connected.
     #[schema(rename = "businessId")]
     #[schema(required = true)]
     pub business_id: Option<String>,
@@ -184,15 +189,20 @@ pub struct OAuthOutcome {
 /// `GET /api/admin/connections`.
 #[derive(Debug, ToSchema)]
 pub struct Connections {
+    /// Connections that are revoked or whose latest sync failed.
     pub items: Vec<crate::views::ConnectionView>,
 }
 
 /// Gross, refunded and net of one currency, in minor units.
 #[derive(Debug, ToSchema)]
 pub struct Total {
+    /// Lowercase ISO code.
     pub currency: String,
+    /// Gross.
     pub gross: i64,
+    /// Refunded.
     pub refunded: i64,
+    /// Gross − refunded.
     pub net: i64,
 }
 
@@ -201,12 +211,16 @@ pub struct Total {
 pub struct GridItem {
     /// Normalised (trimmed, lowercase).
     pub email: String,
+    /// The name of the email's first customer (by id) that has one.
     #[schema(required = true)]
     pub name: Option<String>,
+    /// The Stripe customers with this email.
     pub customer_ids: Vec<String>,
     /// One per currency; totals are never added across currencies.
     pub totals: Vec<Total>,
+    /// Payments counted (each movement once), in any currency.
     pub order_count: i64,
+    /// The latest payment (RFC 3339).
     #[schema(required = true)]
     pub last_purchase_at: Option<String>,
     /// The currency of the row's largest net total.
@@ -220,17 +234,24 @@ pub struct GridItem {
 /// A page of the customers grid.
 #[derive(Debug, ToSchema)]
 pub struct CustomerGrid {
+    /// The page's rows.
     pub items: Vec<GridItem>,
+    /// The page, from 1.
     pub page: u64,
+    /// Rows per page.
     pub per_page: u64,
+    /// Rows over all pages.
     pub total: u64,
 }
 
 /// One email's spend.
 #[derive(Debug, ToSchema)]
 pub struct Summary {
+    /// One per currency.
     pub totals: Vec<Total>,
+    /// Payments counted (each movement once), in any currency.
     pub order_count: i64,
+    /// The latest payment (RFC 3339).
     #[schema(required = true)]
     pub last_purchase_at: Option<String>,
 }
@@ -238,13 +259,16 @@ pub struct Summary {
 /// Spend by normalised email; unknown emails are absent.
 #[derive(Debug, ToSchema)]
 pub struct Summaries {
+    /// By normalised email.
     pub summaries: BTreeMap<String, Summary>,
 }
 
 /// A Stripe customer of the email.
 #[derive(Debug, ToSchema)]
 pub struct InfoCustomer {
+    /// The customer id (`cus_…`).
     pub id: String,
+    /// When it was created (RFC 3339).
     pub created: String,
     /// `active` or `deleted`.
     pub status: String,
@@ -252,10 +276,13 @@ pub struct InfoCustomer {
     #[schema(value_type = Option<i64>)]
     #[schema(required = true)]
     pub amount: Option<i64>,
+    /// The customer's default currency.
     #[schema(required = true)]
     pub currency: Option<String>,
+    /// The customer's email, normalised.
     #[schema(required = true)]
     pub email: Option<String>,
+    /// The customer's name.
     #[schema(required = true)]
     pub name: Option<String>,
 }
@@ -263,29 +290,42 @@ pub struct InfoCustomer {
 /// A refund of a payment.
 #[derive(Debug, ToSchema)]
 pub struct InfoRefund {
+    /// The refund id (`re_…`).
     pub id: String,
+    /// Refunded, in minor units.
     pub amount: i64,
+    /// When it was created (RFC 3339).
     pub created: String,
 }
 
 /// A payment counted for the email: each movement once, with its refunds.
 #[derive(Debug, ToSchema)]
 pub struct InfoPayment {
+    /// The id of the object that carries the payment (`pi_…`, `ch_…`, `in_…`, `cs_…`).
     pub id: String,
     /// `payment_intent`, `charge`, `invoice` or `checkout_session`.
     pub source: String,
+    /// When it happened (RFC 3339; an invoice's payment time).
     pub created: String,
     /// `succeeded` (payment intents, charges) or `paid` (invoices, sessions).
     pub status: String,
+    /// Gross, in minor units.
     pub amount: i64,
+    /// Lowercase ISO code.
     pub currency: String,
+    /// Refunded, in minor units.
     pub refunded: i64,
+    /// Gross − refunded.
     pub net: i64,
+    /// The refunds applied to it.
     pub refunds: Vec<InfoRefund>,
+    /// The invoice it settles, when known.
     #[schema(required = true)]
     pub invoice: Option<String>,
+    /// The checkout session it settles, when known.
     #[schema(required = true)]
     pub checkout_session: Option<String>,
+    /// The Stripe customer, if any.
     #[schema(required = true)]
     pub customer: Option<String>,
 }
@@ -293,21 +333,32 @@ pub struct InfoPayment {
 /// An invoice of the email.
 #[derive(Debug, ToSchema)]
 pub struct InfoInvoice {
+    /// The invoice id (`in_…`).
     pub id: String,
+    /// When it was created (RFC 3339).
     pub created: String,
+    /// Stripe's status (`draft`, `open`, `paid`, `uncollectible`, `void`).
     pub status: String,
     /// The invoice's total.
     pub amount: i64,
+    /// Lowercase ISO code.
     pub currency: String,
+    /// Stripe's `amount_due`.
     pub amount_due: i64,
+    /// Stripe's `amount_paid`.
     pub amount_paid: i64,
+    /// Stripe's `amount_remaining`.
     pub amount_remaining: i64,
+    /// The invoice number.
     #[schema(required = true)]
     pub number: Option<String>,
+    /// The Stripe customer.
     #[schema(required = true)]
     pub customer: Option<String>,
+    /// The subscription it bills.
     #[schema(required = true)]
     pub subscription: Option<String>,
+    /// When it was paid (RFC 3339).
     #[schema(required = true)]
     pub paid_at: Option<String>,
 }
@@ -315,23 +366,33 @@ pub struct InfoInvoice {
 /// A checkout session of the email.
 #[derive(Debug, ToSchema)]
 pub struct InfoCheckoutSession {
+    /// The session id (`cs_…`).
     pub id: String,
+    /// When it was created (RFC 3339).
     pub created: String,
+    /// Stripe's status (`open`, `complete`, `expired`).
     #[schema(required = true)]
     pub status: Option<String>,
     /// The session's `amount_total`.
     #[schema(required = true)]
     pub amount: Option<i64>,
+    /// Lowercase ISO code.
     #[schema(required = true)]
     pub currency: Option<String>,
+    /// `payment`, `subscription` or `setup`.
     pub mode: String,
+    /// `paid`, `unpaid` or `no_payment_required`.
     pub payment_status: String,
+    /// The Stripe customer.
     #[schema(required = true)]
     pub customer: Option<String>,
+    /// The payment intent it created.
     #[schema(required = true)]
     pub payment_intent: Option<String>,
+    /// The invoice it created.
     #[schema(required = true)]
     pub invoice: Option<String>,
+    /// The subscription it created.
     #[schema(required = true)]
     pub subscription: Option<String>,
 }
@@ -339,20 +400,29 @@ pub struct InfoCheckoutSession {
 /// An item of a subscription.
 #[derive(Debug, ToSchema)]
 pub struct InfoSubscriptionItem {
+    /// The item id (`si_…`).
     pub id: String,
+    /// The price id.
     #[schema(required = true)]
     pub price: Option<String>,
+    /// The product id.
     #[schema(required = true)]
     pub product: Option<String>,
+    /// The quantity.
     pub quantity: i64,
+    /// The price's unit amount, in minor units.
     #[schema(required = true)]
     pub unit_amount: Option<i64>,
+    /// Lowercase ISO code.
     #[schema(required = true)]
     pub currency: Option<String>,
+    /// The price's interval: `day`, `week`, `month` or `year`.
     #[schema(required = true)]
     pub interval: Option<String>,
+    /// Intervals per billing period.
     #[schema(required = true)]
     pub interval_count: Option<i64>,
+    /// The price's usage type: `licensed` or `metered`.
     #[schema(required = true)]
     pub usage_type: Option<String>,
 }
@@ -360,26 +430,38 @@ pub struct InfoSubscriptionItem {
 /// A subscription of the email's customers.
 #[derive(Debug, ToSchema)]
 pub struct InfoSubscription {
+    /// The subscription id (`sub_…`).
     pub id: String,
+    /// When it was created (RFC 3339).
     pub created: String,
+    /// Stripe's status (`active`, `trialing`, `past_due`, `canceled`, …).
     pub status: String,
     /// The items' unit amounts × quantities, per billing period.
     pub amount: i64,
+    /// Lowercase ISO code.
     pub currency: String,
     /// Normalised to a month, in minor units.
     pub mrr: i64,
+    /// The Stripe customer.
     #[schema(required = true)]
     pub customer: Option<String>,
+    /// Its items.
     pub items: Vec<InfoSubscriptionItem>,
+    /// Stripe's `start_date` (RFC 3339).
     #[schema(required = true)]
     pub start_date: Option<String>,
+    /// The end of the current period (RFC 3339).
     #[schema(required = true)]
     pub current_period_end: Option<String>,
+    /// Whether it cancels at the end of the period.
     pub cancel_at_period_end: bool,
+    /// When it was cancelled (RFC 3339).
     #[schema(required = true)]
     pub canceled_at: Option<String>,
+    /// When it ended (RFC 3339).
     #[schema(required = true)]
     pub ended_at: Option<String>,
+    /// When its trial ends or ended (RFC 3339).
     #[schema(required = true)]
     pub trial_end: Option<String>,
 }
@@ -387,34 +469,48 @@ pub struct InfoSubscription {
 /// Everything Stripe knows about one email.
 #[derive(Debug, ToSchema)]
 pub struct StripeInfo {
+    /// The normalised email.
     pub email: String,
+    /// Its Stripe customers.
     pub customers: Vec<InfoCustomer>,
+    /// Its payments, newest first.
     pub payments: Vec<InfoPayment>,
+    /// Its invoices.
     pub invoices: Vec<InfoInvoice>,
+    /// Its checkout sessions.
     pub checkout_sessions: Vec<InfoCheckoutSession>,
+    /// Its customers' subscriptions.
     pub subscriptions: Vec<InfoSubscription>,
+    /// Its spend.
     pub summary: Summary,
 }
 
 /// Revenue per month, in minor units of `currency`.
 #[derive(Debug, ToSchema)]
 pub struct Revenue {
+    /// The currency of the amounts.
     pub currency: String,
+    /// One entry per month of the range.
     pub months: Vec<tributary_domain::metrics::RevenueMonth>,
 }
 
 /// Churn and retention per month, and the cohort table. Rates are fractions.
 #[derive(Debug, ToSchema)]
 pub struct Retention {
+    /// The currency of the amounts.
     pub currency: String,
+    /// One entry per month of the range.
     pub months: Vec<tributary_domain::metrics::RetentionMonth>,
+    /// One cohort per month of the range.
     pub cohorts: Vec<tributary_domain::metrics::Cohort>,
 }
 
 /// New customers, new subscriptions and ARPU per month.
 #[derive(Debug, ToSchema)]
 pub struct Acquisition {
+    /// The currency of ARPU and new subscriptions.
     pub currency: String,
+    /// One entry per month of the range.
     pub months: Vec<tributary_domain::metrics::AcquisitionMonth>,
 }
 

@@ -236,6 +236,7 @@ pub(crate) async fn dashboard_page(id: web::Path<String>) -> HttpResponse {
     render(&id, Tab::Dashboard)
 }
 
+/// The query of `GET /ui/settings`: the OAuth outcome the callback forwards.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReturnQuery {

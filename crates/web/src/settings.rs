@@ -14,16 +14,25 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// `[database]`.
     pub database: DatabaseSettings,
+    /// `[server]`.
     pub server: ServerSettings,
+    /// `[stripe]`.
     pub stripe: StripeSettings,
+    /// `[frontend]`.
     pub frontend: FrontendSettings,
+    /// `[auth]`.
     pub auth: AuthSettings,
+    /// `[sync]`.
     pub sync: SyncSettings,
+    /// `[notify]`.
     pub notify: NotifySettings,
+    /// `[log]`.
     pub log: LogSettings,
 }
 
+/// `[database]`: where the data lives.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
@@ -33,39 +42,54 @@ pub struct DatabaseSettings {
     pub migrate_on_start: bool,
 }
 
+/// `[server]`: where the API listens.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
+    /// The address to bind.
     pub host: String,
+    /// The port to bind; `0` picks a free one.
     pub port: u16,
     /// Origins allowed to call the API from a browser.
     pub cors_origins: Vec<String>,
 }
 
+/// `[stripe]`: the platform account and how to reach Stripe.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StripeSettings {
     /// The platform secret key (`sk_test_…` or `sk_live_…`); its prefix sets the mode.
     pub secret_key: Option<SecretString>,
+    /// The Connect application's client id (`ca_…`), for the OAuth link.
     pub connect_client_id: Option<String>,
+    /// Where Stripe returns after OAuth: this server's `/api/stripe/oauth/callback`.
     pub oauth_redirect_uri: Option<String>,
+    /// The API's base URL (the simulator's in tests and the demo).
     pub api_base: String,
+    /// The Connect OAuth base URL (the simulator's in tests and the demo).
     pub connect_base: String,
+    /// The signing secret of the Connect webhook endpoint (`/api/webhooks/stripe/connect`).
     pub connect_webhook_secret: Option<SecretString>,
+    /// The signing secret of the platform-billing endpoint (`/api/webhooks/stripe`).
     pub platform_webhook_secret: Option<SecretString>,
+    /// Request budget per connected account, shared by every task of the process.
     pub max_requests_per_second: u32,
     /// Longest one Stripe request may take (connect and answer), in seconds; a request a
     /// person waits on (the OAuth callback, a disconnect) spends at most this on each call.
     pub timeout_secs: u64,
 }
 
+/// `[frontend]`: the host's pages the OAuth callback returns to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FrontendSettings {
+    /// The agency app's settings page.
     pub agency_settings_url: Option<String>,
+    /// The client portal's settings page (the agency's when unset).
     pub client_settings_url: Option<String>,
 }
 
+/// `[auth]`: verifying the host's tokens.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
@@ -75,6 +99,7 @@ pub struct AuthSettings {
     pub jwt_previous_secret: Option<SecretString>,
 }
 
+/// `[sync]`: how syncs run.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncSettings {
@@ -89,13 +114,17 @@ pub struct SyncSettings {
     pub lease_secs: i64,
 }
 
+/// `[notify]`: signed notices to the host (optional).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifySettings {
+    /// Where notices are POSTed; none are sent when unset.
     pub url: Option<String>,
+    /// The secret notices are signed with.
     pub secret: Option<SecretString>,
 }
 
+/// `[log]`: what the process logs, and how.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
@@ -105,10 +134,13 @@ pub struct LogSettings {
     pub level: String,
 }
 
+/// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable lines.
     Plain,
+    /// One JSON object per line.
     Json,
 }
 
@@ -158,7 +190,9 @@ pub const ALIASES: &[(&str, &str)] = &[
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("configuration error: {key}: {problem}")]
 pub struct ConfigError {
+    /// The key, e.g. `stripe.secret_key`.
     pub key: String,
+    /// What is wrong with it.
     pub problem: String,
 }
 

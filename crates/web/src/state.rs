@@ -41,6 +41,7 @@ impl Default for Tuning {
 pub struct Workers(Arc<Mutex<Option<WorkerPool>>>);
 
 impl Workers {
+    /// Wraps the pool; `None` when this process runs no workers.
     pub fn new(pool: Option<WorkerPool>) -> Self {
         Self(Arc::new(Mutex::new(pool)))
     }
@@ -69,13 +70,19 @@ impl Workers {
 /// Shared by every request (`web::Data<AppState>`).
 #[derive(Debug)]
 pub struct AppState {
+    /// The database.
     pub db: Database,
+    /// The Stripe client.
     pub stripe: Stripe,
+    /// The worker pool, to wake after queuing a job.
     pub workers: Workers,
+    /// The keys that verify bearer tokens.
     pub jwt: JwtKeys,
+    /// The settings the application was built with.
     pub settings: Settings,
     /// The deployment's mode, from the platform key (`sk_live_…`).
     pub livemode: bool,
+    /// Knobs that are not configuration (tests shorten or switch them).
     pub tuning: Tuning,
 }
 

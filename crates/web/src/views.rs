@@ -17,15 +17,23 @@ pub fn rfc3339(secs: i64) -> String {
 /// "finished_at", "error": null | {"code", "message"}, "progress": {"<resource>": {…}}}`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobView {
+    /// The job id (UUID v7).
     pub id: String,
+    /// The business synced.
     pub business_id: String,
+    /// `manual`, `scheduled`, `backfill` or `webhook`.
     pub trigger: String,
+    /// `queued`, `running`, `succeeded` or `failed`.
     pub status: String,
+    /// When it was queued.
     pub created_at: String,
+    /// When a worker started it.
     #[schema(required = true)]
     pub started_at: Option<String>,
+    /// When it finished.
     #[schema(required = true)]
     pub finished_at: Option<String>,
+    /// Why it failed; `null` unless it did.
     #[schema(required = true)]
     pub error: Option<JobErrorView>,
     /// By resource: `{"customers": {"fetched", "written", "done"}, …}`.
@@ -36,7 +44,9 @@ pub struct JobView {
 /// Why a job failed: `access_revoked`, `rate_limited`, `stripe_unavailable`, `database`, ….
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobErrorView {
+    /// The error code.
     pub code: String,
+    /// A sentence for people.
     pub message: String,
 }
 
@@ -70,19 +80,26 @@ impl From<sync_jobs::Model> for JobView {
 pub struct StatusView {
     /// `not_connected`, `connected` or `revoked`.
     pub status: String,
+    /// The connected account (`acct_…`).
     #[schema(required = true)]
     pub account_id: Option<String>,
+    /// The account's display name.
     #[schema(required = true)]
     pub account_name: Option<String>,
+    /// When the account was linked.
     #[schema(required = true)]
     pub connected_at: Option<String>,
+    /// The newest sync job.
     #[schema(required = true)]
     pub last_sync: Option<JobView>,
+    /// When the newest successful sync finished.
     #[schema(required = true)]
     pub last_successful_sync_at: Option<String>,
 }
 
 impl StatusView {
+    /// The status of a business from its `stripe_access` row and its newest and newest
+    /// successful jobs.
     pub fn new(
         access: Option<stripe_access::Model>,
         last_sync: Option<sync_jobs::Model>,
@@ -113,21 +130,31 @@ impl StatusView {
 /// A page of items: `{"items", "page", "per_page", "total"}`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PageView<T> {
+    /// The page's items.
     pub items: Vec<T>,
+    /// The page, from 1.
     pub page: u64,
+    /// Items per page.
     pub per_page: u64,
+    /// Items over all pages.
     pub total: u64,
 }
 
 /// A registered business.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BusinessView {
+    /// The host application's business id.
     pub id: String,
+    /// The URL slug (`[a-z0-9-]{2,63}`).
     pub slug: String,
+    /// The display name.
     pub name: String,
+    /// The agency the business belongs to.
     #[schema(required = true)]
     pub agency_id: Option<String>,
+    /// When it was registered.
     pub created_at: String,
+    /// When it last changed.
     pub updated_at: String,
 }
 
@@ -147,17 +174,23 @@ impl From<businesses::Model> for BusinessView {
 /// One connection needing attention (`GET /api/admin/connections`).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConnectionView {
+    /// The business.
     pub business_id: String,
+    /// The connected account (`acct_…`).
     pub account_id: String,
+    /// The account's display name.
     #[schema(required = true)]
     pub account_name: Option<String>,
     /// `revoked` (the platform lost access) or `failing` (the latest sync failed).
     pub attention: &'static str,
     /// The connection's own status: `connected` or `revoked`.
     pub status: String,
+    /// When the account was linked.
     pub connected_at: String,
+    /// When access was revoked.
     #[schema(required = true)]
     pub revoked_at: Option<String>,
+    /// The newest sync job.
     #[schema(required = true)]
     pub last_sync: Option<JobView>,
 }

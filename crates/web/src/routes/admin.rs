@@ -18,6 +18,7 @@ use crate::views::{BusinessView, ConnectionView, JobView, rfc3339};
 /// Longest business name accepted.
 pub const MAX_NAME_CHARS: usize = 200;
 
+/// The body of `PUT /api/businesses/{id}`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BusinessBody {
@@ -139,6 +140,7 @@ pub async fn delete_business(
     }
 }
 
+/// The query of `GET /api/admin/connections`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ConnectionsQuery {

@@ -28,6 +28,7 @@ pub const MAX_PER_PAGE: u64 = 100;
 /// Longest search text.
 const MAX_SEARCH: usize = 200;
 
+/// The query of the customers grid (`/api/contacts/stripe-customers`): paging, sort, search.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -255,6 +256,7 @@ pub async fn stripe_customers(
     grid(&state, &auth.business, &query, None).await
 }
 
+/// The body of `POST /api/contacts/stripe-customers`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GridBody {
@@ -315,6 +317,7 @@ pub async fn stripe_customers_matching(
     grid(&state, &business, &query, Some(contacts)).await
 }
 
+/// The body of `POST /api/contacts/stripe-summary-by-emails`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SummaryBody {
@@ -361,6 +364,7 @@ pub async fn summary_by_emails(
     Ok(HttpResponse::Ok().json(json!({ "summaries": summaries })))
 }
 
+/// The query of `GET /api/contacts/stripe-info`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]

@@ -20,6 +20,7 @@ use crate::state::AppState;
 /// Longest range one request may ask for, in months.
 pub const MAX_MONTHS: i64 = 60;
 
+/// The query of every dashboard: the months and the currency.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]

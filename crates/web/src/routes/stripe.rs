@@ -75,6 +75,7 @@ pub async fn client_status(
     Ok(HttpResponse::Ok().json(status_of(&state, &auth.business).await?))
 }
 
+/// The query of `POST /api/stripe/{businessId}/sync`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SyncQuery {
@@ -127,6 +128,7 @@ pub async fn sync(
     Ok(HttpResponse::Accepted().json(JobView::from(job)))
 }
 
+/// The query of `GET /api/stripe/{businessId}/sync-jobs`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
@@ -318,6 +320,7 @@ pub async fn client_disconnect(
         .ok_or_else(ApiError::not_connected)
 }
 
+/// The body of `PUT /api/stripe/{businessId}/webhook-secret`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSecret {
