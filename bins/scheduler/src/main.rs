@@ -155,7 +155,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<bool> {
             let after = tributary_sync::audit::live_counts(&ctx, &business).await?;
             let counts = tributary_sync::audit::backfill_counts(&report, &before, &after);
             println!("{}", serde_json::to_string_pretty(&counts)?);
-            Ok(report.succeeded())
+            Ok(report.succeeded() || report.interrupted())
         }
         Command::Audit { business } => {
             let business = BusinessId::parse(&business)?;

@@ -1,7 +1,8 @@
-//! SIGTERM in the middle of a sync, for each command that syncs (docs/security.md, "Faults and
-//! load"): the process finishes the page it is writing, releases its job and exits 0; the job
-//! is never left `running` under a live lease (it is `queued` and unleased, so the next run
-//! takes it at once), and the next run leaves the mirror exact.
+//! SIGTERM in the middle of a sync, for each command that syncs (`sync`, `backfill`,
+//! `run-once`, `daemon`; docs/security.md, "Faults and load"): the process finishes the page it
+//! is writing, releases its job and exits 0; the job is never left `running` under a live lease
+//! (it is `queued` and unleased, so the next run takes it at once), and the next run leaves the
+//! mirror exact.
 
 use std::process::Child;
 
@@ -98,11 +99,16 @@ async fn sigterm_mid_sync_releases_the_job(backend: Backend, args: &[&str]) {
             "{after:?}\n{stdout}"
         );
         assert!(after.lease_expires_at.is_none(), "{after:?}");
-        if args[0] == "sync" {
-            let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-            assert_eq!(report["error"][0], "interrupted", "{report}");
-        } else {
-            assert!(stdout.contains("1 interrupted"), "{stdout}");
+        match args[0] {
+            "sync" => {
+                let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+                assert_eq!(report["error"][0], "interrupted", "{report}");
+            }
+            "backfill" => {
+                let counts: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+                assert_eq!(counts["status"], "queued", "{counts}");
+            }
+            _ => assert!(stdout.contains("1 interrupted"), "{stdout}"),
         }
 
         // The next run takes the released job over at once and finishes it exactly.
@@ -140,6 +146,19 @@ mod sigterm_sync {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres() {
         let args = ["sync", "--business", "biz_0", "--full"];
+        super::sigterm_mid_sync_releases_the_job(super::Backend::Postgres, &args).await;
+    }
+}
+
+mod sigterm_backfill {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let args = ["backfill", "--business", "biz_0", "--days", "3650"];
+        super::sigterm_mid_sync_releases_the_job(super::Backend::Sqlite, &args).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let args = ["backfill", "--business", "biz_0", "--days", "3650"];
         super::sigterm_mid_sync_releases_the_job(super::Backend::Postgres, &args).await;
     }
 }
