@@ -49,14 +49,13 @@ async fn sigterm_mid_sync_releases_the_job(backend: Backend, args: &[&str]) {
         // Slow Stripe down so the signal lands mid-sync.
         let http = reqwest::Client::new();
         http.post(format!("{}/_sim/faults", sim.base_url()))
-            .json(&serde_json::json!({"latency_ms": 40}))
+            .json(&serde_json::json!({"latency_ms": 200}))
             .send()
             .await
             .unwrap();
-        env.insert(
-            "TRIBUTARY__STRIPE__MAX_REQUESTS_PER_SECOND",
-            "50".to_owned(),
-        );
+        // A small account is a dozen requests: a budget of 4 a second makes the sync last
+        // seconds, so the signal surely lands mid-sync.
+        env.insert("TRIBUTARY__STRIPE__MAX_REQUESTS_PER_SECOND", "4".to_owned());
         // A long lease: had the process left the job leased, nothing could take it for a
         // minute, and the checks below would see it.
         env.insert("TRIBUTARY__SYNC__LEASE_SECS", "60".to_owned());
