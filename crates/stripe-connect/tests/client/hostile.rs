@@ -248,7 +248,9 @@ proptest! {
                     prop_assert_eq!(parsed.created, replacement.as_i64().unwrap_or(0));
                 }
                 if field == "account" {
-                    prop_assert_eq!(parsed.account.as_deref(), replacement.as_str());
+                    // NUL characters are replaced on the way in (PostgreSQL refuses them).
+                    let expected = replacement.as_str().map(|s| s.replace('\0', "\u{FFFD}"));
+                    prop_assert_eq!(parsed.account, expected);
                 }
             }
             Err(_) => prop_assert!(matches!(field, "id" | "type" | "data")),
