@@ -178,7 +178,12 @@ proptest! {
             // Hex is read in either case, and `t` as the number it writes (`+`, whitespace).
             let mac = compute_signature(&payload, &secret, NOW);
             prop_assert!(edited.to_ascii_lowercase().contains(&mac), "{edited}");
-            let t = edited.split(',').find_map(|p| p.trim().strip_prefix("t=")).unwrap();
+            // Read `t` as the parser does: keys and values are trimmed (`t =`, `t= `).
+            let t = edited
+                .split(',')
+                .filter_map(|p| p.split_once('='))
+                .find_map(|(k, v)| (k.trim() == "t").then_some(v))
+                .unwrap();
             prop_assert_eq!(t.trim().parse::<i64>(), Ok(NOW), "{}", edited);
         }
     }
@@ -253,7 +258,12 @@ proptest! {
                     prop_assert_eq!(parsed.account, expected);
                 }
             }
-            Err(_) => prop_assert!(matches!(field, "id" | "type" | "data")),
+            // An id, type or account holding a control character is refused (log forging).
+            Err(_) => prop_assert!(
+                matches!(field, "id" | "type" | "data")
+                    || (field == "account"
+                        && replacement.as_str().is_some_and(|s| s.chars().any(|c| c.is_control() && c != '\0')))
+            ),
         }
     }
 }
