@@ -204,6 +204,22 @@ pub async fn claim_next_taking_over(
     }
 }
 
+/// An update of the job `owner` runs (it still holds the lease). Such an update touching no
+/// row means the owner lost the job.
+fn held(job_id: &str, owner: &str) -> sea_orm::UpdateMany<Entity> {
+    Entity::update_many()
+        .filter(Column::Id.eq(job_id))
+        .filter(Column::Status.eq(RUNNING))
+        .filter(Column::LeaseOwner.eq(owner))
+}
+
+/// `update` also clears the lease.
+fn unleased(update: sea_orm::UpdateMany<Entity>) -> sea_orm::UpdateMany<Entity> {
+    update
+        .col_expr(Column::LeaseOwner, Expr::value(Option::<String>::None))
+        .col_expr(Column::LeaseExpiresAt, Expr::value(Option::<i64>::None))
+}
+
 /// Extends the lease; `false` when the owner lost it (cancelled, failed by a deauthorization,
 /// or taken over after expiry) — the worker must stop writing.
 pub async fn renew(
@@ -213,11 +229,8 @@ pub async fn renew(
     now: i64,
     lease_secs: i64,
 ) -> Result<bool, PersistenceError> {
-    let res = Entity::update_many()
+    let res = held(job_id, owner)
         .col_expr(Column::LeaseExpiresAt, Expr::value(now + lease_secs))
-        .filter(Column::Id.eq(job_id))
-        .filter(Column::Status.eq(RUNNING))
-        .filter(Column::LeaseOwner.eq(owner))
         .exec(db.conn())
         .await?;
     Ok(res.rows_affected == 1)
@@ -248,7 +261,7 @@ pub async fn finish(
     error: Option<(&str, &str)>,
     now: i64,
 ) -> Result<bool, PersistenceError> {
-    let res = Entity::update_many()
+    let res = unleased(held(job_id, owner))
         .col_expr(Column::Status, Expr::value(status))
         .col_expr(Column::FinishedAt, Expr::value(now))
         .col_expr(
@@ -259,11 +272,6 @@ pub async fn finish(
             Column::ErrorMessage,
             Expr::value(error.map(|e| e.1.to_owned())),
         )
-        .col_expr(Column::LeaseOwner, Expr::value(Option::<String>::None))
-        .col_expr(Column::LeaseExpiresAt, Expr::value(Option::<i64>::None))
-        .filter(Column::Id.eq(job_id))
-        .filter(Column::Status.eq(RUNNING))
-        .filter(Column::LeaseOwner.eq(owner))
         .exec(db.conn())
         .await?;
     Ok(res.rows_affected == 1)
@@ -273,14 +281,9 @@ pub async fn finish(
 /// unleased and unstarted, so the next worker claims it at once instead of waiting for the
 /// lease to expire. Progress is kept; the next run starts its counts afresh.
 pub async fn release(db: &Database, job_id: &str, owner: &str) -> Result<bool, PersistenceError> {
-    let res = Entity::update_many()
+    let res = unleased(held(job_id, owner))
         .col_expr(Column::Status, Expr::value(QUEUED))
         .col_expr(Column::StartedAt, Expr::value(Option::<i64>::None))
-        .col_expr(Column::LeaseOwner, Expr::value(Option::<String>::None))
-        .col_expr(Column::LeaseExpiresAt, Expr::value(Option::<i64>::None))
-        .filter(Column::Id.eq(job_id))
-        .filter(Column::Status.eq(RUNNING))
-        .filter(Column::LeaseOwner.eq(owner))
         .exec(db.conn())
         .await?;
     Ok(res.rows_affected == 1)
@@ -351,13 +354,11 @@ pub async fn fail_active(
     message: &str,
     now: i64,
 ) -> Result<u64, PersistenceError> {
-    let res = Entity::update_many()
+    let res = unleased(Entity::update_many())
         .col_expr(Column::Status, Expr::value(FAILED))
         .col_expr(Column::FinishedAt, Expr::value(now))
         .col_expr(Column::ErrorCode, Expr::value(code))
         .col_expr(Column::ErrorMessage, Expr::value(message))
-        .col_expr(Column::LeaseOwner, Expr::value(Option::<String>::None))
-        .col_expr(Column::LeaseExpiresAt, Expr::value(Option::<i64>::None))
         .filter(Column::BusinessId.eq(business.as_str()))
         .filter(active())
         .exec(db.conn())
