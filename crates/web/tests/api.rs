@@ -353,6 +353,24 @@ impl TestApp {
         assert!(res.status().is_success(), "{path}: {}", res.status());
     }
 
+    /// The id of the business's latest sync job.
+    async fn last_sync_id(&self, business: &str) -> String {
+        self.status(business).await["last_sync"]["id"]
+            .as_str()
+            .expect("a sync job")
+            .to_owned()
+    }
+
+    /// Connects `business` to `acct` and waits for its first sync to succeed.
+    pub(crate) async fn connect_and_sync(&self, business: &str, acct: &str) {
+        assert_eq!(self.connect(business, acct).await["stripe"], "connected");
+        let job = self.last_sync_id(business).await;
+        let job = self
+            .wait_for_job(business, &job, &["succeeded", "failed"])
+            .await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+    }
+
     async fn wait_for_job(&self, business: &str, job_id: &str, done: &[&str]) -> Value {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
@@ -852,10 +870,7 @@ db_test!(every_route_refuses_missing_bad_and_foreign_tokens, |t| {
         "connected"
     );
     seed_rows(&app.db, "biz-victim").await;
-    let victim_job = app.status("biz-victim").await["last_sync"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let victim_job = app.last_sync_id("biz-victim").await;
     let before = rows_by_table(&app.db, "biz-victim").await;
     let needles = [
         "biz-victim",
@@ -1016,10 +1031,7 @@ db_test!(relinking_to_another_account_clears_the_old_rows, |t| {
     seed_rows(&app.db, "biz-a").await;
     seed_rows(&app.db, "biz-other").await;
     let other_before = rows_by_table(&app.db, "biz-other").await;
-    let first_job = app.status("biz-a").await["last_sync"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let first_job = app.last_sync_id("biz-a").await;
 
     // The same account again keeps the rows.
     assert_eq!(app.connect("biz-a", &acct0).await["stripe"], "connected");
@@ -1161,15 +1173,7 @@ db_test!(disconnect_in_the_middle_of_a_sync_leaves_nothing, |t| {
     )
     .await;
     let (acct0, acct1) = (app.account(0), app.account(1));
-    assert_eq!(app.connect("biz-b", &acct1).await["stripe"], "connected");
-    let b_job = app.status("biz-b").await["last_sync"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let done = app
-        .wait_for_job("biz-b", &b_job, &["succeeded", "failed"])
-        .await;
-    assert_eq!(done["status"], "succeeded", "{done}");
+    app.connect_and_sync("biz-b", &acct1).await;
     let b_rows = rows_by_table(&app.db, "biz-b").await;
     assert!(b_rows["stripe_customers"] > 0, "{b_rows:?}");
 
@@ -1177,10 +1181,7 @@ db_test!(disconnect_in_the_middle_of_a_sync_leaves_nothing, |t| {
     app.sim_control("/_sim/faults", json!({"latency_ms": 200}))
         .await;
     assert_eq!(app.connect("biz-a", &acct0).await["stripe"], "connected");
-    let job = app.status("biz-a").await["last_sync"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let job = app.last_sync_id("biz-a").await;
     app.wait_for_job("biz-a", &job, &["running"]).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while rows_by_table(&app.db, "biz-a")
@@ -1387,10 +1388,7 @@ db_test!(first_sync_runs_in_the_api_worker_pool, |t| {
         app.connect("biz-a", &app.account(0)).await["stripe"],
         "connected"
     );
-    let id = app.status("biz-a").await["last_sync"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = app.last_sync_id("biz-a").await;
     let job = app
         .wait_for_job("biz-a", &id, &["succeeded", "failed"])
         .await;

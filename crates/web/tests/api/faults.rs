@@ -121,19 +121,6 @@ impl TestApp {
             .map(|r| r.status())
     }
 
-    /// Connects `business` to `acct` and waits for its first sync to succeed.
-    pub(crate) async fn connect_and_sync(&self, business: &str, acct: &str) {
-        assert_eq!(self.connect(business, acct).await["stripe"], "connected");
-        let job = self.status(business).await["last_sync"]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let job = self
-            .wait_for_job(business, &job, &["succeeded", "failed"])
-            .await;
-        assert_eq!(job["status"], "succeeded", "{job}");
-    }
-
     pub(crate) async fn audit(&self, business: &str, acct: &str) -> tributary_sync::audit::Audit {
         let stripe = self.sim_stripe();
         let ctx = SyncContext::new(self.db.clone(), stripe.clone(), SyncConfig::default());

@@ -105,15 +105,7 @@ db_test!(
         let before = app.metrics().await;
 
         let acct = app.account(0);
-        assert_eq!(app.connect("biz-m", &acct).await["stripe"], "connected");
-        let id = app.status("biz-m").await["last_sync"]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let job = app
-            .wait_for_job("biz-m", &id, &["succeeded", "failed"])
-            .await;
-        assert_eq!(job["status"], "succeeded", "{job}");
+        app.connect_and_sync("biz-m", &acct).await;
 
         let event = json!({
             "id": "evt_metrics_1", "object": "event", "type": "customer.updated",

@@ -619,15 +619,7 @@ db_test!(a_shuffled_burst_with_ties_leaves_the_exact_mirror, |t| {
     )
     .await;
     let acct = app.account(0);
-    assert_eq!(app.connect("biz-a", &acct).await["stripe"], "connected");
-    let job = app.status("biz-a").await["last_sync"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let job = app
-        .wait_for_job("biz-a", &job, &["succeeded", "failed"])
-        .await;
-    assert_eq!(job["status"], "succeeded", "{job}");
+    app.connect_and_sync("biz-a", &acct).await;
 
     let stripe = app.stripe();
     let client = stripe.account(&acct).unwrap();
@@ -798,10 +790,7 @@ db_test!(
         app.sim_control("/_sim/faults", json!({"latency_ms": 600}))
             .await;
         assert_eq!(app.connect("biz-a", &acct).await["stripe"], "connected");
-        let job = app.status("biz-a").await["last_sync"]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let job = app.last_sync_id("biz-a").await;
         app.wait_for_job("biz-a", &job, &["running"]).await;
         let res = app.hook(CONNECT, deauth_body, Some(&deauth_sig)).await;
         assert_eq!(res.status, StatusCode::OK, "{}", res.text);
@@ -1252,15 +1241,7 @@ db_test!(
             )
             .await;
         assert_eq!(res.status, StatusCode::OK, "{}", res.text);
-        assert_eq!(app.connect("biz-a", &acct).await["stripe"], "connected");
-        let job = app.status("biz-a").await["last_sync"]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let job = app
-            .wait_for_job("biz-a", &job, &["succeeded", "failed"])
-            .await;
-        assert_eq!(job["status"], "succeeded", "{job}");
+        app.connect_and_sync("biz-a", &acct).await;
         let res = app
             .put(
                 "/api/stripe/biz-a/webhook-secret",
