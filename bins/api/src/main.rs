@@ -98,8 +98,9 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 }
 
 /// Serves the API; the same process runs manual and first syncs in its worker pool
-/// (`sync.concurrency` at a time). On SIGINT/SIGTERM it answers the requests in flight, then
-/// stops the syncs after the page they are writing and releases their jobs.
+/// (`sync.concurrency` at a time). On SIGINT/SIGTERM it stops accepting connections, stops the
+/// syncs after the page they are writing and releases their jobs, then answers the requests in
+/// flight.
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = tributary_web::Application::build(settings).await?;
     tracing::info!(port = app.port(), "tributary-api listening");

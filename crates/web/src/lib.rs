@@ -238,6 +238,10 @@ impl Application {
             addr: "listener".into(),
             source,
         })?
+        // The signals are ours (`run_until_stopped`): actix would stop its worker threads
+        // first, and with them the runtimes the pool's database connections were opened on,
+        // while a sync still writes its page.
+        .disable_signals()
         .run();
         Ok(Self {
             port,
@@ -256,12 +260,72 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the process is asked to stop (SIGINT/SIGTERM: graceful shutdown), then
-    /// lets running syncs finish.
+    /// Serves until the process is asked to stop, then lets running syncs finish.
+    ///
+    /// On SIGINT/SIGTERM: no new connection is accepted, the syncs in the worker pool stop
+    /// after the page they are writing and release their jobs, then the requests in flight are
+    /// answered and the server stops. The syncs go first because their database and Stripe
+    /// connections may have been opened on actix's worker threads, which stop with the
+    /// server. A second signal stops the server at once, without waiting for the syncs (their
+    /// leases then expire as after a crash).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let served = self.server.await;
-        self.workers.shutdown().await;
-        served
+        let handle = self.server.handle();
+        // Polled on its own task: it carries out `pause` and `stop` only while polled.
+        let mut server = tokio::spawn(self.server);
+        let mut signals = Signals::install()?;
+        tokio::select! {
+            served = &mut server => {
+                // Stopped through its handle (tests, the demo).
+                self.workers.shutdown().await;
+                return served.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            }
+            () = signals.next() => {}
+        }
+        tracing::info!("stopping: signal received; running syncs stop after their page");
+        handle.pause().await;
+        tokio::select! {
+            () = self.workers.shutdown() => handle.stop(true).await,
+            () = signals.next() => {
+                tracing::warn!("second signal: stopping now");
+                handle.stop(false).await;
+            }
+        }
+        server
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+/// SIGTERM and SIGINT (Ctrl-C elsewhere).
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
