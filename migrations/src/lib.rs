@@ -15,6 +15,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_initial;
 mod m20261123_000002_read_paths;
 mod m20261201_000003_sync_canaries;
+mod m20261201_000004_data_version;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_initial::Migration),
             Box::new(m20261123_000002_read_paths::Migration),
             Box::new(m20261201_000003_sync_canaries::Migration),
+            Box::new(m20261201_000004_data_version::Migration),
         ]
     }
 }

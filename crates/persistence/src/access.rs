@@ -1,7 +1,7 @@
 //! The Stripe account a business links (`stripe_access`). No token is stored: calls use the
 //! platform key with the `Stripe-Account` header.
 
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use tributary_domain::{BusinessId, StripeAccountId};
 
@@ -95,6 +95,8 @@ pub async fn connect(
         date_created: Set(now),
         status: Set(CONNECTED.to_owned()),
         revoked_at: Set(None),
+        // From the clock, so a later link never reuses a version of an earlier one.
+        data_version: Set(fresh_version()),
     };
     if previous.is_some() {
         Entity::update(model)
@@ -150,22 +152,65 @@ pub async fn list_by_status(db: &Database, status: &str) -> Result<Vec<Model>, P
 }
 
 /// Reads the business's connection row inside a write transaction and locks it on
-/// PostgreSQL: `exclusive` (`FOR UPDATE`) makes every writer of one business's read models —
-/// incremental sync pages, webhook events — take its turn; shared (`FOR SHARE`) lets the pages
-/// of a full re-list write concurrently while still holding off a disconnect. SQLite's
-/// `BEGIN IMMEDIATE` already serialises writers.
+/// PostgreSQL: `exclusive` makes every writer of one business's read models — incremental sync
+/// pages, webhook events — take its turn; shared (`FOR SHARE`) lets the pages of a full re-list
+/// write concurrently while still holding off a disconnect. SQLite's `BEGIN IMMEDIATE` already
+/// serialises writers.
+///
+/// The exclusive lock is taken by bumping `data_version` (`UPDATE … RETURNING`), in the same
+/// round trip: whoever keeps something derived from the business's data knows it changed. A
+/// full re-list bumps it once, at its end ([`bump_version`]).
 pub async fn lock_for_write<C: sea_orm::ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
     exclusive: bool,
 ) -> Result<Option<Model>, PersistenceError> {
+    if exclusive {
+        return Ok(Entity::update_many()
+            .col_expr(Column::DataVersion, Expr::col(Column::DataVersion).add(1))
+            .filter(Column::BusinessId.eq(business.as_str()))
+            .exec_with_returning(conn)
+            .await?
+            .into_iter()
+            .next());
+    }
     let mut query = Entity::find_by_id(business.as_str());
     if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
-        query = if exclusive {
-            sea_orm::QuerySelect::lock_exclusive(query)
-        } else {
-            sea_orm::QuerySelect::lock_shared(query)
-        };
+        query = sea_orm::QuerySelect::lock_shared(query);
     }
     Ok(query.one(conn).await?)
+}
+
+/// Marks the business's data changed (see [`lock_for_write`]): at the end of a full re-list,
+/// whose pages write under the shared lock, and when any run ends.
+pub async fn bump_version<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+) -> Result<(), PersistenceError> {
+    Entity::update_many()
+        .col_expr(Column::DataVersion, Expr::col(Column::DataVersion).add(1))
+        .filter(Column::BusinessId.eq(business.as_str()))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// The business's `data_version`, `None` when it has no connection row.
+pub async fn data_version(
+    db: &Database,
+    business: &BusinessId,
+) -> Result<Option<i64>, PersistenceError> {
+    use sea_orm::QuerySelect;
+    Ok(Entity::find_by_id(business.as_str())
+        .select_only()
+        .column(Column::DataVersion)
+        .into_tuple::<i64>()
+        .one(db.conn())
+        .await?)
+}
+
+/// A starting `data_version`: the clock in microseconds.
+fn fresh_version() -> i64 {
+    let micros = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000;
+    i64::try_from(micros).unwrap_or(i64::MAX / 2)
 }

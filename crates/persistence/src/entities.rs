@@ -270,6 +270,9 @@ entity!(
     date_created: i64,
     status: String,
     revoked_at: Option<i64>,
+    /// Changes whenever the business's mirror or read models change (see
+    /// [`crate::access::lock_for_write`]).
+    data_version: i64,
 });
 entity!(
     /// One-time CSRF nonces of the OAuth flow.

@@ -372,31 +372,100 @@ pub async fn apply_event<C: sea_orm::ConnectionTrait>(
     now: i64,
     client: Option<&AccountClient>,
 ) -> Result<Outcome, SyncError> {
-    // Writers of one business take turns (PostgreSQL; SQLite serialises writers anyway).
-    tributary_persistence::access::lock_for_write(conn, business, true).await?;
-    let mut touched = crate::readmodel::Touched::default();
-    crate::readmodel::touch(&mut touched, &event.object);
-    let mut emails = crate::readmodel::affected_emails(conn, business, &touched).await?;
-    let outcome = apply_event_inner(conn, business, event, now, client).await?;
-    if matches!(
-        outcome,
-        Outcome::Applied | Outcome::Refetched | Outcome::Deleted
-    ) {
-        emails.extend(crate::readmodel::affected_emails(conn, business, &touched).await?);
-        crate::readmodel::refresh_emails(conn, business, &emails, now).await?;
-        if event.object_type() == Some("subscription")
-            && let Some(id) = event.object_id()
-        {
-            crate::readmodel::snapshot_subscription(
-                conn,
-                business,
-                id,
-                &crate::readmodel::day_of(now),
-            )
-            .await?;
-        }
-    }
+    let (mut batch, _) = EventBatch::begin(conn, business, [event]).await?;
+    let outcome = batch.apply(conn, event, now, client).await?;
+    batch.finish(conn, now).await?;
     Ok(outcome)
+}
+
+/// Several events of one business applied in one transaction (webhook deliveries that
+/// arrived together), with the read models brought up to date once for all of them:
+/// [`EventBatch::begin`] locks the business and notes the emails the events may take money
+/// from, [`EventBatch::apply`] applies each (the caller may wrap each in a savepoint, so one
+/// failing event does not undo the others), [`EventBatch::finish`] recomputes the spend of
+/// every email touched before or after, and the MRR snapshots of the changed subscriptions.
+///
+/// The emails linked to the touched objects before the first event and after the last are
+/// all whose spend can differ between the two states, as for a page of objects.
+#[derive(Debug)]
+pub struct EventBatch<'a> {
+    business: &'a BusinessId,
+    touched: crate::readmodel::Touched,
+    emails: std::collections::BTreeSet<String>,
+    changed: bool,
+    subscriptions: std::collections::BTreeSet<String>,
+}
+
+impl<'a> EventBatch<'a> {
+    /// Locks the business for writing (exclusively: bumping its data version) and notes the
+    /// emails the `events` may take money from. Returns the connection row the lock read
+    /// (`None`: the business has none).
+    pub async fn begin<'e, C: sea_orm::ConnectionTrait>(
+        conn: &C,
+        business: &'a BusinessId,
+        events: impl IntoIterator<Item = &'e EventEnvelope>,
+    ) -> Result<(Self, Option<stripe_access::Model>), SyncError> {
+        // Writers of one business take turns (PostgreSQL; SQLite serialises writers anyway).
+        let connection =
+            tributary_persistence::access::lock_for_write(conn, business, true).await?;
+        let mut touched = crate::readmodel::Touched::default();
+        for event in events {
+            crate::readmodel::touch(&mut touched, &event.object);
+        }
+        let emails = crate::readmodel::affected_emails(conn, business, &touched).await?;
+        let batch = Self {
+            business,
+            touched,
+            emails,
+            changed: false,
+            subscriptions: Default::default(),
+        };
+        Ok((batch, connection))
+    }
+
+    /// Applies one of the events given to [`EventBatch::begin`].
+    pub async fn apply<C: sea_orm::ConnectionTrait>(
+        &mut self,
+        conn: &C,
+        event: &EventEnvelope,
+        now: i64,
+        client: Option<&AccountClient>,
+    ) -> Result<Outcome, SyncError> {
+        let outcome = apply_event_inner(conn, self.business, event, now, client).await?;
+        if matches!(
+            outcome,
+            Outcome::Applied | Outcome::Refetched | Outcome::Deleted
+        ) {
+            self.changed = true;
+            if event.object_type() == Some("subscription")
+                && let Some(id) = event.object_id()
+            {
+                self.subscriptions.insert(id.to_owned());
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Recomputes the spend of the emails the applied events touched and the day's MRR
+    /// snapshot of their subscriptions.
+    pub async fn finish<C: sea_orm::ConnectionTrait>(
+        mut self,
+        conn: &C,
+        now: i64,
+    ) -> Result<(), SyncError> {
+        if !self.changed {
+            return Ok(());
+        }
+        let business = self.business;
+        self.emails
+            .extend(crate::readmodel::affected_emails(conn, business, &self.touched).await?);
+        crate::readmodel::refresh_emails(conn, business, &self.emails, now).await?;
+        let day = crate::readmodel::day_of(now);
+        for id in &self.subscriptions {
+            crate::readmodel::snapshot_subscription(conn, business, id, &day).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Applies one event of `business`, inside the caller's transaction. `client`, when given,

@@ -297,6 +297,8 @@ async fn run_claimed(
             (jobs::FAILED, Some((e.code().to_owned(), e.to_string())))
         }
     };
+    // Pages a failed full re-list wrote are data too (best effort: the next run bumps again).
+    let _ = access::bump_version(db.conn(), &business).await;
     let progress = run.progress_json();
     let _ = jobs::set_progress(db, &job.id, &owner, progress).await;
     let finished = jobs::finish(
@@ -340,6 +342,7 @@ impl Run<'_> {
     /// Hands an interrupted run's job back to the queue, with the progress so far.
     async fn release(&self, job: &sync_jobs::Model, owner: &str) -> SyncReport {
         let db = self.ctx.db();
+        let _ = access::bump_version(db.conn(), &self.business).await;
         let _ = jobs::set_progress(db, &job.id, owner, self.progress_json()).await;
         match jobs::release(db, &job.id, owner).await {
             Ok(true) => tracing::info!("sync interrupted by shutdown; job released"),
@@ -487,6 +490,8 @@ impl Run<'_> {
             readmodel::rebuild_spend(&txn, &self.business, self.ctx.now()).await?;
         }
         readmodel::snapshot_mrr(&txn, &self.business, &readmodel::day_of(self.started)).await?;
+        // A full re-list's pages wrote under the shared lock, which does not bump the version.
+        access::bump_version(&txn, &self.business).await?;
         // Cursors advance only now that every resource finished, to the moment the run started.
         let mut rows: Vec<sync_cursors::ActiveModel> = Resource::ALL
             .iter()

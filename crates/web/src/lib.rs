@@ -215,6 +215,8 @@ impl Application {
             livemode: settings.livemode(),
             settings,
             tuning,
+            dashboards: Default::default(),
+            ingest: Default::default(),
         });
         let db = web::Data::new(db);
         let server = HttpServer::new(move || {

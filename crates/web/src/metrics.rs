@@ -23,6 +23,9 @@ pub const HTTP_DURATION: &str = "tributary_http_request_duration_seconds";
 /// `malformed`, `too_large`, `unknown_business`, `not_configured`, `unavailable`, `error`; see
 /// `docs/observability.md`).
 pub const WEBHOOK_DELIVERIES: &str = "tributary_webhook_deliveries_total";
+/// Histogram: deliveries of one business written in one transaction (group commit; see
+/// `routes::webhooks::Ingest`).
+pub const WEBHOOK_BATCH: &str = "tributary_webhook_batch_deliveries";
 
 /// Upper bounds of the latency buckets of HTTP answers and Stripe attempts, in seconds.
 const FAST_BUCKETS: &[f64] = &[
@@ -33,6 +36,8 @@ const FAST_BUCKETS: &[f64] = &[
 const RUN_BUCKETS: &[f64] = &[
     1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
 ];
+/// Upper bounds of the webhook batch buckets, in deliveries.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 /// How often histogram samples are folded into their buckets when nobody scrapes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -59,7 +64,8 @@ fn build() -> Option<PrometheusHandle> {
                 Matcher::Full(tributary_sync::metrics::RUN_DURATION.into()),
                 RUN_BUCKETS,
             )
-        });
+        })
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(WEBHOOK_BATCH.into()), BATCH_BUCKETS));
     let handle = match builder.and_then(PrometheusBuilder::install_recorder) {
         Ok(handle) => handle,
         Err(e) => {
@@ -101,6 +107,10 @@ fn describe() {
     describe_counter!(
         WEBHOOK_DELIVERIES,
         "Stripe webhook deliveries, by endpoint kind and outcome."
+    );
+    describe_histogram!(
+        WEBHOOK_BATCH,
+        "Webhook deliveries of one business written in one transaction."
     );
     describe_counter!(sync::RUNS, "Finished sync runs, by outcome and trigger.");
     describe_histogram!(

@@ -84,6 +84,10 @@ pub struct AppState {
     pub livemode: bool,
     /// Knobs that are not configuration (tests shorten or switch them).
     pub tuning: Tuning,
+    /// What the dashboards derive from a whole business, per data version.
+    pub dashboards: crate::routes::dashboards::DashboardCache,
+    /// The webhook deliveries of each business waiting for their transaction.
+    pub ingest: crate::routes::webhooks::Ingest,
 }
 
 impl AppState {

@@ -2,6 +2,8 @@
 //! `tributary_domain::metrics` (documented in `docs/metrics.md`); this module only loads the
 //! business's movements, subscriptions and MRR snapshots and checks the request.
 
+use std::sync::Arc;
+
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
@@ -9,7 +11,7 @@ use tributary_domain::metrics::{self, Month, MrrTimeline, Snapshot, Subscription
 use tributary_domain::spend::{self, Movement};
 use tributary_domain::{BusinessId, Currency};
 use tributary_persistence::entities::stripe_subscriptions;
-use tributary_persistence::reads;
+use tributary_persistence::{access, reads};
 
 use crate::auth::AuthedBusiness;
 use crate::error::ApiError;
@@ -90,11 +92,75 @@ fn range(q: &RangeQuery) -> Result<Range, ApiError> {
     })
 }
 
-async fn movements(state: &AppState, business: &BusinessId) -> Result<Vec<Movement>, ApiError> {
+/// What every dashboard derives from the whole business: its movements and subscriptions.
+#[derive(Debug)]
+pub struct Inputs {
+    movements: Vec<Movement>,
+    subscriptions: Vec<SubscriptionHistory>,
+}
+
+/// The dashboards' [`Inputs`] per business and `data_version` (see
+/// `tributary_persistence::access::lock_for_write`): loading them reads every mirror row of the
+/// business, so it is done once per change of its data, not once per request. Concurrent
+/// requests of one business and version share one load. Bounded by [`CACHE_WEIGHT`] movements
+/// and subscriptions in all (about 400 bytes each); a business without a connection row is
+/// loaded uncached.
+#[derive(Debug)]
+pub struct DashboardCache(quick_cache::sync::Cache<(String, i64), Arc<Inputs>, Weight>);
+
+/// The most movements and subscriptions the cache holds, all businesses together.
+pub const CACHE_WEIGHT: u64 = 250_000;
+
+#[derive(Debug, Clone)]
+struct Weight;
+
+impl quick_cache::Weighter<(String, i64), Arc<Inputs>> for Weight {
+    fn weight(&self, _key: &(String, i64), inputs: &Arc<Inputs>) -> u64 {
+        (inputs.movements.len() + inputs.subscriptions.len()).max(1) as u64
+    }
+}
+
+impl Default for DashboardCache {
+    fn default() -> Self {
+        Self(quick_cache::sync::Cache::with_weighter(
+            64,
+            CACHE_WEIGHT,
+            Weight,
+        ))
+    }
+}
+
+impl DashboardCache {
+    async fn inputs(
+        &self,
+        state: &AppState,
+        business: &BusinessId,
+    ) -> Result<Arc<Inputs>, ApiError> {
+        let Some(version) = access::data_version(&state.db, business).await? else {
+            return Ok(Arc::new(load(state, business).await?));
+        };
+        // Read after the version: the rows are at least that new, never older.
+        self.0
+            .get_or_insert_async(&(business.as_str().to_owned(), version), async {
+                Ok(Arc::new(load(state, business).await?))
+            })
+            .await
+    }
+}
+
+async fn load(state: &AppState, business: &BusinessId) -> Result<Inputs, ApiError> {
     let (facts, _) = tributary_sync::readmodel::load_facts(state.db.conn(), business)
         .await
         .map_err(ApiError::internal)?;
-    Ok(spend::movements(&facts))
+    let subscriptions = reads::all_subscriptions(state.db.conn(), business)
+        .await?
+        .iter()
+        .filter_map(history)
+        .collect();
+    Ok(Inputs {
+        movements: spend::movements(&facts),
+        subscriptions,
+    })
 }
 
 /// A subscription's history for reconstruction; its MRR as if active, from its stored object.
@@ -121,20 +187,10 @@ fn history(s: &stripe_subscriptions::Model) -> Option<SubscriptionHistory> {
     })
 }
 
-async fn subscriptions(
-    state: &AppState,
-    business: &BusinessId,
-) -> Result<Vec<SubscriptionHistory>, ApiError> {
-    Ok(reads::all_subscriptions(state.db.conn(), business)
-        .await?
-        .iter()
-        .filter_map(history)
-        .collect())
-}
-
 async fn timeline(
     state: &AppState,
     business: &BusinessId,
+    inputs: &Inputs,
     r: &Range,
 ) -> Result<MrrTimeline, ApiError> {
     let (Some(first), Some(last)) = (r.months.first(), r.months.last()) else {
@@ -158,7 +214,7 @@ async fn timeline(
         .collect();
     Ok(MrrTimeline::new(
         &r.currency,
-        subscriptions(state, business).await?,
+        inputs.subscriptions.clone(),
         snapshots,
         r.now,
     ))
@@ -187,11 +243,11 @@ pub async fn revenue(
     query: web::Query<RangeQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let r = range(&query)?;
-    let mv = movements(&state, &auth.business).await?;
-    let tl = timeline(&state, &auth.business, &r).await?;
+    let inputs = state.dashboards.inputs(&state, &auth.business).await?;
+    let tl = timeline(&state, &auth.business, &inputs, &r).await?;
     Ok(HttpResponse::Ok().json(json!({
         "currency": r.currency,
-        "months": metrics::revenue(&mv, &tl, &r.months),
+        "months": metrics::revenue(&inputs.movements, &tl, &r.months),
     })))
 }
 
@@ -218,12 +274,12 @@ pub async fn retention(
     query: web::Query<RangeQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let r = range(&query)?;
-    let mv = movements(&state, &auth.business).await?;
-    let tl = timeline(&state, &auth.business, &r).await?;
+    let inputs = state.dashboards.inputs(&state, &auth.business).await?;
+    let tl = timeline(&state, &auth.business, &inputs, &r).await?;
     Ok(HttpResponse::Ok().json(json!({
         "currency": r.currency,
         "months": metrics::retention(&tl, &r.months),
-        "cohorts": metrics::cohorts(&mv, &r.months),
+        "cohorts": metrics::cohorts(&inputs.movements, &r.months),
     })))
 }
 
@@ -250,10 +306,14 @@ pub async fn acquisition(
     query: web::Query<RangeQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let r = range(&query)?;
-    let mv = movements(&state, &auth.business).await?;
-    let subs = subscriptions(&state, &auth.business).await?;
+    let inputs = state.dashboards.inputs(&state, &auth.business).await?;
     Ok(HttpResponse::Ok().json(json!({
         "currency": r.currency,
-        "months": metrics::acquisition(&mv, &subs, &r.currency, &r.months),
+        "months": metrics::acquisition(
+            &inputs.movements,
+            &inputs.subscriptions,
+            &r.currency,
+            &r.months
+        ),
     })))
 }

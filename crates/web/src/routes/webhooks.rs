@@ -6,6 +6,8 @@
 //! Events are applied within the request (see `docs/decisions.md`, "Webhooks"): a failure rolls
 //! the record back and answers `5xx`, and Stripe delivers again.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -19,7 +21,7 @@ use tributary_domain::BusinessId;
 use tributary_persistence::entities::{stripe_access, webhook_events};
 use tributary_persistence::sea_orm::sea_query::Expr;
 use tributary_persistence::sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
 };
 use tributary_persistence::{Database, access, billing, businesses, jobs, webhooks};
 use tributary_stripe_connect::{
@@ -27,7 +29,7 @@ use tributary_stripe_connect::{
     account_display_name, construct_event,
 };
 use tributary_sync::SyncError;
-use tributary_sync::apply::apply_event;
+use tributary_sync::apply::EventBatch;
 
 use crate::error::ApiError;
 use crate::metrics;
@@ -426,17 +428,6 @@ async fn revoke(state: &AppState, business: &BusinessId, now: i64) -> Result<(),
     Ok(())
 }
 
-/// The business's connection, read inside the transaction and held `FOR UPDATE` on
-/// PostgreSQL, as every writer of a business's mirror holds it: writers take turns, and a
-/// disconnect waits for this event's rows and then clears them too (SQLite's `BEGIN IMMEDIATE`
-/// serialises writers already).
-async fn connection_in(
-    txn: &DatabaseTransaction,
-    business: &BusinessId,
-) -> Result<Option<stripe_access::Model>, ApiError> {
-    Ok(access::lock_for_write(txn, business, true).await?)
-}
-
 /// What went wrong applying an event.
 enum Failure {
     /// The platform lost access while re-fetching: the connection is revoked.
@@ -446,8 +437,63 @@ enum Failure {
     Internal(ApiError),
 }
 
+/// What a delivery's turn in a batch came to: the outcome recorded, `None` for a duplicate.
+type Applied = Result<Option<&'static str>, Failure>;
+
+/// Most deliveries written in one transaction.
+pub const MAX_BATCH: usize = 128;
+
+/// Group commit of one business's deliveries: each delivery joins its business's queue and
+/// waits for the writer's turn; whoever gets the turn writes every delivery queued by then
+/// (up to [`MAX_BATCH`]) in one transaction — one lock of the business, one duplicate check,
+/// one spend refresh for all the emails touched, one commit — and answers each. A delivery
+/// already answered by an earlier turn just returns. Under a burst the transactions grow
+/// instead of queueing one by one behind the business's lock; alone, a delivery is a batch of
+/// one.
+#[derive(Debug, Default)]
+pub struct Ingest(std::sync::Mutex<HashMap<String, Arc<Queue>>>);
+
+/// One business's deliveries waiting for a turn, and the turn.
+#[derive(Debug, Default)]
+struct Queue {
+    pending: std::sync::Mutex<Vec<Pending>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    endpoint: String,
+    account: String,
+    event: EventEnvelope,
+    now: i64,
+    deadline: Instant,
+    answer: tokio::sync::oneshot::Sender<Applied>,
+}
+
+impl Ingest {
+    fn queue(&self, business: &BusinessId) -> Arc<Queue> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(business.as_str().to_owned())
+            .or_default()
+            .clone()
+    }
+}
+
+impl std::fmt::Debug for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Revoked => f.write_str("Revoked"),
+            Self::Unavailable(d) => write!(f, "Unavailable({d})"),
+            Self::Internal(e) => write!(f, "Internal({e})"),
+        }
+    }
+}
+
 /// Applies a Connect or per-business event to the mirror with the sync's applier, in one
-/// transaction with its record.
+/// transaction with its record (shared with the deliveries of the same business that arrived
+/// with it: [`Ingest`]).
 async fn apply(
     state: &AppState,
     route: &Route<'_>,
@@ -456,70 +502,40 @@ async fn apply(
     deadline: Instant,
 ) -> Result<HttpResponse, ApiError> {
     crate::telemetry::record_business(&route.business);
-    let client = state
-        .stripe
-        .account(&route.account)
-        .map_err(ApiError::internal)?;
-    let on_stripe = AtomicBool::new(false);
-    let run = async {
-        let txn = state.db.begin_write().await.map_err(internal)?;
-        if seen(&txn, route.endpoint, &event.id)
-            .await
-            .map_err(Failure::Internal)?
-        {
-            return Ok(None);
-        }
-        let connection = connection_in(&txn, &route.business)
-            .await
-            .map_err(Failure::Internal)?;
-        let outcome = match connection {
-            Some(c) if c.stripe_account_id != route.account => "unrouted",
-            None => "unrouted",
-            Some(c) if c.status != access::CONNECTED => "revoked",
-            Some(_) if event.event_type == "account.updated" => account_updated(&txn, route, event)
-                .await
-                .map_err(Failure::Internal)?,
-            Some(_) => {
-                // Applying may re-fetch from Stripe: a stall from here on is Stripe's.
-                on_stripe.store(true, Ordering::Relaxed);
-                let outcome = apply_event(&txn, &route.business, event, now, Some(&client))
-                    .await
-                    .map_err(|e| match e {
-                        SyncError::Stripe(StripeError::AccessRevoked { .. }) => Failure::Revoked,
-                        SyncError::Stripe(e) => Failure::Unavailable(e.to_string()),
-                        other => Failure::Internal(ApiError::internal(other)),
-                    })?;
-                on_stripe.store(false, Ordering::Relaxed);
-                outcome.as_str()
-            }
-        };
-        let business = (outcome != "unrouted").then_some(&route.business);
-        let row = record(
-            route.endpoint,
-            event,
-            business,
-            Some(&route.account),
-            outcome,
+    let queue = state.ingest.queue(&route.business);
+    let (answer, mut answered) = tokio::sync::oneshot::channel();
+    queue
+        .pending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(Pending {
+            endpoint: route.endpoint.to_owned(),
+            account: route.account.clone(),
+            event: event.clone(),
             now,
-        );
-        if !webhooks::record_event(&txn, row)
-            .await
-            .map_err(|e| Failure::Internal(e.into()))?
-        {
-            // Recorded meanwhile by a concurrent delivery (PostgreSQL): undo ours.
-            txn.rollback().await.map_err(internal)?;
-            return Ok(None);
+            deadline,
+            answer,
+        });
+    let result = loop {
+        let turn = queue.turn.lock().await;
+        match answered.try_recv() {
+            Ok(result) => break result,
+            // Taken by a turn that was dropped (its request timed out): not written.
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                break Err(Failure::Internal(database_stalled()));
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
         }
-        txn.commit().await.map_err(internal)?;
-        Ok(Some(outcome))
-    };
-    let result = match tokio::time::timeout_at(deadline.into(), run).await {
-        Ok(r) => r,
-        Err(_) if on_stripe.load(Ordering::Relaxed) => Err(Failure::Unavailable(format!(
-            "applying took longer than {} s",
-            APPLY_TIMEOUT.as_secs()
-        ))),
-        Err(_) => Err(Failure::Internal(database_stalled())),
+        let batch: Vec<Pending> = {
+            let mut pending = queue
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = pending.len().min(MAX_BATCH);
+            pending.drain(..n).collect()
+        };
+        write_batch(state, &route.business, batch).await;
+        drop(turn);
     };
     match result {
         Ok(Some(outcome)) => {
@@ -555,14 +571,169 @@ async fn apply(
     }
 }
 
+/// Writes one turn's deliveries and answers each; within the earliest deadline among them
+/// (deliveries whose deadline passed while they waited are answered `503` unwritten).
+async fn write_batch(state: &AppState, business: &BusinessId, batch: Vec<Pending>) {
+    let now = Instant::now();
+    let (live, late): (Vec<Pending>, Vec<Pending>) =
+        batch.into_iter().partition(|p| p.deadline > now);
+    for p in late {
+        let _ = p.answer.send(Err(Failure::Internal(database_stalled())));
+    }
+    let Some(deadline) = live.iter().map(|p| p.deadline).min() else {
+        return;
+    };
+    ::metrics::histogram!(metrics::WEBHOOK_BATCH).record(live.len() as f64);
+    let on_stripe = AtomicBool::new(false);
+    let run = write(state, business, &live, &on_stripe);
+    let results: Vec<Applied> = match tokio::time::timeout_at(deadline.into(), run).await {
+        Ok(Ok(results)) => results,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, deliveries = live.len(), "webhook batch not written");
+            live.iter()
+                .map(|_| Err(Failure::Internal(again(&e))))
+                .collect()
+        }
+        Err(_) => live
+            .iter()
+            .map(|_| {
+                Err(if on_stripe.load(Ordering::Relaxed) {
+                    Failure::Unavailable(format!(
+                        "applying took longer than {} s",
+                        APPLY_TIMEOUT.as_secs()
+                    ))
+                } else {
+                    Failure::Internal(database_stalled())
+                })
+            })
+            .collect(),
+    };
+    for (p, result) in live.into_iter().zip(results) {
+        let _ = p.answer.send(result);
+    }
+}
+
+/// The same server error again, for each delivery of a failed batch.
+fn again(e: &ApiError) -> ApiError {
+    match e {
+        ApiError::DatabaseUnavailable(source) => {
+            ApiError::DatabaseUnavailable(source.to_string().into())
+        }
+        other => ApiError::Internal(other.to_string().into()),
+    }
+}
+
+/// The transaction of one turn. Each delivery is applied and recorded in a savepoint, so one
+/// that fails (Stripe unavailable for a re-fetch, access revoked) is rolled back alone and
+/// answered on its own; a database error fails the whole turn.
+async fn write(
+    state: &AppState,
+    business: &BusinessId,
+    items: &[Pending],
+    on_stripe: &AtomicBool,
+) -> Result<Vec<Applied>, ApiError> {
+    use tributary_persistence::sea_orm::TransactionTrait;
+    let txn = state.db.begin_write().await.map_err(ApiError::internal)?;
+    let (mut batch, connection) = EventBatch::begin(&txn, business, items.iter().map(|p| &p.event))
+        .await
+        .map_err(ApiError::internal)?;
+    let mut recorded = recorded_in(&txn, items).await?;
+    let mut out = Vec::with_capacity(items.len());
+    for p in items {
+        let key = (p.endpoint.clone(), p.event.id.clone());
+        if recorded.contains(&key) {
+            out.push(Ok(None));
+            continue;
+        }
+        let sp = txn.begin().await.map_err(ApiError::internal)?;
+        let applied = match &connection {
+            Some(c) if c.stripe_account_id != p.account => Ok("unrouted"),
+            None => Ok("unrouted"),
+            Some(c) if c.status != access::CONNECTED => Ok("revoked"),
+            Some(_) if p.event.event_type == "account.updated" => {
+                account_updated(&sp, business, &p.account, &p.event)
+                    .await
+                    .map_err(Failure::Internal)
+            }
+            Some(_) => {
+                let client = state
+                    .stripe
+                    .account(&p.account)
+                    .map_err(ApiError::internal)?;
+                // Applying may re-fetch from Stripe: a stall from here on is Stripe's.
+                on_stripe.store(true, Ordering::Relaxed);
+                let outcome = batch.apply(&sp, &p.event, p.now, Some(&client)).await;
+                on_stripe.store(false, Ordering::Relaxed);
+                outcome.map(|o| o.as_str()).map_err(|e| match e {
+                    SyncError::Stripe(StripeError::AccessRevoked { .. }) => Failure::Revoked,
+                    SyncError::Stripe(e) => Failure::Unavailable(e.to_string()),
+                    other => Failure::Internal(ApiError::internal(other)),
+                })
+            }
+        };
+        let outcome = match applied {
+            Ok(outcome) => outcome,
+            Err(Failure::Internal(e)) => return Err(e),
+            Err(failure) => {
+                sp.rollback().await.map_err(ApiError::internal)?;
+                out.push(Err(failure));
+                continue;
+            }
+        };
+        let routed = (outcome != "unrouted").then_some(business);
+        let row = record(
+            &p.endpoint,
+            &p.event,
+            routed,
+            Some(&p.account),
+            outcome,
+            p.now,
+        );
+        if webhooks::record_event(&sp, row).await? {
+            sp.commit().await.map_err(ApiError::internal)?;
+            out.push(Ok(Some(outcome)));
+        } else {
+            // Recorded meanwhile by another process (PostgreSQL): undo ours.
+            sp.rollback().await.map_err(ApiError::internal)?;
+            out.push(Ok(None));
+        }
+        recorded.insert(key);
+    }
+    batch
+        .finish(&txn, tributary_persistence::now())
+        .await
+        .map_err(ApiError::internal)?;
+    txn.commit().await.map_err(ApiError::internal)?;
+    Ok(out)
+}
+
+/// Which of the deliveries' (endpoint, event id) pairs are recorded already.
+async fn recorded_in<C: ConnectionTrait>(
+    conn: &C,
+    items: &[Pending],
+) -> Result<HashSet<(String, String)>, ApiError> {
+    let ids: Vec<&str> = items.iter().map(|p| p.event.id.as_str()).collect();
+    let rows: Vec<(String, String)> = webhook_events::Entity::find()
+        .select_only()
+        .column(webhook_events::Column::Endpoint)
+        .column(webhook_events::Column::EventId)
+        .filter(webhook_events::Column::EventId.is_in(ids))
+        .into_tuple()
+        .all(conn)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(rows.into_iter().collect())
+}
+
 /// `account.updated` of the linked account refreshes the connection's display name (the order
 /// of names of SPEC §5), so the settings show a rename without waiting for a sync.
-async fn account_updated(
-    txn: &DatabaseTransaction,
-    route: &Route<'_>,
+async fn account_updated<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    account: &str,
     event: &EventEnvelope,
 ) -> Result<&'static str, ApiError> {
-    if event.object_type() != Some("account") || event.object_id() != Some(route.account.as_str()) {
+    if event.object_type() != Some("account") || event.object_id() != Some(account) {
         return Ok("ignored");
     }
     let Some(name) = account_display_name(&event.object) else {
@@ -570,16 +741,12 @@ async fn account_updated(
     };
     stripe_access::Entity::update_many()
         .col_expr(stripe_access::Column::AccountName, Expr::value(name))
-        .filter(stripe_access::Column::BusinessId.eq(route.business.as_str()))
-        .filter(stripe_access::Column::StripeAccountId.eq(route.account.as_str()))
-        .exec(txn)
+        .filter(stripe_access::Column::BusinessId.eq(business.as_str()))
+        .filter(stripe_access::Column::StripeAccountId.eq(account))
+        .exec(conn)
         .await
         .map_err(ApiError::internal)?;
     Ok("applied")
-}
-
-fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Failure {
-    Failure::Internal(ApiError::internal(e))
 }
 
 /// `POST /api/webhooks/stripe` — the platform's own billing of agencies.

@@ -180,6 +180,21 @@ async fn storm(backend: Backend) {
             let audit = app.audit(&format!("biz-{i}"), acct).await;
             assert!(audit.is_exact(), "biz-{i}: {:#?}", audit.differences);
         }
+        // Concurrent deliveries of one business shared transactions (group commit): some
+        // turn wrote more than one (the histogram is the process's, so only "some" is sure).
+        let metrics = app.get("/metrics", "").await.text;
+        let batches = |suffix: &str| {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("tributary_webhook_batch_deliveries_{suffix} ")))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no batch {suffix} in /metrics"))
+        };
+        let (turns, written) = (batches("count"), batches("sum"));
+        assert!(written > turns, "no turn wrote two deliveries: {written} in {turns} turns");
+        let _ = writeln_notice(&format!(
+            "webhook storm ({backend:?}): {written} deliveries written in {turns} transactions;"
+        ));
         let _ = writeln_notice(&format!(
             "webhook storm ({backend:?}): {} deliveries ({unique} events, {duplicates} duplicates) by {CLIENTS} clients in {elapsed:?}, {retried} answered 503 and redelivered",
             unique + duplicates

@@ -1326,3 +1326,105 @@ db_test!(
         app.stop().await;
     }
 );
+
+// ---------------------------------------------------------------------------------------
+// The dashboards' inputs are kept per data version: every change shows at once
+// ---------------------------------------------------------------------------------------
+
+/// The three dashboards of `biz-a` over the default range, in US dollars.
+async fn dashboards(app: &TestApp, tok: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for what in ["revenue", "retention", "acquisition"] {
+        let res = app
+            .get(&format!("/api/businesses/biz-a/{what}?currency=usd"), tok)
+            .await;
+        assert_eq!(res.status, StatusCode::OK, "{what}: {}", res.text);
+        out.push(res.json());
+    }
+    out
+}
+
+db_test!(dashboards_follow_every_change_of_the_data, |t| {
+    let opts = Opts {
+        workers: true,
+        accounts: 1,
+        scale: Scale::Small,
+        ..Opts::default()
+    };
+    let app = spawn(&t, opts.clone()).await;
+    let acct = app.account(0);
+    app.connect_and_sync("biz-a", &acct).await;
+    let tok = agency(&["biz-a"]);
+    let this_month_gross = |d: &[Value]| {
+        d[0]["months"].as_array().unwrap().last().unwrap()["gross"]
+            .as_i64()
+            .unwrap()
+    };
+    let before = dashboards(&app, &tok).await;
+    assert_eq!(
+        dashboards(&app, &tok).await,
+        before,
+        "the same data, the same answer"
+    );
+
+    // A payment arrives by webhook: the next request counts it.
+    let created = now();
+    let payment = json!({"id": "pi_dashboard_1", "object": "payment_intent", "amount": 12_345,
+        "amount_received": 12_345, "currency": "usd", "customer": null, "status": "succeeded",
+        "created": created, "receipt_email": "dashboard@example.com", "livemode": false});
+    let answer = app
+        .deliver(
+            "/api/webhooks/stripe/connect",
+            &event(
+                "evt_dashboard_1",
+                "payment_intent.succeeded",
+                Some(&acct),
+                created,
+                payment,
+            ),
+            CONNECT_SECRET,
+        )
+        .await;
+    assert_eq!(answer["outcome"], "applied", "{answer}");
+    let after_webhook = dashboards(&app, &tok).await;
+    assert_eq!(
+        this_month_gross(&after_webhook),
+        this_month_gross(&before) + 12_345,
+        "{:#}",
+        after_webhook[0]
+    );
+
+    // Changes read by an incremental sync, then by a full re-list: the answers equal those of
+    // a process that never saw the earlier data.
+    app.sim_control(
+        &format!("/_sim/accounts/{acct}/mutate"),
+        json!({"count": 40, "seed": 11}),
+    )
+    .await;
+    for path in ["/api/stripe/biz-a/sync", "/api/stripe/biz-a/sync?full=true"] {
+        let res = app.post(path, &tok).await;
+        assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text);
+        let job = res.json()["id"].as_str().unwrap().to_owned();
+        let done = app
+            .wait_for_job("biz-a", &job, &["succeeded", "failed"])
+            .await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        let cached = dashboards(&app, &tok).await;
+        let fresh = spawn(
+            &t,
+            Opts {
+                workers: false,
+                ..opts.clone()
+            },
+        )
+        .await;
+        assert_eq!(cached, dashboards(&fresh, &tok).await, "after {path}");
+        fresh.stop().await;
+    }
+    assert_ne!(
+        dashboards(&app, &tok).await,
+        after_webhook,
+        "the changes moved some number"
+    );
+    app.stop().await;
+});
