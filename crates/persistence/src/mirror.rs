@@ -142,6 +142,27 @@ where
         .await?)
 }
 
+/// The stored row's `last_event_at` (`None`: no row), without reading the row's `raw`.
+pub async fn last_event_at<E, C>(
+    conn: &C,
+    business: &BusinessId,
+    stripe_id: &str,
+) -> Result<Option<i64>, PersistenceError>
+where
+    E: Mirror,
+    C: ConnectionTrait,
+{
+    use sea_orm::QuerySelect;
+    Ok(E::find()
+        .select_only()
+        .column(column::<E>("last_event_at")?)
+        .filter(column::<E>("business_id")?.eq(business.as_str()))
+        .filter(column::<E>("stripe_id")?.eq(stripe_id))
+        .into_tuple::<i64>()
+        .one(conn)
+        .await?)
+}
+
 /// Every row of one business (tests, verification and small reads).
 pub async fn all<E: Mirror, C: ConnectionTrait>(
     conn: &C,

@@ -198,12 +198,33 @@ pub struct EmailGraph {
     pub refunds: BTreeMap<String, stripe_refunds::Model>,
 }
 
+/// A select of every column but `raw` (read as JSON `null`): the spend rules and the read
+/// models need the typed columns only, and rendering each row's whole Stripe object (`jsonb`
+/// to text, parsed again here) was most of what reading a link graph cost.
+pub fn lean<E: EntityTrait>(backend: sea_orm::DbBackend) -> sea_orm::Select<E> {
+    use sea_orm::{IdenStatic, Iterable, QuerySelect};
+    let null_json = if backend == sea_orm::DbBackend::Postgres {
+        "'null'::jsonb"
+    } else {
+        "'null'"
+    };
+    let mut query = E::find().select_only();
+    for column in E::Column::iter() {
+        query = if column.as_str() == "raw" {
+            query.column_as(sea_orm::sea_query::Expr::cust(null_json), "raw")
+        } else {
+            query.column(column)
+        };
+    }
+    query
+}
+
 macro_rules! fetch_in {
     ($conn:expr, $b:expr, $entity:ident, $col:ident, $ids:expr, $live:expr) => {{
         let ids: Vec<&str> = $ids.iter().map(|s: &String| s.as_str()).collect();
         let mut found = Vec::new();
         for chunk in ids.chunks(CHUNK) {
-            let mut sel = $entity::Entity::find()
+            let mut sel = lean::<$entity::Entity>($conn.get_database_backend())
                 .filter($entity::Column::BusinessId.eq($b.as_str()))
                 .filter($entity::Column::$col.is_in(chunk.iter().copied()));
             if $live {

@@ -54,9 +54,7 @@ where
     E::Model: MirrorModel,
     C: sea_orm::ConnectionTrait,
 {
-    Ok(mirror::find::<E, _>(conn, b, id)
-        .await?
-        .map(|m| m.last_event_at()))
+    Ok(mirror::last_event_at::<E, _>(conn, b, id).await?)
 }
 
 /// The stored row's `last_event_at` for an object named by its `object` type and id.

@@ -43,7 +43,7 @@ where
 {
     use sea_orm::{IdenStatic, Iterable};
     let column = |name: &str| E::Column::iter().find(|c| c.as_str() == name);
-    let mut query = lean::<E>(conn.get_database_backend());
+    let mut query = reads::lean::<E>(conn.get_database_backend());
     if let Some(b) = column("business_id") {
         query = query.filter(b.eq(business.as_str()));
     }
@@ -56,26 +56,6 @@ where
         .into_iter()
         .map(|m| (m.stripe_id().to_owned(), m))
         .collect())
-}
-
-/// A select of every column but `raw` (read as JSON `null`): the read models need the typed
-/// columns only, and a whole account's raw JSON would not fit the memory budget.
-fn lean<E: EntityTrait>(backend: sea_orm::DbBackend) -> sea_orm::Select<E> {
-    use sea_orm::{IdenStatic, Iterable, QuerySelect};
-    let null_json = if backend == sea_orm::DbBackend::Postgres {
-        "'null'::jsonb"
-    } else {
-        "'null'"
-    };
-    let mut query = E::find().select_only();
-    for column in E::Column::iter() {
-        query = if column.as_str() == "raw" {
-            query.column_as(sea_orm::sea_query::Expr::cust(null_json), "raw")
-        } else {
-            query.column(column)
-        };
-    }
-    query
 }
 
 /// The `customer_spend` rows implied by `facts`.

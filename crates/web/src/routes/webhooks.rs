@@ -517,7 +517,14 @@ async fn apply(
             answer,
         });
     let result = loop {
-        let turn = queue.turn.lock().await;
+        // Answered by someone else's turn, or our turn to write.
+        let turn = tokio::select! {
+            biased;
+            result = &mut answered => {
+                break result.unwrap_or_else(|_| Err(Failure::Internal(database_stalled())));
+            }
+            turn = queue.turn.lock() => turn,
+        };
         match answered.try_recv() {
             Ok(result) => break result,
             // Taken by a turn that was dropped (its request timed out): not written.
@@ -575,7 +582,7 @@ async fn apply(
 /// (deliveries whose deadline passed while they waited are answered `503` unwritten).
 async fn write_batch(state: &AppState, business: &BusinessId, batch: Vec<Pending>) {
     let now = Instant::now();
-    let (live, late): (Vec<Pending>, Vec<Pending>) =
+    let (mut live, late): (Vec<Pending>, Vec<Pending>) =
         batch.into_iter().partition(|p| p.deadline > now);
     for p in late {
         let _ = p.answer.send(Err(Failure::Internal(database_stalled())));
@@ -585,7 +592,21 @@ async fn write_batch(state: &AppState, business: &BusinessId, batch: Vec<Pending
     };
     ::metrics::histogram!(metrics::WEBHOOK_BATCH).record(live.len() as f64);
     let on_stripe = AtomicBool::new(false);
-    let run = write(state, business, &live, &on_stripe);
+    // Answered after the turn, with the others: a revocation it causes then follows their
+    // writes instead of racing them.
+    let mut failed = Vec::new();
+    let run = async {
+        // A delivery that Stripe fails (unavailable, access revoked) is answered on its own and
+        // the turn is written again without it: rare, and cheaper than a savepoint around
+        // every delivery.
+        loop {
+            match write(state, business, &live, &on_stripe).await {
+                Ok(results) => return Ok(results),
+                Err(Interrupt::Database(e)) => return Err(e),
+                Err(Interrupt::Failed(i, failure)) => failed.push((live.remove(i), failure)),
+            }
+        }
+    };
     let results: Vec<Applied> = match tokio::time::timeout_at(deadline.into(), run).await {
         Ok(Ok(results)) => results,
         Ok(Err(e)) => {
@@ -611,6 +632,23 @@ async fn write_batch(state: &AppState, business: &BusinessId, batch: Vec<Pending
     for (p, result) in live.into_iter().zip(results) {
         let _ = p.answer.send(result);
     }
+    for (p, failure) in failed {
+        let _ = p.answer.send(Err(failure));
+    }
+}
+
+/// Why a turn's transaction was given up.
+enum Interrupt {
+    /// The database failed: every delivery of the turn is answered with it.
+    Database(ApiError),
+    /// Applying the delivery at this index failed on Stripe's side.
+    Failed(usize, Failure),
+}
+
+impl From<ApiError> for Interrupt {
+    fn from(e: ApiError) -> Self {
+        Self::Database(e)
+    }
 }
 
 /// The same server error again, for each delivery of a failed batch.
@@ -623,37 +661,34 @@ fn again(e: &ApiError) -> ApiError {
     }
 }
 
-/// The transaction of one turn. Each delivery is applied and recorded in a savepoint, so one
-/// that fails (Stripe unavailable for a re-fetch, access revoked) is rolled back alone and
-/// answered on its own; a database error fails the whole turn.
+/// The transaction of one turn: the business locked once, the deliveries' duplicates found in
+/// one query, each event applied, every record written in one statement, the spend of all the
+/// emails touched refreshed once, one commit.
 async fn write(
     state: &AppState,
     business: &BusinessId,
     items: &[Pending],
     on_stripe: &AtomicBool,
-) -> Result<Vec<Applied>, ApiError> {
-    use tributary_persistence::sea_orm::TransactionTrait;
+) -> Result<Vec<Applied>, Interrupt> {
     let txn = state.db.begin_write().await.map_err(ApiError::internal)?;
     let (mut batch, connection) = EventBatch::begin(&txn, business, items.iter().map(|p| &p.event))
         .await
         .map_err(ApiError::internal)?;
     let mut recorded = recorded_in(&txn, items).await?;
     let mut out = Vec::with_capacity(items.len());
-    for p in items {
+    let mut rows = Vec::with_capacity(items.len());
+    for (i, p) in items.iter().enumerate() {
         let key = (p.endpoint.clone(), p.event.id.clone());
         if recorded.contains(&key) {
             out.push(Ok(None));
             continue;
         }
-        let sp = txn.begin().await.map_err(ApiError::internal)?;
-        let applied = match &connection {
-            Some(c) if c.stripe_account_id != p.account => Ok("unrouted"),
-            None => Ok("unrouted"),
-            Some(c) if c.status != access::CONNECTED => Ok("revoked"),
+        let outcome = match &connection {
+            Some(c) if c.stripe_account_id != p.account => "unrouted",
+            None => "unrouted",
+            Some(c) if c.status != access::CONNECTED => "revoked",
             Some(_) if p.event.event_type == "account.updated" => {
-                account_updated(&sp, business, &p.account, &p.event)
-                    .await
-                    .map_err(Failure::Internal)
+                account_updated(&txn, business, &p.account, &p.event).await?
             }
             Some(_) => {
                 let client = state
@@ -662,42 +697,50 @@ async fn write(
                     .map_err(ApiError::internal)?;
                 // Applying may re-fetch from Stripe: a stall from here on is Stripe's.
                 on_stripe.store(true, Ordering::Relaxed);
-                let outcome = batch.apply(&sp, &p.event, p.now, Some(&client)).await;
+                let applied = batch.apply(&txn, &p.event, p.now, Some(&client)).await;
                 on_stripe.store(false, Ordering::Relaxed);
-                outcome.map(|o| o.as_str()).map_err(|e| match e {
-                    SyncError::Stripe(StripeError::AccessRevoked { .. }) => Failure::Revoked,
-                    SyncError::Stripe(e) => Failure::Unavailable(e.to_string()),
-                    other => Failure::Internal(ApiError::internal(other)),
-                })
-            }
-        };
-        let outcome = match applied {
-            Ok(outcome) => outcome,
-            Err(Failure::Internal(e)) => return Err(e),
-            Err(failure) => {
-                sp.rollback().await.map_err(ApiError::internal)?;
-                out.push(Err(failure));
-                continue;
+                let failure = match applied {
+                    Ok(outcome) => Ok(outcome.as_str()),
+                    Err(SyncError::Stripe(StripeError::AccessRevoked { .. })) => {
+                        Err(Failure::Revoked)
+                    }
+                    Err(SyncError::Stripe(e)) => Err(Failure::Unavailable(e.to_string())),
+                    Err(other) => return Err(ApiError::internal(other).into()),
+                };
+                match failure {
+                    Ok(outcome) => outcome,
+                    Err(failure) => {
+                        // Released now, so the turn written again gets the lock at once.
+                        txn.rollback().await.map_err(ApiError::internal)?;
+                        return Err(Interrupt::Failed(i, failure));
+                    }
+                }
             }
         };
         let routed = (outcome != "unrouted").then_some(business);
-        let row = record(
+        rows.push(record(
             &p.endpoint,
             &p.event,
             routed,
             Some(&p.account),
             outcome,
             p.now,
-        );
-        if webhooks::record_event(&sp, row).await? {
-            sp.commit().await.map_err(ApiError::internal)?;
-            out.push(Ok(Some(outcome)));
-        } else {
-            // Recorded meanwhile by another process (PostgreSQL): undo ours.
-            sp.rollback().await.map_err(ApiError::internal)?;
-            out.push(Ok(None));
-        }
+        ));
+        out.push(Ok(Some(outcome)));
         recorded.insert(key);
+    }
+    let expected = rows.len() as u64;
+    let fresh = webhooks::record_events(&txn, rows)
+        .await
+        .map_err(ApiError::from)?;
+    if fresh != expected {
+        // Recorded meanwhile without this business's lock (by an unrouted delivery of another
+        // process): applying an event twice changes nothing, so the answers stand.
+        tracing::warn!(
+            expected,
+            fresh,
+            "some webhook events were recorded meanwhile"
+        );
     }
     batch
         .finish(&txn, tributary_persistence::now())

@@ -1428,3 +1428,120 @@ db_test!(dashboards_follow_every_change_of_the_data, |t| {
     );
     app.stop().await;
 });
+
+// ---------------------------------------------------------------------------------------
+// Group commit: one delivery failing on Stripe leaves its batch-mates applied
+// ---------------------------------------------------------------------------------------
+
+db_test!(
+    a_delivery_stripe_fails_is_answered_alone_in_its_batch,
+    |t| {
+        let app = spawn(
+            &t,
+            Opts {
+                workers: true,
+                accounts: 1,
+                scale: Scale::Empty,
+                ..Opts::default()
+            },
+        )
+        .await;
+        let acct = app.account(0);
+        app.connect_and_sync("biz-a", &acct).await;
+        let c = now() - 60;
+        let created = event(
+            "evt_batch_created",
+            "customer.created",
+            Some(&acct),
+            c,
+            customer_object("cus_batch_tie", "tie@example.com", c),
+        );
+        assert_eq!(
+            app.deliver(CONNECT, &created, CONNECT_SECRET).await["outcome"],
+            "applied"
+        );
+        // Same second as the stored row: a tie, which only a re-fetch from Stripe settles.
+        let tie = event(
+            "evt_batch_tie",
+            "customer.updated",
+            Some(&acct),
+            c,
+            customer_object("cus_batch_tie", "tie2@example.com", c),
+        );
+        let others: Vec<Value> = (0..10)
+            .map(|i| {
+                event(
+                    &format!("evt_batch_{i}"),
+                    "customer.created",
+                    Some(&acct),
+                    c + 1,
+                    customer_object(
+                        &format!("cus_batch_{i}"),
+                        &format!("b{i}@example.com"),
+                        c + 1,
+                    ),
+                )
+            })
+            .collect();
+        // Stripe refuses the account now (the re-fetch fails with access revoked, at once); the
+        // business's lock is held elsewhere, so the deliveries queue up and the next turn takes
+        // them together.
+        app.sim_control(&format!("/_sim/accounts/{acct}/revoke"), json!({}))
+            .await;
+        let locker = Database::connect(&t.url).await.unwrap();
+        let lock = locker.begin_write().await.unwrap();
+        access::lock_for_write(&lock, &biz("biz-a"), true)
+            .await
+            .unwrap();
+        let send = |e: &Value| {
+            let body = e.to_string();
+            let sig = header(&body, now(), &[CONNECT_SECRET]);
+            let app = &app;
+            async move { app.hook(CONNECT, body, Some(&sig)).await }
+        };
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            lock.rollback().await.unwrap();
+        };
+        let first = send(&others[0]);
+        let rest = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut all = vec![send(&tie)];
+            all.extend(others[1..].iter().map(|e| send(e)));
+            futures::future::join_all(all).await
+        };
+        let (first, rest, ()) = futures::join!(first, rest, release);
+        assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+        // The failed delivery is answered on its own (the connection is marked revoked, the event
+        // recorded as such); its batch-mates were written without it.
+        assert_eq!(rest[0].status, StatusCode::OK, "{}", rest[0].text);
+        assert_eq!(rest[0].json()["outcome"], "revoked", "{}", rest[0].text);
+        for answer in &rest[1..] {
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+            assert_eq!(answer.json()["outcome"], "applied", "{}", answer.text);
+        }
+        assert_eq!(app.status("biz-a").await["status"], "revoked");
+        let recorded = super::faults::recorded_ids(&app.db).await;
+        assert_eq!(recorded.get("evt_batch_tie"), Some(&1));
+        for e in &others {
+            assert_eq!(
+                recorded.get(e["id"].as_str().unwrap()),
+                Some(&1),
+                "{}",
+                e["id"]
+            );
+            let id = e["data"]["object"]["id"].as_str().unwrap();
+            assert!(
+                customer_row(&app.db, "biz-a", id).await.is_some(),
+                "{id} not written"
+            );
+        }
+        // The tie's payload was not applied: the stored customer keeps its email.
+        let stored = customer_row(&app.db, "biz-a", "cus_batch_tie")
+            .await
+            .unwrap();
+        assert_eq!(stored.email.as_deref(), Some("tie@example.com"));
+        locker.close().await.unwrap();
+        app.stop().await;
+    }
+);
