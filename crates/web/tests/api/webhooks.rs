@@ -1507,7 +1507,7 @@ db_test!(
         let rest = async {
             tokio::time::sleep(Duration::from_millis(300)).await;
             let mut all = vec![send(&tie)];
-            all.extend(others[1..].iter().map(|e| send(e)));
+            all.extend(others[1..].iter().map(&send));
             futures::future::join_all(all).await
         };
         let (first, rest, ()) = futures::join!(first, rest, release);
