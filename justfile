@@ -35,20 +35,14 @@ sim scale="small":
 ci:
     bash .ci/run
 
-# Benchmarks (release build): first sync of a medium and a bench account, behind 50 ms and
-# 25 req/s (wall ÷ rate-limit floor) and unthrottled (objects/s into SQLite and PostgreSQL,
-# peak RSS); then, on a bench account synced into PostgreSQL, the read paths under wrk load
-# and signed webhook ingest (see bench-reads, bench-webhooks). Results also land in
-# target/bench.jsonl.
+# Benchmarks (release build; bench/run.sh): first sync of a medium and a bench account, behind
+# 50 ms and 25 req/s (wall ÷ rate-limit floor) and unthrottled (objects/s into SQLite and
+# PostgreSQL, peak RSS); on a bench account synced into PostgreSQL, the read paths under wrk
+# load and signed webhook ingest (see bench-reads, bench-webhooks); then the peer
+# (@supabase/stripe-sync-engine) side by side at medium scale (see bench-peer). Prints the wall
+# time of the whole run; output in target/bench.md, results in target/bench.jsonl.
 bench:
-    cargo build --release -p tributary-bench -p tributary-stripe-sim
-    rm -f target/bench.jsonl
-    target/release/tributary-bench --scale medium --db postgres --throttled --json target/bench.jsonl
-    target/release/tributary-bench --scale medium --db both --json target/bench.jsonl
-    target/release/tributary-bench --scale bench --db postgres --throttled --json target/bench.jsonl
-    target/release/tributary-bench --scale bench --db both --json target/bench.jsonl
-    command -v wrk >/dev/null || apt-get install -y wrk
-    target/release/tributary-bench load --scale bench --db postgres --json target/bench.jsonl
+    bash bench/run.sh
 
 # Read paths under wrk load on a synced account in PostgreSQL (release build): summary-by-emails
 # (1,000 emails), customer-grid pages, stripe-info and the three dashboards; p50/p95/p99, req/s.

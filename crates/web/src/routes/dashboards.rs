@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
@@ -99,17 +100,30 @@ pub struct Inputs {
     subscriptions: Vec<SubscriptionHistory>,
 }
 
-/// The dashboards' [`Inputs`] per business and `data_version` (see
-/// `tributary_persistence::access::lock_for_write`): loading them reads every mirror row of the
-/// business, so it is done once per change of its data, not once per request. Concurrent
-/// requests of one business and version share one load. Bounded by [`CACHE_WEIGHT`] movements
-/// and subscriptions in all (about 400 bytes each); a business without a connection row is
-/// loaded uncached.
+/// What the dashboards keep per business and `data_version` (see
+/// `tributary_persistence::access::lock_for_write`), so the work is done once per change of
+/// the business's data, not once per request:
+///
+/// - the [`Inputs`]: loading them reads every mirror row of the business. Bounded by
+///   [`INPUTS_WEIGHT`] movements and subscriptions in all (about 400 bytes each);
+/// - the answers, per dashboard, range, currency and day (the current month's numbers depend
+///   on the day). Bounded by [`ANSWERS_BYTES`].
+///
+/// Concurrent requests of one business and version share one load. A business without a
+/// connection row is computed uncached.
 #[derive(Debug)]
-pub struct DashboardCache(quick_cache::sync::Cache<(String, i64), Arc<Inputs>, Weight>);
+pub struct DashboardCache {
+    inputs: quick_cache::sync::Cache<(String, i64), Arc<Inputs>, Weight>,
+    answers: quick_cache::sync::Cache<AnswerKey, Bytes, Weight>,
+}
 
-/// The most movements and subscriptions the cache holds, all businesses together.
-pub const CACHE_WEIGHT: u64 = 250_000;
+/// One cached answer: business, data version, dashboard, first and last month, currency, day.
+type AnswerKey = (String, i64, &'static str, String, String, String, i64);
+
+/// The most movements and subscriptions kept, all businesses together.
+pub const INPUTS_WEIGHT: u64 = 250_000;
+/// The most bytes of answers kept, all businesses together.
+pub const ANSWERS_BYTES: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 struct Weight;
@@ -120,13 +134,18 @@ impl quick_cache::Weighter<(String, i64), Arc<Inputs>> for Weight {
     }
 }
 
+impl quick_cache::Weighter<AnswerKey, Bytes> for Weight {
+    fn weight(&self, _key: &AnswerKey, answer: &Bytes) -> u64 {
+        answer.len() as u64 + 128
+    }
+}
+
 impl Default for DashboardCache {
     fn default() -> Self {
-        Self(quick_cache::sync::Cache::with_weighter(
-            64,
-            CACHE_WEIGHT,
-            Weight,
-        ))
+        Self {
+            inputs: quick_cache::sync::Cache::with_weighter(64, INPUTS_WEIGHT, Weight),
+            answers: quick_cache::sync::Cache::with_weighter(1024, ANSWERS_BYTES, Weight),
+        }
     }
 }
 
@@ -135,17 +154,84 @@ impl DashboardCache {
         &self,
         state: &AppState,
         business: &BusinessId,
+        version: Option<i64>,
     ) -> Result<Arc<Inputs>, ApiError> {
-        let Some(version) = access::data_version(&state.db, business).await? else {
+        let Some(version) = version else {
             return Ok(Arc::new(load(state, business).await?));
         };
         // Read after the version: the rows are at least that new, never older.
-        self.0
+        self.inputs
             .get_or_insert_async(&(business.as_str().to_owned(), version), async {
                 Ok(Arc::new(load(state, business).await?))
             })
             .await
     }
+}
+
+/// Answers one dashboard request from the cache, or computes it (and keeps it).
+async fn answer(
+    state: &AppState,
+    business: &BusinessId,
+    query: &RangeQuery,
+    dashboard: &'static str,
+) -> Result<HttpResponse, ApiError> {
+    let r = range(query)?;
+    let version = access::data_version(&state.db, business).await?;
+    let compute = async {
+        let inputs = state.dashboards.inputs(state, business, version).await?;
+        let body = match dashboard {
+            "revenue" => {
+                let tl = timeline(state, business, &inputs, &r).await?;
+                json!({
+                    "currency": r.currency,
+                    "months": metrics::revenue(&inputs.movements, &tl, &r.months),
+                })
+            }
+            "retention" => {
+                let tl = timeline(state, business, &inputs, &r).await?;
+                json!({
+                    "currency": r.currency,
+                    "months": metrics::retention(&tl, &r.months),
+                    "cohorts": metrics::cohorts(&inputs.movements, &r.months),
+                })
+            }
+            _ => json!({
+                "currency": r.currency,
+                "months": metrics::acquisition(
+                    &inputs.movements,
+                    &inputs.subscriptions,
+                    &r.currency,
+                    &r.months
+                ),
+            }),
+        };
+        serde_json::to_vec(&body)
+            .map(Bytes::from)
+            .map_err(ApiError::internal)
+    };
+    let body = match version {
+        None => compute.await?,
+        Some(version) => {
+            let month = |m: Option<&Month>| m.map(ToString::to_string).unwrap_or_default();
+            let key = (
+                business.as_str().to_owned(),
+                version,
+                dashboard,
+                month(r.months.first()),
+                month(r.months.last()),
+                r.currency.as_str().to_owned(),
+                r.now.div_euclid(86_400),
+            );
+            state
+                .dashboards
+                .answers
+                .get_or_insert_async(&key, compute)
+                .await?
+        }
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(body))
 }
 
 async fn load(state: &AppState, business: &BusinessId) -> Result<Inputs, ApiError> {
@@ -242,13 +328,7 @@ pub async fn revenue(
     auth: AuthedBusiness,
     query: web::Query<RangeQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let r = range(&query)?;
-    let inputs = state.dashboards.inputs(&state, &auth.business).await?;
-    let tl = timeline(&state, &auth.business, &inputs, &r).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "currency": r.currency,
-        "months": metrics::revenue(&inputs.movements, &tl, &r.months),
-    })))
+    answer(&state, &auth.business, &query, "revenue").await
 }
 
 /// `GET /api/businesses/{id}/retention?from&to&currency`.
@@ -273,14 +353,7 @@ pub async fn retention(
     auth: AuthedBusiness,
     query: web::Query<RangeQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let r = range(&query)?;
-    let inputs = state.dashboards.inputs(&state, &auth.business).await?;
-    let tl = timeline(&state, &auth.business, &inputs, &r).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "currency": r.currency,
-        "months": metrics::retention(&tl, &r.months),
-        "cohorts": metrics::cohorts(&inputs.movements, &r.months),
-    })))
+    answer(&state, &auth.business, &query, "retention").await
 }
 
 /// `GET /api/businesses/{id}/acquisition?from&to&currency`.
@@ -305,15 +378,5 @@ pub async fn acquisition(
     auth: AuthedBusiness,
     query: web::Query<RangeQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let r = range(&query)?;
-    let inputs = state.dashboards.inputs(&state, &auth.business).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "currency": r.currency,
-        "months": metrics::acquisition(
-            &inputs.movements,
-            &inputs.subscriptions,
-            &r.currency,
-            &r.months
-        ),
-    })))
+    answer(&state, &auth.business, &query, "acquisition").await
 }
