@@ -13,20 +13,45 @@ use crate::SyncError;
 
 /// Loads the spend facts of one business from the mirror (deleted rows left out, except
 /// customers: a deleted customer's email still names who paid), with customer names.
+///
+/// One table at a time: its rows are mapped to facts and dropped before the next table is read,
+/// so a whole account's rows and facts are never held together (the peak memory of a full
+/// run's rebuild).
 pub async fn load_facts<C: ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
 ) -> Result<(SpendFacts, HashMap<String, String>), SyncError> {
-    let graph = EmailGraph {
-        customers: rows::<stripe_customers::Entity, _>(conn, business, false).await?,
-        orders: rows::<stripe_orders::Entity, _>(conn, business, true).await?,
-        invoices: rows::<stripe_invoices::Entity, _>(conn, business, true).await?,
-        invoice_payments: rows::<stripe_invoice_payments::Entity, _>(conn, business, true).await?,
-        checkout_sessions: rows::<stripe_checkout_sessions::Entity, _>(conn, business, true)
-            .await?,
-        refunds: rows::<stripe_refunds::Entity, _>(conn, business, true).await?,
-    };
-    Ok((reads::graph_facts(&graph), graph.names()))
+    let mut facts = SpendFacts::default();
+    // Reads one table into a graph of its own and appends its facts; the graph is returned
+    // (and dropped by the caller at once, except the customers', whose names are kept).
+    macro_rules! table {
+        ($field:ident, $entity:ty, $live:expr) => {{
+            let g = EmailGraph {
+                $field: rows::<$entity, _>(conn, business, $live).await?,
+                ..EmailGraph::default()
+            };
+            merge(&mut facts, reads::graph_facts(&g));
+            g
+        }};
+    }
+    let names = table!(customers, stripe_customers::Entity, false).names();
+    table!(orders, stripe_orders::Entity, true);
+    table!(invoices, stripe_invoices::Entity, true);
+    table!(invoice_payments, stripe_invoice_payments::Entity, true);
+    table!(checkout_sessions, stripe_checkout_sessions::Entity, true);
+    table!(refunds, stripe_refunds::Entity, true);
+    Ok((facts, names))
+}
+
+/// Appends the facts of one table's rows.
+fn merge(into: &mut SpendFacts, from: SpendFacts) {
+    into.customers.extend(from.customers);
+    into.payment_intents.extend(from.payment_intents);
+    into.charges.extend(from.charges);
+    into.invoices.extend(from.invoices);
+    into.invoice_payments.extend(from.invoice_payments);
+    into.checkout_sessions.extend(from.checkout_sessions);
+    into.refunds.extend(from.refunds);
 }
 
 /// Every row of one mirror table of the business (only live ones with `live_only`), without

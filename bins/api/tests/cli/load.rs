@@ -453,6 +453,13 @@ async fn webhook_load(
     tally: Shared,
 ) {
     let http = reqwest::Client::new();
+    // A fresh connection per change: reusing an idle one the simulator is closing at that
+    // moment (its keep-alive ran out) fails the request with `IncompleteMessage` (seen once in
+    // a 10-minute run), and a change is not safe to send twice.
+    let sim = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let mut seen: Vec<HashSet<String>> = Vec::new();
     for acct in &accounts {
         seen.push(event_ids(&stripe, acct).await);
@@ -462,7 +469,7 @@ async fn webhook_load(
         let a = (round as usize) % accounts.len();
         let acct = &accounts[a];
         round += 1;
-        let res = http
+        let res = sim
             .post(format!("{sim_base}/_sim/accounts/{acct}/mutate"))
             .json(&json!({"count": 2, "seed": round}))
             .send()

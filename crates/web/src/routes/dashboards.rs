@@ -100,25 +100,27 @@ pub struct Inputs {
     subscriptions: Vec<SubscriptionHistory>,
 }
 
-/// What the dashboards keep per business and `data_version` (see
+/// What the dashboards keep per business, for its current `data_version` only (see
 /// `tributary_persistence::access::lock_for_write`), so the work is done once per change of
 /// the business's data, not once per request:
 ///
 /// - the [`Inputs`]: loading them reads every mirror row of the business. Bounded by
-///   [`INPUTS_WEIGHT`] movements and subscriptions in all (about 400 bytes each);
+///   [`INPUTS_WEIGHT`] movements and subscriptions in all (about 400 bytes each); concurrent
+///   requests of one business share one load;
 /// - the answers, per dashboard, range, currency and day (the current month's numbers depend
 ///   on the day). Bounded by [`ANSWERS_BYTES`].
 ///
-/// Concurrent requests of one business and version share one load. A business without a
-/// connection row is computed uncached.
+/// Each entry carries the version it was computed at and is replaced, not added to, when the
+/// version moves on: a business whose data changes all day holds one set of entries, not one
+/// per change. A business without a connection row is computed uncached.
 #[derive(Debug)]
 pub struct DashboardCache {
-    inputs: quick_cache::sync::Cache<(String, i64), Arc<Inputs>, Weight>,
-    answers: quick_cache::sync::Cache<AnswerKey, Bytes, Weight>,
+    inputs: quick_cache::sync::Cache<String, (i64, Arc<Inputs>), Weight>,
+    answers: quick_cache::sync::Cache<AnswerKey, (i64, Bytes), Weight>,
 }
 
-/// One cached answer: business, data version, dashboard, first and last month, currency, day.
-type AnswerKey = (String, i64, &'static str, String, String, String, i64);
+/// One cached answer: business, dashboard, first and last month, currency, day.
+type AnswerKey = (String, &'static str, String, String, String, i64);
 
 /// The most movements and subscriptions kept, all businesses together.
 pub const INPUTS_WEIGHT: u64 = 250_000;
@@ -128,14 +130,14 @@ pub const ANSWERS_BYTES: u64 = 16 * 1024 * 1024;
 #[derive(Debug, Clone)]
 struct Weight;
 
-impl quick_cache::Weighter<(String, i64), Arc<Inputs>> for Weight {
-    fn weight(&self, _key: &(String, i64), inputs: &Arc<Inputs>) -> u64 {
+impl quick_cache::Weighter<String, (i64, Arc<Inputs>)> for Weight {
+    fn weight(&self, _key: &String, (_, inputs): &(i64, Arc<Inputs>)) -> u64 {
         (inputs.movements.len() + inputs.subscriptions.len()).max(1) as u64
     }
 }
 
-impl quick_cache::Weighter<AnswerKey, Bytes> for Weight {
-    fn weight(&self, _key: &AnswerKey, answer: &Bytes) -> u64 {
+impl quick_cache::Weighter<AnswerKey, (i64, Bytes)> for Weight {
+    fn weight(&self, _key: &AnswerKey, (_, answer): &(i64, Bytes)) -> u64 {
         answer.len() as u64 + 128
     }
 }
@@ -159,12 +161,25 @@ impl DashboardCache {
         let Some(version) = version else {
             return Ok(Arc::new(load(state, business).await?));
         };
-        // Read after the version: the rows are at least that new, never older.
-        self.inputs
-            .get_or_insert_async(&(business.as_str().to_owned(), version), async {
-                Ok(Arc::new(load(state, business).await?))
-            })
-            .await
+        let key = business.as_str().to_owned();
+        // Twice at most: a stale entry is dropped, then one request loads under the guard
+        // while the others wait for it.
+        for _ in 0..2 {
+            match self.inputs.get_value_or_guard_async(&key).await {
+                // Computed at this version or a later one (read after ours): never older.
+                Ok((at, inputs)) if at >= version => return Ok(inputs),
+                Ok((at, _)) => {
+                    self.inputs.remove_if(&key, |(now, _)| *now == at);
+                }
+                Err(guard) => {
+                    // Read after the version: the rows are at least that new, never older.
+                    let inputs = Arc::new(load(state, business).await?);
+                    let _ = guard.insert((version, inputs.clone()));
+                    return Ok(inputs);
+                }
+            }
+        }
+        Ok(Arc::new(load(state, business).await?))
     }
 }
 
@@ -215,18 +230,23 @@ async fn answer(
             let month = |m: Option<&Month>| m.map(ToString::to_string).unwrap_or_default();
             let key = (
                 business.as_str().to_owned(),
-                version,
                 dashboard,
                 month(r.months.first()),
                 month(r.months.last()),
                 r.currency.as_str().to_owned(),
                 r.now.div_euclid(86_400),
             );
-            state
-                .dashboards
-                .answers
-                .get_or_insert_async(&key, compute)
-                .await?
+            match state.dashboards.answers.get(&key) {
+                Some((at, body)) if at >= version => body,
+                _ => {
+                    let body = compute.await?;
+                    state
+                        .dashboards
+                        .answers
+                        .insert(key, (version, body.clone()));
+                    body
+                }
+            }
         }
     };
     Ok(HttpResponse::Ok()

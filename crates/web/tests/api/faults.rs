@@ -519,3 +519,60 @@ async fn sqlite_write_lock_held_by_another_connection() {
     })
     .await;
 }
+
+/// SQLite's write lock held by another connection for longer than the 30 s busy timeout: a
+/// request that writes (a manual sync trigger) answers `503 database_unavailable` once the
+/// timeout runs out — not an opaque `500`, not a hang — and stores nothing; reads keep
+/// answering meanwhile (WAL); once the lock is released the same request goes through and the
+/// sync leaves the mirror exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_write_lock_held_past_the_busy_timeout() {
+    tributary_persistence::testing::run(Backend::Sqlite, |t| async move {
+        let app = spawn_app(&t, 1).await;
+        let acct = app.account(0);
+        app.connect_and_sync("biz-a", &acct).await;
+        let (_, jobs_before) = jobs::list(&app.db, &biz("biz-a"), 100, 0).await.unwrap();
+        let locker = Database::connect(&t.url).await.unwrap();
+        let lock = locker.begin_write().await.unwrap();
+        let token = agency(&["biz-a"]);
+        let started = std::time::Instant::now();
+        let (trigger, status) = futures::join!(app.post("/api/stripe/biz-a/sync", &token), async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            app.get("/api/stripe/biz-a/status", &token).await
+        });
+        let waited = started.elapsed();
+        assert_eq!(
+            status.status,
+            StatusCode::OK,
+            "a read during the lock: {}",
+            status.text
+        );
+        assert_eq!(
+            trigger.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            trigger.text
+        );
+        assert_eq!(trigger.error_code(), "database_unavailable");
+        assert!(
+            waited >= Duration::from_secs(29),
+            "answered after {waited:?}, before the busy timeout ran out"
+        );
+        lock.rollback().await.unwrap();
+        let (_, jobs_during) = jobs::list(&app.db, &biz("biz-a"), 100, 0).await.unwrap();
+        assert_eq!(jobs_during, jobs_before, "the refused trigger stored a job");
+
+        let res = app.post("/api/stripe/biz-a/sync", &token).await;
+        assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text);
+        let job = res.json()["id"].as_str().unwrap().to_owned();
+        let done = app
+            .wait_for_job("biz-a", &job, &["succeeded", "failed"])
+            .await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        let audit = app.audit("biz-a", &acct).await;
+        assert!(audit.is_exact(), "{:#?}", audit.differences);
+        locker.close().await.unwrap();
+        app.stop().await;
+    })
+    .await;
+}
