@@ -1499,8 +1499,10 @@ db_test!(
             let app = &app;
             async move { app.hook(CONNECT, body, Some(&sig)).await }
         };
+        // Long enough for the eleven deliveries to reach the queue on a loaded machine (a turn
+        // taken after the tie's would see the connection revoked), well within their 10 s.
         let release = async {
-            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            tokio::time::sleep(Duration::from_secs(4)).await;
             lock.rollback().await.unwrap();
         };
         let first = send(&others[0]);
