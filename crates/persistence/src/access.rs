@@ -166,9 +166,7 @@ pub async fn lock_for_write<C: sea_orm::ConnectionTrait>(
     exclusive: bool,
 ) -> Result<Option<Model>, PersistenceError> {
     if exclusive {
-        return Ok(Entity::update_many()
-            .col_expr(Column::DataVersion, Expr::col(Column::DataVersion).add(1))
-            .filter(Column::BusinessId.eq(business.as_str()))
+        return Ok(bump(business)
             .exec_with_returning(conn)
             .await?
             .into_iter()
@@ -187,12 +185,15 @@ pub async fn bump_version<C: sea_orm::ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
 ) -> Result<(), PersistenceError> {
+    bump(business).exec(conn).await?;
+    Ok(())
+}
+
+/// `data_version + 1` on the business's connection row.
+fn bump(business: &BusinessId) -> sea_orm::UpdateMany<Entity> {
     Entity::update_many()
         .col_expr(Column::DataVersion, Expr::col(Column::DataVersion).add(1))
         .filter(Column::BusinessId.eq(business.as_str()))
-        .exec(conn)
-        .await?;
-    Ok(())
 }
 
 /// The business's `data_version`, `None` when it has no connection row.

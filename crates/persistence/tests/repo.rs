@@ -693,3 +693,49 @@ db_test!(purge_removes_every_row_of_one_business_only, |t| {
         "the business itself stays"
     );
 });
+
+db_test!(data_version_moves_with_every_write_and_never_repeats, |t| {
+    let db = &t.db;
+    let b = biz("b1");
+    let acct = StripeAccountId::parse("acct_v").unwrap();
+    let conn = || access::NewConnection {
+        account: &acct,
+        account_name: None,
+        livemode: false,
+        scope: "read_write",
+    };
+    assert_eq!(access::data_version(db, &b).await.unwrap(), None);
+    access::connect(db, &b, conn(), 10).await.unwrap();
+    let v0 = access::data_version(db, &b).await.unwrap().unwrap();
+
+    // The exclusive lock bumps it (and reads the row it locked); the shared one does not.
+    let txn = db.begin_write().await.unwrap();
+    let row = access::lock_for_write(&txn, &b, true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.data_version, v0 + 1);
+    txn.commit().await.unwrap();
+    let txn = db.begin_write().await.unwrap();
+    let row = access::lock_for_write(&txn, &b, false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.data_version, v0 + 1);
+    access::bump_version(&txn, &b).await.unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!(access::data_version(db, &b).await.unwrap(), Some(v0 + 2));
+
+    // A rolled-back write leaves it as it was.
+    let txn = db.begin_write().await.unwrap();
+    access::lock_for_write(&txn, &b, true).await.unwrap();
+    txn.rollback().await.unwrap();
+    assert_eq!(access::data_version(db, &b).await.unwrap(), Some(v0 + 2));
+
+    // Disconnected and linked again: a version no earlier link used.
+    db.purge_business(&b).await.unwrap();
+    assert_eq!(access::data_version(db, &b).await.unwrap(), None);
+    access::connect(db, &b, conn(), 20).await.unwrap();
+    let again = access::data_version(db, &b).await.unwrap().unwrap();
+    assert!(again > v0 + 2, "{again} after {v0} + 2");
+});

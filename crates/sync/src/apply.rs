@@ -8,9 +8,8 @@
 
 use serde_json::Value;
 use tributary_domain::BusinessId;
-use tributary_persistence::entities::MirrorModel;
 use tributary_persistence::entities::*;
-use tributary_persistence::mirror::{self, Mirror};
+use tributary_persistence::mirror;
 use tributary_stripe_connect::{AccountClient, EventEnvelope, STRIPE_VERSION};
 
 use crate::SyncError;
@@ -44,19 +43,6 @@ impl Outcome {
     }
 }
 
-async fn get_last_event_at<E, C>(
-    conn: &C,
-    b: &BusinessId,
-    id: &str,
-) -> Result<Option<i64>, SyncError>
-where
-    E: Mirror,
-    E::Model: MirrorModel,
-    C: sea_orm::ConnectionTrait,
-{
-    Ok(mirror::last_event_at::<E, _>(conn, b, id).await?)
-}
-
 /// The stored row's `last_event_at` for an object named by its `object` type and id.
 async fn stored_last_event_at<C: sea_orm::ConnectionTrait>(
     conn: &C,
@@ -64,26 +50,21 @@ async fn stored_last_event_at<C: sea_orm::ConnectionTrait>(
     object: &str,
     id: &str,
 ) -> Result<Option<i64>, SyncError> {
-    match object {
-        "product" => get_last_event_at::<stripe_products::Entity, _>(conn, business, id).await,
-        "price" => get_last_event_at::<stripe_prices::Entity, _>(conn, business, id).await,
-        "customer" => get_last_event_at::<stripe_customers::Entity, _>(conn, business, id).await,
-        "payment_intent" | "charge" => {
-            get_last_event_at::<stripe_orders::Entity, _>(conn, business, id).await
-        }
-        "refund" => get_last_event_at::<stripe_refunds::Entity, _>(conn, business, id).await,
-        "invoice" => get_last_event_at::<stripe_invoices::Entity, _>(conn, business, id).await,
-        "invoice_payment" => {
-            get_last_event_at::<stripe_invoice_payments::Entity, _>(conn, business, id).await
-        }
-        "checkout.session" => {
-            get_last_event_at::<stripe_checkout_sessions::Entity, _>(conn, business, id).await
-        }
-        "subscription" => {
-            get_last_event_at::<stripe_subscriptions::Entity, _>(conn, business, id).await
-        }
-        _ => Ok(None),
-    }
+    use mirror::last_event_at as at;
+    let (b, c) = (business, conn);
+    let stored = match object {
+        "product" => at::<stripe_products::Entity, _>(c, b, id).await,
+        "price" => at::<stripe_prices::Entity, _>(c, b, id).await,
+        "customer" => at::<stripe_customers::Entity, _>(c, b, id).await,
+        "payment_intent" | "charge" => at::<stripe_orders::Entity, _>(c, b, id).await,
+        "refund" => at::<stripe_refunds::Entity, _>(c, b, id).await,
+        "invoice" => at::<stripe_invoices::Entity, _>(c, b, id).await,
+        "invoice_payment" => at::<stripe_invoice_payments::Entity, _>(c, b, id).await,
+        "checkout.session" => at::<stripe_checkout_sessions::Entity, _>(c, b, id).await,
+        "subscription" => at::<stripe_subscriptions::Entity, _>(c, b, id).await,
+        _ => return Ok(None),
+    };
+    Ok(stored?)
 }
 
 /// Whether the mirror holds objects of this type.
@@ -379,8 +360,8 @@ pub async fn apply_event<C: sea_orm::ConnectionTrait>(
 /// Several events of one business applied in one transaction (webhook deliveries that
 /// arrived together), with the read models brought up to date once for all of them:
 /// [`EventBatch::begin`] locks the business and notes the emails the events may take money
-/// from, [`EventBatch::apply`] applies each (the caller may wrap each in a savepoint, so one
-/// failing event does not undo the others), [`EventBatch::finish`] recomputes the spend of
+/// from, [`EventBatch::apply`] applies each (a caller whose event fails on Stripe rolls the
+/// transaction back and starts again without it), [`EventBatch::finish`] recomputes the spend of
 /// every email touched before or after, and the MRR snapshots of the changed subscriptions.
 ///
 /// The emails linked to the touched objects before the first event and after the last are

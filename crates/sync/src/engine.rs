@@ -294,11 +294,12 @@ async fn run_claimed(
                 }
             }
             tracing::warn!(error = %e, code = e.code(), "sync failed");
+            // A successful run bumps the data version in its final transaction; the pages a
+            // failed one wrote are data too (best effort: the next run bumps again).
+            let _ = access::bump_version(db.conn(), &business).await;
             (jobs::FAILED, Some((e.code().to_owned(), e.to_string())))
         }
     };
-    // Pages a failed full re-list wrote are data too (best effort: the next run bumps again).
-    let _ = access::bump_version(db.conn(), &business).await;
     let progress = run.progress_json();
     let _ = jobs::set_progress(db, &job.id, &owner, progress).await;
     let finished = jobs::finish(

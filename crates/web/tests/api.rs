@@ -365,10 +365,30 @@ impl TestApp {
     pub(crate) async fn connect_and_sync(&self, business: &str, acct: &str) {
         assert_eq!(self.connect(business, acct).await["stripe"], "connected");
         let job = self.last_sync_id(business).await;
+        self.wait_succeeded(business, &job).await;
+    }
+
+    /// Queues a sync of `business` through `POST /api/stripe/{business}/sync{query}` and waits
+    /// for it to succeed; returns the job.
+    pub(crate) async fn sync_and_wait(&self, business: &str, query: &str) -> Value {
+        let res = self
+            .post(
+                &format!("/api/stripe/{business}/sync{query}"),
+                &agency(&[business]),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text);
+        let job = res.json()["id"].as_str().unwrap().to_owned();
+        self.wait_succeeded(business, &job).await
+    }
+
+    /// Waits for the job to end, and asserts it succeeded.
+    pub(crate) async fn wait_succeeded(&self, business: &str, job_id: &str) -> Value {
         let job = self
-            .wait_for_job(business, &job, &["succeeded", "failed"])
+            .wait_for_job(business, job_id, &["succeeded", "failed"])
             .await;
         assert_eq!(job["status"], "succeeded", "{job}");
+        job
     }
 
     async fn wait_for_job(&self, business: &str, job_id: &str, done: &[&str]) -> Value {
@@ -1389,10 +1409,7 @@ db_test!(first_sync_runs_in_the_api_worker_pool, |t| {
         "connected"
     );
     let id = app.last_sync_id("biz-a").await;
-    let job = app
-        .wait_for_job("biz-a", &id, &["succeeded", "failed"])
-        .await;
-    assert_eq!(job["status"], "succeeded", "{job}");
+    let job = app.wait_succeeded("biz-a", &id).await;
     assert!(
         job["progress"].as_object().is_some_and(|p| !p.is_empty()),
         "{job}"

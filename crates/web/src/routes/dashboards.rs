@@ -1,6 +1,7 @@
 //! Dashboards (SPEC §9): revenue, retention and acquisition per month. The definitions are
-//! `tributary_domain::metrics` (documented in `docs/metrics.md`); this module only loads the
-//! business's movements, subscriptions and MRR snapshots and checks the request.
+//! `tributary_domain::metrics` (documented in `docs/metrics.md`); this module checks the
+//! request, loads the business's movements, subscriptions and MRR snapshots, and keeps what it
+//! computed until the business's data changes ([`DashboardCache`]).
 
 use std::sync::Arc;
 
@@ -120,7 +121,15 @@ pub struct DashboardCache {
 }
 
 /// One cached answer: business, dashboard, first and last month, currency, day.
-type AnswerKey = (String, &'static str, String, String, String, i64);
+type AnswerKey = (String, Dashboard, String, String, String, i64);
+
+/// Which dashboard a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Dashboard {
+    Revenue,
+    Retention,
+    Acquisition,
+}
 
 /// The most movements and subscriptions kept, all businesses together.
 pub const INPUTS_WEIGHT: u64 = 250_000;
@@ -169,7 +178,7 @@ impl DashboardCache {
                 // Computed at this version or a later one (read after ours): never older.
                 Ok((at, inputs)) if at >= version => return Ok(inputs),
                 Ok((at, _)) => {
-                    self.inputs.remove_if(&key, |(now, _)| *now == at);
+                    self.inputs.remove_if(&key, |(cached, _)| *cached == at);
                 }
                 Err(guard) => {
                     // Read after the version: the rows are at least that new, never older.
@@ -188,21 +197,21 @@ async fn answer(
     state: &AppState,
     business: &BusinessId,
     query: &RangeQuery,
-    dashboard: &'static str,
+    dashboard: Dashboard,
 ) -> Result<HttpResponse, ApiError> {
     let r = range(query)?;
     let version = access::data_version(&state.db, business).await?;
     let compute = async {
         let inputs = state.dashboards.inputs(state, business, version).await?;
         let body = match dashboard {
-            "revenue" => {
+            Dashboard::Revenue => {
                 let tl = timeline(state, business, &inputs, &r).await?;
                 json!({
                     "currency": r.currency,
                     "months": metrics::revenue(&inputs.movements, &tl, &r.months),
                 })
             }
-            "retention" => {
+            Dashboard::Retention => {
                 let tl = timeline(state, business, &inputs, &r).await?;
                 json!({
                     "currency": r.currency,
@@ -210,7 +219,7 @@ async fn answer(
                     "cohorts": metrics::cohorts(&inputs.movements, &r.months),
                 })
             }
-            _ => json!({
+            Dashboard::Acquisition => json!({
                 "currency": r.currency,
                 "months": metrics::acquisition(
                     &inputs.movements,
@@ -348,7 +357,7 @@ pub async fn revenue(
     auth: AuthedBusiness,
     query: web::Query<RangeQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    answer(&state, &auth.business, &query, "revenue").await
+    answer(&state, &auth.business, &query, Dashboard::Revenue).await
 }
 
 /// `GET /api/businesses/{id}/retention?from&to&currency`.
@@ -373,7 +382,7 @@ pub async fn retention(
     auth: AuthedBusiness,
     query: web::Query<RangeQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    answer(&state, &auth.business, &query, "retention").await
+    answer(&state, &auth.business, &query, Dashboard::Retention).await
 }
 
 /// `GET /api/businesses/{id}/acquisition?from&to&currency`.
@@ -398,5 +407,5 @@ pub async fn acquisition(
     auth: AuthedBusiness,
     query: web::Query<RangeQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    answer(&state, &auth.business, &query, "acquisition").await
+    answer(&state, &auth.business, &query, Dashboard::Acquisition).await
 }

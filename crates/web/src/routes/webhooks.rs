@@ -449,7 +449,8 @@ pub const MAX_BATCH: usize = 128;
 /// one spend refresh for all the emails touched, one commit — and answers each. A delivery
 /// already answered by an earlier turn just returns. Under a burst the transactions grow
 /// instead of queueing one by one behind the business's lock; alone, a delivery is a batch of
-/// one.
+/// one. The map keeps a (small) queue for each business that received a delivery since the
+/// process started.
 #[derive(Debug, Default)]
 pub struct Ingest(std::sync::Mutex<HashMap<String, Arc<Queue>>>);
 
@@ -699,17 +700,16 @@ async fn write(
                 on_stripe.store(true, Ordering::Relaxed);
                 let applied = batch.apply(&txn, &p.event, p.now, Some(&client)).await;
                 on_stripe.store(false, Ordering::Relaxed);
-                let failure = match applied {
-                    Ok(outcome) => Ok(outcome.as_str()),
-                    Err(SyncError::Stripe(StripeError::AccessRevoked { .. })) => {
-                        Err(Failure::Revoked)
-                    }
-                    Err(SyncError::Stripe(e)) => Err(Failure::Unavailable(e.to_string())),
-                    Err(other) => return Err(ApiError::internal(other).into()),
-                };
-                match failure {
-                    Ok(outcome) => outcome,
-                    Err(failure) => {
+                match applied {
+                    Ok(outcome) => outcome.as_str(),
+                    Err(e) => {
+                        let failure = match e {
+                            SyncError::Stripe(StripeError::AccessRevoked { .. }) => {
+                                Failure::Revoked
+                            }
+                            SyncError::Stripe(e) => Failure::Unavailable(e.to_string()),
+                            other => return Err(ApiError::internal(other).into()),
+                        };
                         // Released now, so the turn written again gets the lock at once.
                         txn.rollback().await.map_err(ApiError::internal)?;
                         return Err(Interrupt::Failed(i, failure));

@@ -439,10 +439,7 @@ async fn sqlite_write_lock_held_by_another_connection() {
             answers.iter().all(|s| *s == Some(StatusCode::OK)),
             "{answers:?}"
         );
-        let done = app
-            .wait_for_job("biz-a", &job, &["succeeded", "failed"])
-            .await;
-        assert_eq!(done["status"], "succeeded", "{done}");
+        app.wait_succeeded("biz-a", &job).await;
 
         // A long lock (longer than the lease, and than a delivery may take).
         let before = app.event_ids(&acct).await;
@@ -483,10 +480,7 @@ async fn sqlite_write_lock_held_by_another_connection() {
             "{answers:?}"
         );
         lock.rollback().await.unwrap();
-        let done = app
-            .wait_for_job("biz-a", &job, &["succeeded", "failed"])
-            .await;
-        assert_eq!(done["status"], "succeeded", "{done}");
+        app.wait_succeeded("biz-a", &job).await;
         // One run of that job (each run reads the account first), although its lease expired
         // while the lock stalled it.
         assert_eq!(
@@ -562,13 +556,7 @@ async fn sqlite_write_lock_held_past_the_busy_timeout() {
         let (_, jobs_during) = jobs::list(&app.db, &biz("biz-a"), 100, 0).await.unwrap();
         assert_eq!(jobs_during, jobs_before, "the refused trigger stored a job");
 
-        let res = app.post("/api/stripe/biz-a/sync", &token).await;
-        assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text);
-        let job = res.json()["id"].as_str().unwrap().to_owned();
-        let done = app
-            .wait_for_job("biz-a", &job, &["succeeded", "failed"])
-            .await;
-        assert_eq!(done["status"], "succeeded", "{done}");
+        app.sync_and_wait("biz-a", "").await;
         let audit = app.audit("biz-a", &acct).await;
         assert!(audit.is_exact(), "{:#?}", audit.differences);
         locker.close().await.unwrap();

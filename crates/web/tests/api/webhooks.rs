@@ -1401,14 +1401,8 @@ db_test!(dashboards_follow_every_change_of_the_data, |t| {
         json!({"count": 40, "seed": 11}),
     )
     .await;
-    for path in ["/api/stripe/biz-a/sync", "/api/stripe/biz-a/sync?full=true"] {
-        let res = app.post(path, &tok).await;
-        assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text);
-        let job = res.json()["id"].as_str().unwrap().to_owned();
-        let done = app
-            .wait_for_job("biz-a", &job, &["succeeded", "failed"])
-            .await;
-        assert_eq!(done["status"], "succeeded", "{done}");
+    for query in ["", "?full=true"] {
+        app.sync_and_wait("biz-a", query).await;
         let cached = dashboards(&app, &tok).await;
         let fresh = spawn(
             &t,
@@ -1418,7 +1412,7 @@ db_test!(dashboards_follow_every_change_of_the_data, |t| {
             },
         )
         .await;
-        assert_eq!(cached, dashboards(&fresh, &tok).await, "after {path}");
+        assert_eq!(cached, dashboards(&fresh, &tok).await, "after sync{query}");
         fresh.stop().await;
     }
     assert_ne!(
