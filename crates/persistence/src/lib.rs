@@ -127,6 +127,9 @@ pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// Prepared statements kept per pooled connection (sqlx's default is 100).
+const STATEMENT_CACHE: usize = 24;
+
 /// A connection pool to the Tributary database.
 #[derive(Debug, Clone)]
 pub struct Database {
@@ -152,9 +155,11 @@ impl Database {
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(30))
                     .foreign_keys(true)
+                    .statement_cache_capacity(STATEMENT_CACHE)
             });
         } else {
             opts.max_connections(16);
+            opts.map_sqlx_postgres_opts(|o| o.statement_cache_capacity(STATEMENT_CACHE));
         }
         let conn = sea_orm::Database::connect(opts).await?;
         Ok(Self { conn })

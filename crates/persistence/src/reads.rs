@@ -19,7 +19,7 @@ use crate::entities::*;
 const CHUNK: usize = 500;
 
 /// How the customers grid is sorted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SpendSort {
     /// Net spend: in the filter currency when one is given, else the primary currency.
     TotalSpent,
@@ -152,10 +152,12 @@ pub async fn spend_of_emails<C: ConnectionTrait>(
 ) -> Result<BTreeMap<String, Vec<customer_spend::Model>>, PersistenceError> {
     use customer_spend::Column as Col;
     let mut out: BTreeMap<String, Vec<customer_spend::Model>> = BTreeMap::new();
+    let postgres = conn.get_database_backend() == sea_orm::DbBackend::Postgres;
     for chunk in emails.chunks(CHUNK) {
+        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
         let rows = customer_spend::Entity::find()
             .filter(Col::BusinessId.eq(business.as_str()))
-            .filter(Col::Email.is_in(chunk.iter().map(String::as_str)))
+            .filter(one_of(postgres, Col::Email, &chunk))
             .order_by_asc(Col::Email)
             .order_by_asc(Col::Currency)
             .all(conn)
@@ -167,7 +169,144 @@ pub async fn spend_of_emails<C: ConnectionTrait>(
     Ok(out)
 }
 
-/// The `customer_spend` rows of a business (verification; not a request path).
+/// Every `customer_spend` row of one business in memory, in the database's `(email, currency)`
+/// order, answering the customers grid and the spend of given emails exactly as
+/// [`spend_page`] and [`spend_of_emails`] answer from the database (the test
+/// `spend_snapshot_answers_as_the_database` holds them to it on both databases).
+///
+/// Emails are ordered by their position in the loaded rows, so the grid's ties and its email
+/// sort follow the database's collation, not Rust's byte order. Each grid order (sort,
+/// direction, currency) is computed on first use and kept with the snapshot. Searches are not
+/// answered here: they stay the database's (`LIKE` and `lower()` as the database defines them).
+#[derive(Debug)]
+pub struct SpendSnapshot {
+    rows: Vec<customer_spend::Model>,
+    /// Each email's rows: `rows[start..end]`.
+    emails: std::collections::HashMap<String, (usize, usize)>,
+    orders: std::sync::Mutex<std::collections::HashMap<OrderKey, std::sync::Arc<[u32]>>>,
+}
+
+/// One grid order: sort, descending, currency filter.
+type OrderKey = (SpendSort, bool, Option<String>);
+
+impl SpendSnapshot {
+    /// Reads every `customer_spend` row of the business in one statement (one consistent
+    /// state of the data).
+    pub async fn load<C: ConnectionTrait>(
+        conn: &C,
+        business: &BusinessId,
+    ) -> Result<Self, PersistenceError> {
+        Ok(Self::from_rows(all_spend(conn, business).await?))
+    }
+
+    /// A snapshot of rows already in `(email, currency)` order, as [`all_spend`] returns them.
+    pub fn from_rows(rows: Vec<customer_spend::Model>) -> Self {
+        let mut emails = std::collections::HashMap::new();
+        let mut start = 0;
+        for i in 1..=rows.len() {
+            if i == rows.len() || rows[i].email != rows[start].email {
+                emails.insert(rows[start].email.clone(), (start, i));
+                start = i;
+            }
+        }
+        Self {
+            rows,
+            emails,
+            orders: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The number of rows (one per email and currency).
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// `true` when the business has no spend.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Every row of one normalised email (one per currency, in code order); empty when the
+    /// email has no spend.
+    pub fn of_email(&self, email: &str) -> &[customer_spend::Model] {
+        self.emails
+            .get(email)
+            .map_or(&[][..], |&(start, end)| &self.rows[start..end])
+    }
+
+    /// One grid page: its emails in grid order and the number of emails matching, over all
+    /// pages. `None` for a search, which only the database answers.
+    pub fn page(&self, q: &SpendQuery) -> Option<(Vec<&str>, u64)> {
+        if q.search.as_deref().is_some_and(|s| !s.trim().is_empty()) {
+            return None;
+        }
+        let order = self.order(q);
+        let offset = usize::try_from(q.page.saturating_sub(1).saturating_mul(q.per_page))
+            .unwrap_or(usize::MAX)
+            .min(order.len());
+        let end = offset
+            .saturating_add(usize::try_from(q.per_page).unwrap_or(usize::MAX))
+            .min(order.len());
+        let emails = order[offset..end]
+            .iter()
+            .map(|&i| self.rows[i as usize].email.as_str())
+            .collect();
+        Some((emails, order.len() as u64))
+    }
+
+    /// The leading row of every email the grid lists, in grid order (see [`grid_page_select`]:
+    /// the sort key, then the email ascending, or the email alone in the sort's direction).
+    fn order(&self, q: &SpendQuery) -> std::sync::Arc<[u32]> {
+        let key = (
+            q.sort,
+            q.descending,
+            q.currency.as_ref().map(|c| c.as_str().to_owned()),
+        );
+        let mut orders = self
+            .orders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(order) = orders.get(&key) {
+            return order.clone();
+        }
+        let rows = &self.rows;
+        let mut order: Vec<u32> = (0..rows.len() as u32)
+            .filter(|&i| match &key.2 {
+                Some(c) => rows[i as usize].currency == *c,
+                None => rows[i as usize].is_primary,
+            })
+            .collect();
+        let value = |i: u32| {
+            let r = &rows[i as usize];
+            match q.sort {
+                SpendSort::TotalSpent => r.net,
+                SpendSort::LastPurchase => r.email_last_purchase_at,
+                SpendSort::Email => 0,
+            }
+        };
+        order.sort_unstable_by(|&a, &b| {
+            let by_value = value(a).cmp(&value(b));
+            let by_value = if q.descending {
+                by_value.reverse()
+            } else {
+                by_value
+            };
+            // Rows are in email order: the index orders emails as the database does.
+            let by_email = if q.descending && q.sort == SpendSort::Email {
+                b.cmp(&a)
+            } else {
+                a.cmp(&b)
+            };
+            by_value.then(by_email)
+        });
+        let order: std::sync::Arc<[u32]> = order.into();
+        orders.insert(key, order.clone());
+        order
+    }
+}
+
+/// The `customer_spend` rows of a business in `(email, currency)` order (verification, and
+/// the load of a [`SpendSnapshot`]).
 pub async fn all_spend<C: ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
@@ -219,21 +358,68 @@ pub fn lean<E: EntityTrait>(backend: sea_orm::DbBackend) -> sea_orm::Select<E> {
     query
 }
 
-macro_rules! fetch_in {
-    ($conn:expr, $b:expr, $entity:ident, $col:ident, $ids:expr, $live:expr) => {{
-        let ids: Vec<&str> = $ids.iter().map(|s: &String| s.as_str()).collect();
-        let mut found = Vec::new();
-        for chunk in ids.chunks(CHUNK) {
+/// `col` is one of `ids`: on PostgreSQL `col = ANY($1)` with one array bound, so the
+/// statement's text is the same however many ids there are and its prepared plan is reused
+/// (a `IN ($1, …, $n)` list is a new statement, parsed and planned, for every length); on
+/// SQLite, whose statements are prepared in process, an `IN` list.
+fn one_of<C: ColumnTrait>(postgres: bool, col: C, ids: &[&str]) -> sea_orm::sea_query::Expr {
+    if postgres {
+        let ids: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
+        col.into_expr()
+            .eq(sea_orm::sea_query::extension::postgres::PgFunc::any(
+                Expr::val(ids),
+            ))
+    } else {
+        col.is_in(ids.iter().copied())
+    }
+}
+
+/// The rows of one mirror table of the business (live ones only with `$live`) whose `$col`
+/// is one of `$ids`, for each `($col, $ids)` given, without `raw`. Up to [`CHUNK`] ids in all
+/// are asked in one statement (`col1 IN (…) OR col2 IN (…)`), so a graph round costs one round
+/// trip per table, not one per link; more are asked list by list, `CHUNK` at a time. A row
+/// matching several lists may come back more than once: callers key rows by id.
+macro_rules! fetch_any {
+    ($conn:expr, $b:expr, $entity:ident, $live:expr, [$(($col:ident, $ids:expr)),+ $(,)?]) => {{
+        let lists: Vec<($entity::Column, Vec<&str>)> = vec![$((
+            $entity::Column::$col,
+            $ids.iter().map(|s: &String| s.as_str()).collect(),
+        )),+];
+        let lists: Vec<_> = lists.into_iter().filter(|(_, ids)| !ids.is_empty()).collect();
+        let select = |any: Condition| {
             let mut sel = lean::<$entity::Entity>($conn.get_database_backend())
                 .filter($entity::Column::BusinessId.eq($b.as_str()))
-                .filter($entity::Column::$col.is_in(chunk.iter().copied()));
+                .filter(any);
             if $live {
                 sel = sel.filter($entity::Column::Deleted.eq(false));
             }
-            found.extend(sel.all($conn).await?);
+            sel
+        };
+        let postgres = $conn.get_database_backend() == sea_orm::DbBackend::Postgres;
+        let one_of = |col: &$entity::Column, ids: &[&str]| one_of(postgres, *col, ids);
+        let mut found = Vec::new();
+        if lists.iter().map(|(_, ids)| ids.len()).sum::<usize>() <= CHUNK {
+            if !lists.is_empty() {
+                let any = lists
+                    .iter()
+                    .fold(Condition::any(), |any, (col, ids)| any.add(one_of(col, ids)));
+                found.extend(select(any).all($conn).await?);
+            }
+        } else {
+            for (col, ids) in &lists {
+                for chunk in ids.chunks(CHUNK) {
+                    found.extend(select(Condition::any().add(one_of(col, chunk))).all($conn).await?);
+                }
+            }
         }
         found
     }};
+}
+
+macro_rules! fetch_in {
+    ($conn:expr, $b:expr, $entity:ident, $col:ident, $ids:expr, $live:expr) => {
+        fetch_any!($conn, $b, $entity, $live, [($col, $ids)])
+    };
 }
 
 /// Where a [`graph`] starts: emails (their customers and every object naming the email or
@@ -291,67 +477,41 @@ pub async fn graph<C: ConnectionTrait>(
     let b = business;
     let mut g = EmailGraph::default();
     let e: Vec<String> = seed.emails.iter().cloned().collect();
-    for c in fetch_in!(conn, b, stripe_customers, Email, e, false)
-        .into_iter()
-        .chain(fetch_in!(
-            conn,
-            b,
-            stripe_customers,
-            StripeId,
-            seed.customers,
-            false
-        ))
-    {
+    for c in fetch_any!(
+        conn,
+        b,
+        stripe_customers,
+        false,
+        [(Email, e), (StripeId, seed.customers)]
+    ) {
         g.customers.insert(c.stripe_id.clone(), c);
     }
     let cus: Vec<String> = g.customers.keys().cloned().collect();
-    for o in fetch_in!(conn, b, stripe_orders, Email, e, true)
-        .into_iter()
-        .chain(fetch_in!(conn, b, stripe_orders, Customer, cus, true))
-        .chain(fetch_in!(
-            conn,
-            b,
-            stripe_orders,
-            StripeId,
-            seed.orders,
-            true
-        ))
-    {
+    for o in fetch_any!(
+        conn,
+        b,
+        stripe_orders,
+        true,
+        [(Email, e), (Customer, cus), (StripeId, seed.orders)]
+    ) {
         g.orders.insert(o.stripe_id.clone(), o);
     }
-    for i in fetch_in!(conn, b, stripe_invoices, Email, e, true)
-        .into_iter()
-        .chain(fetch_in!(conn, b, stripe_invoices, Customer, cus, true))
-        .chain(fetch_in!(
-            conn,
-            b,
-            stripe_invoices,
-            StripeId,
-            seed.invoices,
-            true
-        ))
-    {
+    for i in fetch_any!(
+        conn,
+        b,
+        stripe_invoices,
+        true,
+        [(Email, e), (Customer, cus), (StripeId, seed.invoices)]
+    ) {
         g.invoices.insert(i.stripe_id.clone(), i);
     }
-    for s in fetch_in!(conn, b, stripe_checkout_sessions, Email, e, true)
-        .into_iter()
-        .chain(fetch_in!(
-            conn,
-            b,
-            stripe_checkout_sessions,
-            Customer,
-            cus,
-            true
-        ))
-        .chain(fetch_in!(
-            conn,
-            b,
-            stripe_checkout_sessions,
-            StripeId,
-            seed.sessions,
-            true
-        ))
-    {
+    for s in fetch_any!(
+        conn,
+        b,
+        stripe_checkout_sessions,
+        true,
+        [(Email, e), (Customer, cus), (StripeId, seed.sessions)]
+    ) {
         g.checkout_sessions.insert(s.stripe_id.clone(), s);
     }
     // Payments of a seeded id that is not mirrored (yet) still lead to their invoices.
@@ -361,31 +521,17 @@ pub async fn graph<C: ConnectionTrait>(
         .filter(|o| !g.orders.contains_key(*o))
         .cloned()
         .collect();
-    for p in fetch_in!(
+    for p in fetch_any!(
         conn,
         b,
         stripe_invoice_payments,
-        PaymentIntent,
-        seed_orders,
-        true
-    )
-    .into_iter()
-    .chain(fetch_in!(
-        conn,
-        b,
-        stripe_invoice_payments,
-        Charge,
-        seed_orders,
-        true
-    ))
-    .chain(fetch_in!(
-        conn,
-        b,
-        stripe_invoice_payments,
-        Invoice,
-        seed.invoices,
-        true
-    )) {
+        true,
+        [
+            (PaymentIntent, seed_orders),
+            (Charge, seed_orders),
+            (Invoice, seed.invoices)
+        ]
+    ) {
         g.invoice_payments.insert(p.stripe_id.clone(), p);
     }
 
@@ -461,90 +607,63 @@ pub async fn graph<C: ConnectionTrait>(
             .filter(|k| !g.invoices.contains_key(k))
             .collect();
 
-        let mut orders = fetch_in!(conn, b, stripe_orders, StripeId, want_orders, true);
-        orders.extend(fetch_in!(
+        let orders = fetch_any!(
             conn,
             b,
             stripe_orders,
-            Invoice,
-            new_invoices,
-            true
-        ));
+            true,
+            [(StripeId, want_orders), (Invoice, new_invoices)]
+        );
         for o in orders {
             g.orders.entry(o.stripe_id.clone()).or_insert(o);
         }
-        let mut invoices = fetch_in!(conn, b, stripe_invoices, StripeId, want_invoices, true);
-        invoices.extend(fetch_in!(
+        let invoices = fetch_any!(
             conn,
             b,
             stripe_invoices,
-            PaymentIntent,
-            new_orders,
-            true
-        ));
-        invoices.extend(fetch_in!(
-            conn,
-            b,
-            stripe_invoices,
-            Charge,
-            new_orders,
-            true
-        ));
+            true,
+            [
+                (StripeId, want_invoices),
+                (PaymentIntent, new_orders),
+                (Charge, new_orders)
+            ]
+        );
         for i in invoices {
             g.invoices.entry(i.stripe_id.clone()).or_insert(i);
         }
-        let mut ips = fetch_in!(
+        let ips = fetch_any!(
             conn,
             b,
             stripe_invoice_payments,
-            Invoice,
-            new_invoices,
-            true
+            true,
+            [
+                (Invoice, new_invoices),
+                (PaymentIntent, new_orders),
+                (Charge, new_orders)
+            ]
         );
-        ips.extend(fetch_in!(
-            conn,
-            b,
-            stripe_invoice_payments,
-            PaymentIntent,
-            new_orders,
-            true
-        ));
-        ips.extend(fetch_in!(
-            conn,
-            b,
-            stripe_invoice_payments,
-            Charge,
-            new_orders,
-            true
-        ));
         for p in ips {
             g.invoice_payments.entry(p.stripe_id.clone()).or_insert(p);
         }
-        let mut sessions = fetch_in!(
+        let sessions = fetch_any!(
             conn,
             b,
             stripe_checkout_sessions,
-            PaymentIntent,
-            new_orders,
-            true
+            true,
+            [(PaymentIntent, new_orders), (Invoice, new_invoices)]
         );
-        sessions.extend(fetch_in!(
-            conn,
-            b,
-            stripe_checkout_sessions,
-            Invoice,
-            new_invoices,
-            true
-        ));
         for s in sessions {
             g.checkout_sessions.entry(s.stripe_id.clone()).or_insert(s);
         }
     }
     let order_ids: Vec<String> = g.orders.keys().cloned().collect();
-    for r in fetch_in!(conn, b, stripe_refunds, PaymentIntent, order_ids, true)
-        .into_iter()
-        .chain(fetch_in!(conn, b, stripe_refunds, Charge, order_ids, true))
-    {
+    for r in fetch_any!(
+        conn,
+        b,
+        stripe_refunds,
+        true,
+        [(PaymentIntent, order_ids), (Charge, order_ids)]
+    ) {
         g.refunds.insert(r.stripe_id.clone(), r);
     }
     // The customers every loaded object names: attribution starts from their emails.

@@ -739,3 +739,126 @@ db_test!(data_version_moves_with_every_write_and_never_repeats, |t| {
     let again = access::data_version(db, &b).await.unwrap().unwrap();
     assert!(again > v0 + 2, "{again} after {v0} + 2");
 });
+
+db_test!(spend_snapshot_answers_as_the_database, |t| {
+    use sea_orm::EntityTrait;
+    use tributary_persistence::entities::customer_spend;
+    use tributary_persistence::reads::{self, SpendQuery, SpendSnapshot, SpendSort};
+    let db = &t.db;
+    let b = biz("biz_snap");
+    let other = biz("biz_other");
+    // Emails whose order depends on punctuation, ties in net and in last purchase, several
+    // currencies with the primary one varying, and a second business that must not leak in.
+    let prefixes = ["a.", "a-", "ab", "a_", "b+", "0"];
+    let mut rows = Vec::new();
+    for i in 0..60_i64 {
+        let email = format!("{}{}@x.io", prefixes[i as usize % prefixes.len()], i % 17);
+        if rows
+            .iter()
+            .any(|r: &customer_spend::Model| r.email == email)
+        {
+            continue;
+        }
+        let currencies: Vec<&str> = ["usd", "eur", "gbp"]
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| *k == 0 || i % (2 + *k as i64) == 0)
+            .map(|(_, c)| c)
+            .collect();
+        let primary = currencies[i as usize % currencies.len()];
+        for c in &currencies {
+            let net = (i % 4) * 100 + if *c == "eur" { 7 } else { 0 };
+            rows.push(customer_spend::Model {
+                business_id: b.as_str().into(),
+                email: email.clone(),
+                currency: (*c).into(),
+                gross: net + 5,
+                refunded: 5,
+                net,
+                order_count: 1 + i % 3,
+                first_purchase_at: 1_700_000_000,
+                last_purchase_at: 1_700_000_000 + i % 5,
+                customer_ids: json!([format!("cus_{i}")]),
+                name: (i % 2 == 0).then(|| format!("Name {i}")),
+                is_primary: *c == primary,
+                email_order_count: 1 + i % 3,
+                email_last_purchase_at: 1_700_000_000 + i % 5,
+                updated_at: 1,
+            });
+        }
+    }
+    let mut foreign = rows[0].clone();
+    foreign.business_id = other.as_str().into();
+    foreign.email = "zz@x.io".into();
+    let models: Vec<customer_spend::ActiveModel> = rows
+        .iter()
+        .cloned()
+        .chain([foreign])
+        .map(Into::into)
+        .collect();
+    customer_spend::Entity::insert_many(models)
+        .exec_without_returning(db.conn())
+        .await
+        .unwrap();
+
+    let snapshot = SpendSnapshot::load(db.conn(), &b).await.unwrap();
+    assert_eq!(snapshot.len(), rows.len());
+    let mut pages_compared = 0;
+    for sort in [
+        SpendSort::TotalSpent,
+        SpendSort::LastPurchase,
+        SpendSort::Email,
+    ] {
+        for descending in [true, false] {
+            for currency in [None, Some("usd"), Some("eur"), Some("gbp"), Some("jpy")] {
+                for page in 1..=8 {
+                    let q = SpendQuery {
+                        page,
+                        per_page: 7,
+                        sort,
+                        descending,
+                        search: None,
+                        currency: currency.map(|c| tributary_domain::Currency::parse(c).unwrap()),
+                    };
+                    let from_db = reads::spend_page(db.conn(), &b, &q).await.unwrap();
+                    let (emails, total) = snapshot.page(&q).unwrap();
+                    assert_eq!(
+                        emails, from_db.emails,
+                        "{sort:?} desc={descending} {currency:?} page {page}"
+                    );
+                    assert_eq!(total, from_db.total);
+                    pages_compared += usize::from(!emails.is_empty());
+                }
+            }
+        }
+    }
+    assert!(
+        pages_compared > 100,
+        "only {pages_compared} non-empty pages"
+    );
+    let mut emails: Vec<String> = rows.iter().map(|r| r.email.clone()).collect();
+    emails.dedup();
+    emails.push("nobody@x.io".into());
+    emails.push("zz@x.io".into());
+    let from_db = reads::spend_of_emails(db.conn(), &b, &emails)
+        .await
+        .unwrap();
+    for e in &emails {
+        assert_eq!(
+            snapshot.of_email(e),
+            from_db.get(e).map_or(&[][..], Vec::as_slice),
+            "{e}"
+        );
+    }
+    assert!(snapshot.of_email("zz@x.io").is_empty());
+    // A search is the database's.
+    let search = SpendQuery {
+        page: 1,
+        per_page: 7,
+        sort: SpendSort::Email,
+        descending: false,
+        search: Some("a.".into()),
+        currency: None,
+    };
+    assert!(snapshot.page(&search).is_none());
+});

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tributary_domain::BusinessId;
 use tributary_domain::spend::{self, SpendFacts};
 use tributary_persistence::entities::MirrorModel;
@@ -14,27 +14,40 @@ use crate::SyncError;
 /// Loads the spend facts of one business from the mirror (deleted rows left out, except
 /// customers: a deleted customer's email still names who paid), with customer names.
 ///
-/// One table at a time: its rows are mapped to facts and dropped before the next table is read,
-/// so a whole account's rows and facts are never held together (the peak memory of a full
-/// run's rebuild).
+/// [`ROWS_AT_ONCE`] rows at a time, in Stripe id order: each chunk is mapped to facts and
+/// dropped before the next is read, so only the facts (a few small fields per object) grow
+/// with the account, never its rows (the peak memory of a full run's rebuild).
 pub async fn load_facts<C: ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
 ) -> Result<(SpendFacts, HashMap<String, String>), SyncError> {
     let mut facts = SpendFacts::default();
-    // Reads one table into a graph of its own and appends its facts; the graph is returned
-    // (and dropped by the caller at once, except the customers', whose names are kept).
+    let mut names = HashMap::new();
+    // Reads one table chunk by chunk into graphs of their own and appends their facts (and,
+    // for customers, their names).
     macro_rules! table {
         ($field:ident, $entity:ty, $live:expr) => {{
-            let g = EmailGraph {
-                $field: rows::<$entity, _>(conn, business, $live).await?,
-                ..EmailGraph::default()
-            };
-            merge(&mut facts, reads::graph_facts(&g));
-            g
+            let mut after: Option<String> = None;
+            loop {
+                let chunk = rows::<$entity, _>(conn, business, $live, after.as_deref()).await?;
+                let Some(last) = chunk.keys().next_back().cloned() else {
+                    break;
+                };
+                let full = chunk.len() == ROWS_AT_ONCE as usize;
+                let g = EmailGraph {
+                    $field: chunk,
+                    ..EmailGraph::default()
+                };
+                merge(&mut facts, reads::graph_facts(&g));
+                names.extend(g.names());
+                if !full {
+                    break;
+                }
+                after = Some(last);
+            }
         }};
     }
-    let names = table!(customers, stripe_customers::Entity, false).names();
+    table!(customers, stripe_customers::Entity, false);
     table!(orders, stripe_orders::Entity, true);
     table!(invoices, stripe_invoices::Entity, true);
     table!(invoice_payments, stripe_invoice_payments::Entity, true);
@@ -42,6 +55,9 @@ pub async fn load_facts<C: ConnectionTrait>(
     table!(refunds, stripe_refunds::Entity, true);
     Ok((facts, names))
 }
+
+/// Mirror rows read per statement while loading a whole business's facts.
+const ROWS_AT_ONCE: u64 = 2_000;
 
 /// Appends the facts of one table's rows.
 fn merge(into: &mut SpendFacts, from: SpendFacts) {
@@ -54,12 +70,13 @@ fn merge(into: &mut SpendFacts, from: SpendFacts) {
     into.refunds.extend(from.refunds);
 }
 
-/// Every row of one mirror table of the business (only live ones with `live_only`), without
-/// `raw`, keyed by Stripe id.
+/// The next [`ROWS_AT_ONCE`] rows of one mirror table of the business after the Stripe id
+/// `after` (only live ones with `live_only`), without `raw`, keyed by Stripe id.
 async fn rows<E, C>(
     conn: &C,
     business: &BusinessId,
     live_only: bool,
+    after: Option<&str>,
 ) -> Result<std::collections::BTreeMap<String, E::Model>, SyncError>
 where
     E: EntityTrait,
@@ -75,7 +92,17 @@ where
     if live_only && let Some(d) = column("deleted") {
         query = query.filter(d.eq(false));
     }
+    let id = column("stripe_id").ok_or_else(|| {
+        SyncError::Database(tributary_persistence::PersistenceError::Corrupt(
+            "mirror table without stripe_id".into(),
+        ))
+    })?;
+    if let Some(after) = after {
+        query = query.filter(id.gt(after));
+    }
     Ok(query
+        .order_by_asc(id)
+        .limit(ROWS_AT_ONCE)
         .all(conn)
         .await?
         .into_iter()
@@ -161,7 +188,7 @@ pub async fn snapshot_mrr<C: ConnectionTrait>(
     business: &BusinessId,
     day: &str,
 ) -> Result<usize, SyncError> {
-    let subs = stripe_subscriptions::Entity::find()
+    let subs = reads::lean::<stripe_subscriptions::Entity>(conn.get_database_backend())
         .filter(stripe_subscriptions::Column::BusinessId.eq(business.as_str()))
         .filter(stripe_subscriptions::Column::Deleted.eq(false))
         .all(conn)
@@ -209,7 +236,7 @@ pub async fn snapshot_subscription<C: ConnectionTrait>(
         .filter(mrr_snapshots::Column::Day.eq(day))
         .exec(conn)
         .await?;
-    let sub = stripe_subscriptions::Entity::find()
+    let sub = reads::lean::<stripe_subscriptions::Entity>(conn.get_database_backend())
         .filter(stripe_subscriptions::Column::BusinessId.eq(business.as_str()))
         .filter(stripe_subscriptions::Column::StripeId.eq(subscription_id))
         .filter(stripe_subscriptions::Column::Deleted.eq(false))

@@ -216,6 +216,7 @@ impl Application {
             settings,
             tuning,
             dashboards: Default::default(),
+            spend: Default::default(),
             ingest: Default::default(),
         });
         let db = web::Data::new(db);

@@ -86,6 +86,8 @@ pub struct AppState {
     pub tuning: Tuning,
     /// What the dashboards derive from a whole business, per data version.
     pub dashboards: crate::routes::dashboards::DashboardCache,
+    /// The spend rows of each business, per data version (customers grid, summaries).
+    pub spend: crate::routes::spend_cache::SpendCache,
     /// The webhook deliveries of each business waiting for their transaction.
     pub ingest: crate::routes::webhooks::Ingest,
 }

@@ -5,10 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tributary_domain::spend::{self, MovementSource};
 use tributary_domain::{BusinessId, Currency, Email};
+use tributary_persistence::access;
 use tributary_persistence::entities::customer_spend;
 use tributary_persistence::reads::{self, SpendQuery, SpendSort};
 use utoipa::{IntoParams, ToSchema};
@@ -172,20 +173,41 @@ fn parse_emails(field: &str, raw: &[String]) -> Result<Vec<Email>, ApiError> {
     Ok(out)
 }
 
-fn totals(rows: &[customer_spend::Model]) -> Value {
+/// One currency's total of an email (`{"currency", "gross", "refunded", "net"}`).
+#[derive(Serialize)]
+struct Total<'a> {
+    currency: &'a str,
+    gross: i64,
+    refunded: i64,
+    net: i64,
+}
+
+fn totals(rows: &[customer_spend::Model]) -> Vec<Total<'_>> {
     rows.iter()
-        .map(|r| json!({"currency": r.currency, "gross": r.gross, "refunded": r.refunded, "net": r.net}))
+        .map(|r| Total {
+            currency: &r.currency,
+            gross: r.gross,
+            refunded: r.refunded,
+            net: r.net,
+        })
         .collect()
 }
 
 /// `{"totals", "order_count", "last_purchase_at"}` of one email's rows.
-fn summary(rows: &[customer_spend::Model]) -> Value {
+#[derive(Serialize)]
+struct Summary<'a> {
+    totals: Vec<Total<'a>>,
+    order_count: i64,
+    last_purchase_at: Option<String>,
+}
+
+fn summary(rows: &[customer_spend::Model]) -> Summary<'_> {
     let first = rows.first();
-    json!({
-        "totals": totals(rows),
-        "order_count": first.map_or(0, |r| r.email_order_count),
-        "last_purchase_at": first.map(|r| rfc3339(r.email_last_purchase_at)),
-    })
+    Summary {
+        totals: totals(rows),
+        order_count: first.map_or(0, |r| r.email_order_count),
+        last_purchase_at: first.map(|r| rfc3339(r.email_last_purchase_at)),
+    }
 }
 
 fn grid_item(rows: &[customer_spend::Model], contacts: Option<&BTreeSet<Email>>) -> Value {
@@ -211,23 +233,53 @@ async fn grid(
     contacts: Option<BTreeSet<Email>>,
 ) -> Result<HttpResponse, ApiError> {
     let q = parse_grid(query)?;
-    let page = reads::spend_page(state.db.conn(), business, &q).await?;
-    let items: Vec<Value> = page
-        .emails
-        .iter()
-        .map(|e| {
-            grid_item(
-                page.rows.get(e).map_or(&[][..], Vec::as_slice),
-                contacts.as_ref(),
+    let snapshot = match q.search.as_deref().is_some_and(|s| !s.trim().is_empty()) {
+        true => None,
+        false => spend_snapshot(state, business).await?,
+    };
+    let (items, total): (Vec<Value>, u64) = match snapshot.as_deref().and_then(|s| {
+        let (emails, total) = s.page(&q)?;
+        Some((emails, total, s))
+    }) {
+        Some((emails, total, s)) => (
+            emails
+                .into_iter()
+                .map(|e| grid_item(s.of_email(e), contacts.as_ref()))
+                .collect(),
+            total,
+        ),
+        None => {
+            let page = reads::spend_page(state.db.conn(), business, &q).await?;
+            (
+                page.emails
+                    .iter()
+                    .map(|e| {
+                        grid_item(
+                            page.rows.get(e).map_or(&[][..], Vec::as_slice),
+                            contacts.as_ref(),
+                        )
+                    })
+                    .collect(),
+                page.total,
             )
-        })
-        .collect();
+        }
+    };
     Ok(HttpResponse::Ok().json(json!({
         "items": items,
         "page": q.page,
         "per_page": q.per_page,
-        "total": page.total,
+        "total": total,
     })))
+}
+
+/// The business's spend rows in memory when they are at its current data version (see
+/// [`crate::routes::spend_cache`]); `None` means: ask the database.
+async fn spend_snapshot(
+    state: &AppState,
+    business: &BusinessId,
+) -> Result<Option<std::sync::Arc<reads::SpendSnapshot>>, ApiError> {
+    let version = access::data_version(&state.db, business).await?;
+    Ok(state.spend.current(&state.db, business, version))
 }
 
 /// `GET /api/contacts/stripe-customers?businessId=B&page&per_page&sort&order&q&currency`.
@@ -355,13 +407,35 @@ pub async fn summary_by_emails(
         .into_iter()
         .map(Email::into_inner)
         .collect();
-    let emails: Vec<String> = emails.into_iter().collect();
-    let rows = reads::spend_of_emails(state.db.conn(), &business, &emails).await?;
-    let summaries: serde_json::Map<String, Value> = rows
-        .iter()
-        .map(|(email, rows)| (email.clone(), summary(rows)))
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({ "summaries": summaries })))
+    // Serialised straight from the rows (no `serde_json::Value` tree of 1,000 entries).
+    let body = match spend_snapshot(&state, &business).await? {
+        Some(s) => summaries_body(
+            emails
+                .iter()
+                .map(|e| (e.as_str(), s.of_email(e)))
+                .filter(|(_, rows)| !rows.is_empty()),
+        ),
+        None => {
+            let emails: Vec<String> = emails.into_iter().collect();
+            let rows = reads::spend_of_emails(state.db.conn(), &business, &emails).await?;
+            summaries_body(rows.iter().map(|(e, rows)| (e.as_str(), rows.as_slice())))
+        }
+    }?;
+    Ok(HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(body))
+}
+
+/// `{"summaries": {"<email>": {…}}}` of emails in order with their rows.
+fn summaries_body<'a>(
+    emails: impl Iterator<Item = (&'a str, &'a [customer_spend::Model])>,
+) -> Result<Vec<u8>, ApiError> {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        summaries: BTreeMap<&'a str, Summary<'a>>,
+    }
+    let summaries = emails.map(|(e, rows)| (e, summary(rows))).collect();
+    serde_json::to_vec(&Body { summaries }).map_err(ApiError::internal)
 }
 
 /// The query of `GET /api/contacts/stripe-info`.
@@ -593,6 +667,6 @@ pub async fn stripe_info(
         "invoices": invoices,
         "checkout_sessions": sessions,
         "subscriptions": subscriptions,
-        "summary": summary(rows),
+        "summary": serde_json::to_value(summary(rows)).map_err(ApiError::internal)?,
     })))
 }

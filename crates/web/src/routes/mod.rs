@@ -7,6 +7,7 @@ pub mod connect;
 pub mod contacts;
 pub mod dashboards;
 pub mod health;
+pub mod spend_cache;
 pub mod stripe;
 pub mod webhooks;
 

@@ -1416,3 +1416,83 @@ db_test!(mrr_comes_from_snapshots_since_the_first_sync, |t| {
     );
     app.stop().await;
 });
+
+db_test!(kept_spend_rows_follow_every_version_and_nothing_else, |t| {
+    let (app, _c, _ctx) = seeded(&t).await;
+    let business = BusinessId::parse(BIZ).unwrap();
+    let tok = token();
+    let summary = || async {
+        let a = app
+            .send(
+                reqwest::Method::POST,
+                "/api/contacts/stripe-summary-by-emails",
+                Some(&tok),
+                Some(json!({"businessId": BIZ, "emails": ["bob@example.com"]})),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        a.json()["summaries"]["bob@example.com"]["totals"][0]["net"].clone()
+    };
+    let grid_net = || async {
+        let a = app
+            .get(
+                &format!("/api/contacts/stripe-customers?businessId={BIZ}&sort=email&order=asc"),
+                &tok,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        let v = a.json();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["email"] == "bob@example.com")
+            .map(|i| i["totals"][0]["net"].clone())
+            .unwrap()
+    };
+    let net = summary().await;
+    assert!(net.as_i64().unwrap() > 1, "{net}");
+    assert_eq!(grid_net().await, net);
+    // The first read loads the business's rows in the background; give it time.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let set_net = |value: i64, bump: bool| {
+        let db = t.db.clone();
+        let business = business.clone();
+        async move {
+            let txn = db.begin_write().await.unwrap();
+            customer_spend::Entity::update_many()
+                .col_expr(customer_spend::Column::Net, Expr::value(value))
+                .filter(customer_spend::Column::BusinessId.eq(BIZ))
+                .filter(customer_spend::Column::Email.eq("bob@example.com"))
+                .exec(&txn)
+                .await
+                .unwrap();
+            if bump {
+                access::bump_version(&txn, &business).await.unwrap();
+            }
+            txn.commit().await.unwrap();
+        }
+    };
+    // A change no writer of Tributary makes (it bypasses the version) is not seen: the reads
+    // are answered from the kept rows.
+    set_net(1, false).await;
+    assert_eq!(summary().await, net);
+    assert_eq!(grid_net().await, net);
+    // Every real write bumps the version: the very next read sees it, from the database,
+    // and the reads after it from rows loaded again.
+    set_net(2, true).await;
+    assert_eq!(summary().await, json!(2));
+    assert_eq!(grid_net().await, json!(2));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(summary().await, json!(2));
+    assert_eq!(grid_net().await, json!(2));
+    set_net(3, false).await;
+    assert_eq!(
+        summary().await,
+        json!(2),
+        "served from the rows loaded again"
+    );
+    set_net(4, true).await;
+    assert_eq!(summary().await, json!(4));
+    app.stop().await;
+});
