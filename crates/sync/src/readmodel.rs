@@ -14,7 +14,7 @@ use crate::SyncError;
 /// Loads the spend facts of one business from the mirror (deleted rows left out, except
 /// customers: a deleted customer's email still names who paid), with customer names.
 ///
-/// [`ROWS_AT_ONCE`] rows at a time, in Stripe id order: each chunk is mapped to facts and
+/// 2,000 rows at a time, in Stripe id order: each chunk is mapped to facts and
 /// dropped before the next is read, so only the facts (a few small fields per object) grow
 /// with the account, never its rows (the peak memory of a full run's rebuild).
 pub async fn load_facts<C: ConnectionTrait>(
