@@ -127,10 +127,13 @@ pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Prepared statements kept per pooled SQLite connection (sqlx's default is 100). A page
-/// `INSERT` of 100 rows prepared in process holds a large program; 100 of them on each of 8
-/// connections showed as memory growing through a `bench`-scale first sync (peak RSS 255 →
-/// 218 MiB with 24).
+/// Prepared statements kept per pooled connection (sqlx's default is 100). Page `INSERT`s of
+/// up to 100 rows are large statements, one per table and row count; on SQLite, which prepares
+/// in process, 100 of them on each of 8 connections showed as memory growing through a
+/// `bench`-scale first sync (peak RSS 255 → 218 MiB with 24). On PostgreSQL the difference was
+/// within the noise of five runs each (171–172 against 175–187 MiB) and so was the speed; the
+/// read paths' statements keep one text whatever their lists' length (`reads`), so 24 holds
+/// them.
 const STATEMENT_CACHE: usize = 24;
 
 /// A connection pool to the Tributary database.
@@ -162,6 +165,7 @@ impl Database {
             });
         } else {
             opts.max_connections(16);
+            opts.map_sqlx_postgres_opts(|o| o.statement_cache_capacity(STATEMENT_CACHE));
         }
         let conn = sea_orm::Database::connect(opts).await?;
         Ok(Self { conn })
