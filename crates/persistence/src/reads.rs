@@ -358,11 +358,11 @@ pub fn lean<E: EntityTrait>(backend: sea_orm::DbBackend) -> sea_orm::Select<E> {
     query
 }
 
-/// `col` is one of `ids`: on PostgreSQL `col = ANY($1)` with one array bound, so the
-/// statement's text is the same however many ids there are and its prepared plan is reused
-/// (a `IN ($1, …, $n)` list is a new statement, parsed and planned, for every length); on
-/// SQLite, whose statements are prepared in process, an `IN` list.
-fn one_of<C: ColumnTrait>(postgres: bool, col: C, ids: &[&str]) -> sea_orm::sea_query::Expr {
+/// `col` is one of `ids` (public for the query-plan test): on PostgreSQL `col = ANY($1)` with
+/// one array bound, so the statement's text is the same however many ids there are and its
+/// prepared plan is reused (an `IN ($1, …, $n)` list is a new statement, parsed and planned,
+/// for every length); on SQLite, whose statements are prepared in process, an `IN` list.
+pub fn one_of<C: ColumnTrait>(postgres: bool, col: C, ids: &[&str]) -> sea_orm::sea_query::Expr {
     if postgres {
         let ids: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
         col.into_expr()
