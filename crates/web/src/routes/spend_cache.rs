@@ -22,7 +22,9 @@ pub const MAX_ROWS: u64 = 500_000;
 /// after that load ended.
 pub const SPACING: u32 = 4;
 
-/// Snapshots per business (see the module doc). Cheap to clone: clones share the cache.
+/// Snapshots per business (see the module doc). Cheap to clone: clones share the cache. Besides
+/// the bounded snapshots it keeps the time of each business's last load, one small entry per
+/// business read since the process started (bounded by the number of tenants).
 #[derive(Debug, Clone)]
 pub struct SpendCache(Arc<Inner>);
 
