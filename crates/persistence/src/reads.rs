@@ -46,6 +46,13 @@ pub struct SpendQuery {
     pub currency: Option<Currency>,
 }
 
+impl SpendQuery {
+    /// The search text, when there is one (blank is none).
+    pub fn search(&self) -> Option<&str> {
+        self.search.as_deref().filter(|s| !s.trim().is_empty())
+    }
+}
+
 /// A page of emails (in grid order) with every `customer_spend` row of each, and the total.
 #[derive(Debug, Clone, Default)]
 pub struct SpendPage {
@@ -78,7 +85,7 @@ fn grid_condition(business: &BusinessId, q: &SpendQuery) -> Condition {
         Some(c) => cond.add(Col::Currency.eq(c.as_str())),
         None => cond.add(Col::IsPrimary.eq(true)),
     };
-    if let Some(text) = q.search.as_deref().filter(|s| !s.trim().is_empty()) {
+    if let Some(text) = q.search() {
         let pattern = like_pattern(text);
         cond = cond.add(
             Condition::any()
@@ -152,12 +159,11 @@ pub async fn spend_of_emails<C: ConnectionTrait>(
 ) -> Result<BTreeMap<String, Vec<customer_spend::Model>>, PersistenceError> {
     use customer_spend::Column as Col;
     let mut out: BTreeMap<String, Vec<customer_spend::Model>> = BTreeMap::new();
-    let postgres = conn.get_database_backend() == sea_orm::DbBackend::Postgres;
     for chunk in emails.chunks(CHUNK) {
         let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
         let rows = customer_spend::Entity::find()
             .filter(Col::BusinessId.eq(business.as_str()))
-            .filter(one_of(postgres, Col::Email, &chunk))
+            .filter(one_of(conn.get_database_backend(), Col::Email, &chunk))
             .order_by_asc(Col::Email)
             .order_by_asc(Col::Currency)
             .all(conn)
@@ -237,7 +243,7 @@ impl SpendSnapshot {
     /// One grid page: its emails in grid order and the number of emails matching, over all
     /// pages. `None` for a search, which only the database answers.
     pub fn page(&self, q: &SpendQuery) -> Option<(Vec<&str>, u64)> {
-        if q.search.as_deref().is_some_and(|s| !s.trim().is_empty()) {
+        if q.search().is_some() {
             return None;
         }
         let order = self.order(q);
@@ -362,8 +368,12 @@ pub fn lean<E: EntityTrait>(backend: sea_orm::DbBackend) -> sea_orm::Select<E> {
 /// one array bound, so the statement's text is the same however many ids there are and its
 /// prepared plan is reused (an `IN ($1, …, $n)` list is a new statement, parsed and planned,
 /// for every length); on SQLite, whose statements are prepared in process, an `IN` list.
-pub fn one_of<C: ColumnTrait>(postgres: bool, col: C, ids: &[&str]) -> sea_orm::sea_query::Expr {
-    if postgres {
+pub fn one_of<C: ColumnTrait>(
+    backend: sea_orm::DbBackend,
+    col: C,
+    ids: &[&str],
+) -> sea_orm::sea_query::Expr {
+    if backend == sea_orm::DbBackend::Postgres {
         let ids: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
         col.into_expr()
             .eq(sea_orm::sea_query::extension::postgres::PgFunc::any(
@@ -395,20 +405,22 @@ macro_rules! fetch_any {
             }
             sel
         };
-        let postgres = $conn.get_database_backend() == sea_orm::DbBackend::Postgres;
-        let one_of = |col: &$entity::Column, ids: &[&str]| one_of(postgres, *col, ids);
+        let backend = $conn.get_database_backend();
         let mut found = Vec::new();
         if lists.iter().map(|(_, ids)| ids.len()).sum::<usize>() <= CHUNK {
             if !lists.is_empty() {
                 let any = lists
                     .iter()
-                    .fold(Condition::any(), |any, (col, ids)| any.add(one_of(col, ids)));
+                    .fold(Condition::any(), |any, (col, ids)| {
+                        any.add(one_of(backend, *col, ids))
+                    });
                 found.extend(select(any).all($conn).await?);
             }
         } else {
             for (col, ids) in &lists {
                 for chunk in ids.chunks(CHUNK) {
-                    found.extend(select(Condition::any().add(one_of(col, chunk))).all($conn).await?);
+                    let any = Condition::any().add(one_of(backend, *col, chunk));
+                    found.extend(select(any).all($conn).await?);
                 }
             }
         }

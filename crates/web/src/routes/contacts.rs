@@ -233,37 +233,36 @@ async fn grid(
     contacts: Option<BTreeSet<Email>>,
 ) -> Result<HttpResponse, ApiError> {
     let q = parse_grid(query)?;
-    let snapshot = match q.search.as_deref().is_some_and(|s| !s.trim().is_empty()) {
-        true => None,
-        false => spend_snapshot(state, business).await?,
+    // A search is the database's; so is every read while no snapshot is current.
+    let kept = match q.search() {
+        Some(_) => None,
+        None => spend_snapshot(state, business).await?,
     };
-    let (items, total): (Vec<Value>, u64) = match snapshot.as_deref().and_then(|s| {
-        let (emails, total) = s.page(&q)?;
-        Some((emails, total, s))
-    }) {
-        Some((emails, total, s)) => (
-            emails
-                .into_iter()
-                .map(|e| grid_item(s.of_email(e), contacts.as_ref()))
-                .collect(),
-            total,
-        ),
-        None => {
-            let page = reads::spend_page(state.db.conn(), business, &q).await?;
-            (
-                page.emails
-                    .iter()
-                    .map(|e| {
-                        grid_item(
-                            page.rows.get(e).map_or(&[][..], Vec::as_slice),
-                            contacts.as_ref(),
-                        )
-                    })
+    let (items, total): (Vec<Value>, u64) =
+        match kept.as_deref().and_then(|s| Some((s, s.page(&q)?))) {
+            Some((s, (emails, total))) => (
+                emails
+                    .into_iter()
+                    .map(|e| grid_item(s.of_email(e), contacts.as_ref()))
                     .collect(),
-                page.total,
-            )
-        }
-    };
+                total,
+            ),
+            None => {
+                let page = reads::spend_page(state.db.conn(), business, &q).await?;
+                (
+                    page.emails
+                        .iter()
+                        .map(|e| {
+                            grid_item(
+                                page.rows.get(e).map_or(&[][..], Vec::as_slice),
+                                contacts.as_ref(),
+                            )
+                        })
+                        .collect(),
+                    page.total,
+                )
+            }
+        };
     Ok(HttpResponse::Ok().json(json!({
         "items": items,
         "page": q.page,
@@ -667,6 +666,6 @@ pub async fn stripe_info(
         "invoices": invoices,
         "checkout_sessions": sessions,
         "subscriptions": subscriptions,
-        "summary": serde_json::to_value(summary(rows)).map_err(ApiError::internal)?,
+        "summary": summary(rows),
     })))
 }

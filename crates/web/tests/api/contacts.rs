@@ -1180,7 +1180,7 @@ db_test!(contacts_read_paths_use_indexes, |t| {
             $(
                 let vals: Vec<String> = $vals.clone();
                 let vals: Vec<&str> = vals.iter().map(String::as_str).collect();
-                any = any.add(reads::one_of(true, $entity::Column::$col, &vals));
+                any = any.add(reads::one_of(DbBackend::Postgres, $entity::Column::$col, &vals));
             )+
             $entity::Entity::find()
                 .filter($entity::Column::BusinessId.eq(b.as_str()))
@@ -1232,7 +1232,7 @@ db_test!(contacts_read_paths_use_indexes, |t| {
             customer_spend::Entity::find()
                 .filter(customer_spend::Column::BusinessId.eq(b.as_str()))
                 .filter(reads::one_of(
-                    true,
+                    DbBackend::Postgres,
                     customer_spend::Column::Email,
                     &emails.iter().map(String::as_str).collect::<Vec<_>>(),
                 ))

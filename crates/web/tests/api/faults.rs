@@ -254,18 +254,7 @@ async fn postgres_killed_mid_sync_then_restarted() {
     for body in &bodies {
         assert_eq!(app.deliver_body(body).await, Some(StatusCode::OK));
     }
-    let res = app
-        .post("/api/stripe/biz-a/sync", &agency(&["biz-a"]))
-        .await;
-    assert_eq!(res.status, StatusCode::ACCEPTED, "{}", res.text);
-    let next = app
-        .wait_for_job(
-            "biz-a",
-            res.json()["id"].as_str().unwrap(),
-            &["succeeded", "failed"],
-        )
-        .await;
-    assert_eq!(next["status"], "succeeded", "{next}");
+    let next = app.sync_and_wait("biz-a", "").await;
     let audit = app.audit("biz-a", &acct).await;
     assert!(
         audit.is_exact(),
