@@ -370,6 +370,9 @@ impl Inner {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()));
             let delay = self.delay(attempt - 1, retry_after);
+            if status == 429 {
+                budget.pause(delay);
+            }
             tracing::debug!(attempt, status, ?delay, "retryable answer; retrying");
             tokio::time::sleep(delay).await;
         }

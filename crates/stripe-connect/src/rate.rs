@@ -24,6 +24,8 @@ pub struct RateBudget {
 #[derive(Debug, Default)]
 struct State {
     slots: VecDeque<Instant>,
+    /// No slot before this: Stripe answered `429` to one of the account's requests.
+    paused_until: Option<Instant>,
     /// Every slot handed out, when recording is on (tests measure the rate from it).
     log: Option<Vec<Instant>>,
 }
@@ -49,6 +51,7 @@ impl RateBudget {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = state.paused_until.map_or(now, |until| now.max(until));
         let slot = if state.slots.len() < self.per_second {
             // Slots are non-decreasing, so a new one never precedes the last one handed out.
             state.slots.back().map_or(now, |last| now.max(*last))
@@ -61,6 +64,18 @@ impl RateBudget {
             log.push(slot);
         }
         slot
+    }
+
+    /// Hands out no slot for `delay` from now: Stripe throttled one of the account's requests,
+    /// so the account's other requests wait with it instead of being throttled in turn (each
+    /// `429` costs one of a request's attempts).
+    pub fn pause(&self, delay: Duration) {
+        let until = Instant::now() + delay;
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.paused_until = Some(state.paused_until.map_or(until, |u| u.max(until)));
     }
 
     /// Wait for a slot.
@@ -126,6 +141,23 @@ mod tests {
         assert_eq!(slots.len(), 12);
         slots.sort();
         assert_eq!(max_in_any_second(&slots), 5);
+    }
+
+    #[test]
+    fn a_pause_holds_every_slot_back_and_a_shorter_one_does_not_shorten_it() {
+        let budget = RateBudget::new(100);
+        let before = budget.reserve();
+        budget.pause(Duration::from_millis(300));
+        budget.pause(Duration::from_millis(100));
+        let paused = Instant::now() + Duration::from_millis(250);
+        let (a, b) = (budget.reserve(), budget.reserve());
+        assert!(
+            before < paused,
+            "a slot handed out before the pause is not moved"
+        );
+        assert!(a >= paused && b >= a, "{a:?} {b:?} against {paused:?}");
+        // Within budget: the slots come as soon as the pause ends, not a window later.
+        assert!(b < paused + Duration::from_millis(200));
     }
 
     #[test]
