@@ -44,8 +44,9 @@ pub mod webhooks;
 use std::time::Duration;
 
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, SqlErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    AccessMode, ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    DbBackend, DbErr, IsolationLevel, SqlErr, SqliteTransactionMode, TransactionOptions,
+    TransactionTrait,
 };
 use tributary_domain::BusinessId;
 use tributary_migrations::MigratorTrait;
@@ -127,14 +128,19 @@ pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Prepared statements kept per pooled connection (sqlx's default is 100). Page `INSERT`s of
-/// up to 100 rows are large statements, one per table and row count; on SQLite, which prepares
-/// in process, 100 of them on each of 8 connections showed as memory growing through a
-/// `bench`-scale first sync (peak RSS 255 → 218 MiB with 24). On PostgreSQL the difference was
-/// within the noise of five runs each (171–172 against 175–187 MiB) and so was the speed; the
-/// read paths' statements keep one text whatever their lists' length (`reads`), so 24 holds
-/// them.
-const STATEMENT_CACHE: usize = 24;
+/// Prepared statements kept per pooled SQLite connection (sqlx's default is 100). Page
+/// `INSERT`s of up to 100 rows are large statements, one per table and row count; SQLite
+/// prepares in process, and 100 of them on each of 8 connections showed as memory growing
+/// through a `bench`-scale first sync (peak RSS 255 → 218 MiB with 24).
+const SQLITE_STATEMENT_CACHE: usize = 24;
+
+/// Prepared statements kept per pooled PostgreSQL connection. PostgreSQL keeps the plans in
+/// its own processes, so a large cache costs this process little; a small one costs round
+/// trips: a webhook turn writes each table in one statement whose text depends on its row
+/// count, and with 24 kept those evicted the read paths' statements too, so nearly every
+/// statement was parsed and planned again (webhook ingest 104 events/s with 24, 173/s with
+/// 400, same run otherwise).
+const POSTGRES_STATEMENT_CACHE: usize = 256;
 
 /// A connection pool to the Tributary database.
 #[derive(Debug, Clone)]
@@ -161,11 +167,11 @@ impl Database {
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(30))
                     .foreign_keys(true)
-                    .statement_cache_capacity(STATEMENT_CACHE)
+                    .statement_cache_capacity(SQLITE_STATEMENT_CACHE)
             });
         } else {
             opts.max_connections(16);
-            opts.map_sqlx_postgres_opts(|o| o.statement_cache_capacity(STATEMENT_CACHE));
+            opts.map_sqlx_postgres_opts(|o| o.statement_cache_capacity(POSTGRES_STATEMENT_CACHE));
         }
         let conn = sea_orm::Database::connect(opts).await?;
         Ok(Self { conn })
@@ -198,6 +204,24 @@ impl Database {
     /// upgrades from reading to writing; on PostgreSQL it is an ordinary transaction.
     pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
         begin_write(&self.conn).await
+    }
+
+    /// Begins a read-only transaction whose statements all see one snapshot, for a reader
+    /// that gathers one view over several statements (the dashboards' inputs). On PostgreSQL
+    /// it is `REPEATABLE READ, READ ONLY`; on SQLite (WAL) every transaction already reads one
+    /// snapshot, taken at its first read, and sea-orm refuses isolation settings there.
+    pub async fn begin_snapshot(&self) -> Result<DatabaseTransaction, DbErr> {
+        match self.conn.get_database_backend() {
+            DbBackend::Postgres => {
+                self.conn
+                    .begin_with_config(
+                        Some(IsolationLevel::RepeatableRead),
+                        Some(AccessMode::ReadOnly),
+                    )
+                    .await
+            }
+            _ => self.conn.begin().await,
+        }
     }
 
     /// Deletes every row the business has in every table except `businesses` itself, in one

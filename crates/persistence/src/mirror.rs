@@ -142,25 +142,35 @@ where
         .await?)
 }
 
-/// The stored row's `last_event_at` (`None`: no row), without reading the row's `raw`.
-pub async fn last_event_at<E, C>(
+/// The stored `last_event_at` of several objects of one table, by Stripe id (objects not
+/// stored are absent), in one statement.
+pub async fn last_events_at<E, C>(
     conn: &C,
     business: &BusinessId,
-    stripe_id: &str,
-) -> Result<Option<i64>, PersistenceError>
+    stripe_ids: &[&str],
+) -> Result<HashMap<String, i64>, PersistenceError>
 where
     E: Mirror,
     C: ConnectionTrait,
 {
     use sea_orm::QuerySelect;
-    Ok(E::find()
+    if stripe_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(String, i64)> = E::find()
         .select_only()
+        .column(column::<E>("stripe_id")?)
         .column(column::<E>("last_event_at")?)
         .filter(column::<E>("business_id")?.eq(business.as_str()))
-        .filter(column::<E>("stripe_id")?.eq(stripe_id))
-        .into_tuple::<i64>()
-        .one(conn)
-        .await?)
+        .filter(crate::reads::one_of(
+            conn.get_database_backend(),
+            column::<E>("stripe_id")?,
+            stripe_ids,
+        ))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Every row of one business (tests, verification and small reads).

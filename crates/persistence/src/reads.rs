@@ -699,6 +699,16 @@ pub async fn graph<C: ConnectionTrait>(
 }
 
 impl EmailGraph {
+    /// Adds `other`'s rows (the union of two walks is the walk from both seeds).
+    pub fn merge(&mut self, other: EmailGraph) {
+        self.customers.extend(other.customers);
+        self.orders.extend(other.orders);
+        self.invoices.extend(other.invoices);
+        self.invoice_payments.extend(other.invoice_payments);
+        self.checkout_sessions.extend(other.checkout_sessions);
+        self.refunds.extend(other.refunds);
+    }
+
     /// Every (normalised) email money in this graph could be attributed to.
     pub fn emails(&self) -> BTreeSet<String> {
         self.customers

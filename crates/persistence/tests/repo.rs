@@ -862,3 +862,53 @@ db_test!(spend_snapshot_answers_as_the_database, |t| {
     };
     assert!(snapshot.page(&search).is_none());
 });
+
+db_test!(a_snapshot_reads_one_view_across_statements, |t| {
+    use sea_orm::{EntityTrait, PaginatorTrait, TransactionTrait};
+    let db = &t.db;
+    let b = biz("biz_snapshot");
+    let rows = vec![customer("biz_snapshot", "cus_1", "a@x.io", 100)];
+    mirror::upsert::<stripe_customers::Entity, _>(db.conn(), &b, rows)
+        .await
+        .unwrap();
+    async fn count<C: sea_orm::ConnectionTrait>(conn: &C) -> u64 {
+        stripe_customers::Entity::find().count(conn).await.unwrap()
+    }
+
+    let snapshot = db.begin_snapshot().await.unwrap();
+    assert_eq!(count(&snapshot).await, 1);
+    // Another connection commits a row and changes the first one meanwhile.
+    let other = db.conn().begin().await.unwrap();
+    mirror::upsert::<stripe_customers::Entity, _>(
+        &other,
+        &b,
+        vec![
+            customer("biz_snapshot", "cus_1", "changed@x.io", 200),
+            customer("biz_snapshot", "cus_2", "b@x.io", 200),
+        ],
+    )
+    .await
+    .unwrap();
+    other.commit().await.unwrap();
+    assert_eq!(count(db.conn()).await, 2, "the write is committed");
+
+    // Every later statement of the snapshot still sees the view of its first read.
+    assert_eq!(count(&snapshot).await, 1);
+    let first = mirror::find::<stripe_customers::Entity, _>(&snapshot, &b, "cus_1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.email.as_deref(), Some("a@x.io"));
+    if t.backend == Backend::Postgres {
+        // And it cannot write (SQLite has no read-only transactions).
+        let write = mirror::upsert::<stripe_customers::Entity, _>(
+            &snapshot,
+            &b,
+            vec![customer("biz_snapshot", "cus_3", "c@x.io", 300)],
+        )
+        .await;
+        assert!(write.is_err(), "a read-only snapshot wrote");
+    } else {
+        snapshot.commit().await.unwrap();
+    }
+});

@@ -6,6 +6,9 @@
 //! payload was rendered for another API version than the one we pin, the object is re-fetched
 //! from the API instead of guessed.
 
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
 use serde_json::Value;
 use tributary_domain::BusinessId;
 use tributary_persistence::entities::*;
@@ -41,30 +44,46 @@ impl Outcome {
             Self::Ignored => "ignored",
         }
     }
+
+    /// Whether the mirror changed (applied, re-fetched or deleted).
+    pub fn changed(self) -> bool {
+        matches!(self, Self::Applied | Self::Refetched | Self::Deleted)
+    }
 }
 
-/// The stored row's `last_event_at` for an object named by its `object` type and id.
-async fn stored_last_event_at<C: sea_orm::ConnectionTrait>(
+/// The stored `last_event_at` of objects of one type, by id (objects not stored are absent), in
+/// one statement.
+async fn stored_last_events_at<C: sea_orm::ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
     object: &str,
-    id: &str,
-) -> Result<Option<i64>, SyncError> {
-    use mirror::last_event_at as at;
+    ids: &[&str],
+) -> Result<HashMap<String, i64>, SyncError> {
+    use mirror::last_events_at as at;
     let (b, c) = (business, conn);
     let stored = match object {
-        "product" => at::<stripe_products::Entity, _>(c, b, id).await,
-        "price" => at::<stripe_prices::Entity, _>(c, b, id).await,
-        "customer" => at::<stripe_customers::Entity, _>(c, b, id).await,
-        "payment_intent" | "charge" => at::<stripe_orders::Entity, _>(c, b, id).await,
-        "refund" => at::<stripe_refunds::Entity, _>(c, b, id).await,
-        "invoice" => at::<stripe_invoices::Entity, _>(c, b, id).await,
-        "invoice_payment" => at::<stripe_invoice_payments::Entity, _>(c, b, id).await,
-        "checkout.session" => at::<stripe_checkout_sessions::Entity, _>(c, b, id).await,
-        "subscription" => at::<stripe_subscriptions::Entity, _>(c, b, id).await,
-        _ => return Ok(None),
+        "product" => at::<stripe_products::Entity, _>(c, b, ids).await,
+        "price" => at::<stripe_prices::Entity, _>(c, b, ids).await,
+        "customer" => at::<stripe_customers::Entity, _>(c, b, ids).await,
+        "payment_intent" | "charge" => at::<stripe_orders::Entity, _>(c, b, ids).await,
+        "refund" => at::<stripe_refunds::Entity, _>(c, b, ids).await,
+        "invoice" => at::<stripe_invoices::Entity, _>(c, b, ids).await,
+        "invoice_payment" => at::<stripe_invoice_payments::Entity, _>(c, b, ids).await,
+        "checkout.session" => at::<stripe_checkout_sessions::Entity, _>(c, b, ids).await,
+        "subscription" => at::<stripe_subscriptions::Entity, _>(c, b, ids).await,
+        _ => return Ok(HashMap::new()),
     };
     Ok(stored?)
+}
+
+/// Object types stored in one table share one `last_event_at` per id: payment intents and
+/// charges are both orders.
+fn table_kind(object: &str) -> &str {
+    if object == "charge" {
+        "payment_intent"
+    } else {
+        object
+    }
 }
 
 /// Whether the mirror holds objects of this type.
@@ -112,9 +131,9 @@ pub async fn write_object<C: sea_orm::ConnectionTrait>(
     let object = if deleted {
         let n = mark_deleted(conn, business, kind, &id, stamp.at).await?;
         if n > 0
-            || stored_last_event_at(conn, business, kind, &id)
+            || !stored_last_events_at(conn, business, kind, &[id.as_str()])
                 .await?
-                .is_some()
+                .is_empty()
         {
             return Ok(n);
         }
@@ -129,6 +148,24 @@ pub async fn write_object<C: sea_orm::ConnectionTrait>(
     } else {
         object
     };
+    object_rows(object, stamp, client)
+        .await?
+        .commit(conn, business)
+        .await
+}
+
+/// The rows of one object (as the API or an event renders it) and of its embedded children;
+/// `client` fetches what the object does not embed in full (see [`write_object`]).
+async fn object_rows(
+    object: &Value,
+    stamp: Stamp<'_>,
+    client: Option<&AccountClient>,
+) -> Result<Rows, SyncError> {
+    let kind = object
+        .get("object")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let id = object.get("id").and_then(Value::as_str).unwrap_or_default();
     let mut rows = Rows::default();
     match kind {
         "product" => rows.products.push(map::product(stamp, object)),
@@ -149,7 +186,7 @@ pub async fn write_object<C: sea_orm::ConnectionTrait>(
             {
                 let refunds = client
                     .list::<Value>("/v1/refunds")
-                    .param("charge", id.as_str())
+                    .param("charge", id)
                     .collect_all()
                     .await?;
                 rows.refunds
@@ -163,13 +200,13 @@ pub async fn write_object<C: sea_orm::ConnectionTrait>(
             rows.invoice_lines.extend(
                 lines
                     .iter()
-                    .map(|l| map::invoice_line(stamp, &id, row.created, l)),
+                    .map(|l| map::invoice_line(stamp, id, row.created, l)),
             );
             rows.invoices.push(row);
             // A change to an invoice (voided, paid, retried) changes its invoice payments too,
             // and Stripe sends no event of theirs for most of those changes: re-read them.
             if let Some(client) = client {
-                let payments = client.invoice_payments_of(&id).collect_all().await?;
+                let payments = client.invoice_payments_of(id).collect_all().await?;
                 rows.invoice_payments
                     .extend(payments.iter().map(|p| map::invoice_payment(stamp, &p.raw)));
             }
@@ -183,7 +220,7 @@ pub async fn write_object<C: sea_orm::ConnectionTrait>(
             rows.session_lines.extend(
                 lines
                     .iter()
-                    .map(|l| map::checkout_line(stamp, &id, row.created, l)),
+                    .map(|l| map::checkout_line(stamp, id, row.created, l)),
             );
             rows.sessions.push(row);
         }
@@ -194,7 +231,7 @@ pub async fn write_object<C: sea_orm::ConnectionTrait>(
         }
         _ => {}
     }
-    rows.commit(conn, business).await
+    Ok(rows)
 }
 
 /// Mirror rows to write in one transaction: a page of the sync, or one object with its
@@ -216,6 +253,23 @@ pub(crate) struct Rows {
 }
 
 impl Rows {
+    /// Adds `other`'s rows to these (an object twice keeps its newest version when written).
+    fn append(&mut self, mut other: Rows) {
+        self.products.append(&mut other.products);
+        self.prices.append(&mut other.prices);
+        self.customers.append(&mut other.customers);
+        self.orders.append(&mut other.orders);
+        self.refunds.append(&mut other.refunds);
+        self.invoices.append(&mut other.invoices);
+        self.invoice_lines.append(&mut other.invoice_lines);
+        self.invoice_payments.append(&mut other.invoice_payments);
+        self.sessions.append(&mut other.sessions);
+        self.session_lines.append(&mut other.session_lines);
+        self.subscriptions.append(&mut other.subscriptions);
+        self.subscription_items
+            .append(&mut other.subscription_items);
+    }
+
     /// Upserts every row; returns the parent rows written (line items are not counted).
     pub(crate) async fn commit<C: sea_orm::ConnectionTrait>(
         self,
@@ -352,17 +406,26 @@ pub async fn apply_event<C: sea_orm::ConnectionTrait>(
     client: Option<&AccountClient>,
 ) -> Result<Outcome, SyncError> {
     let (mut batch, _) = EventBatch::begin(conn, business, [event]).await?;
-    let outcome = batch.apply(conn, event, now, client).await?;
+    let outcomes = batch
+        .apply(conn, &[(event, now)], client)
+        .await
+        .map_err(|f| *f.error)?;
     batch.finish(conn, now).await?;
-    Ok(outcome)
+    Ok(outcomes.first().copied().unwrap_or(Outcome::Ignored))
 }
 
+/// How many Stripe reads (re-fetches, and children: invoice payments, long invoices' lines,
+/// refunds of refunded charges) a batch of events makes at once. The account's rate budget
+/// still paces them.
+const STRIPE_READS_AT_ONCE: usize = 8;
+
 /// Several events of one business applied in one transaction (webhook deliveries that
-/// arrived together), with the read models brought up to date once for all of them:
-/// [`EventBatch::begin`] locks the business and notes the emails the events may take money
-/// from, [`EventBatch::apply`] applies each (a caller whose event fails on Stripe rolls the
-/// transaction back and starts again without it), [`EventBatch::finish`] recomputes the spend of
-/// every email touched before or after, and the MRR snapshots of the changed subscriptions.
+/// arrived together, a page of the sync's events), with the read models brought up to date
+/// once for all of them: [`EventBatch::begin`] locks the business and notes the emails the
+/// events may take money from, [`EventBatch::apply`] applies them (a caller whose event fails
+/// on Stripe rolls the transaction back and starts again without it), [`EventBatch::finish`]
+/// recomputes the spend of every email touched before or after, and the MRR snapshots of the
+/// changed subscriptions.
 ///
 /// The emails linked to the touched objects before the first event and after the last are
 /// all whose spend can differ between the two states, as for a page of objects.
@@ -373,6 +436,41 @@ pub struct EventBatch<'a> {
     emails: std::collections::BTreeSet<String>,
     changed: bool,
     subscriptions: std::collections::BTreeSet<String>,
+}
+
+/// An event of a batch that could not be applied. A [`SyncError::Stripe`] is that event's own
+/// (the caller may apply the others again without it); any other error is the database's and
+/// fails the batch (`index` is then the event being written, or the first).
+#[derive(Debug)]
+pub struct Failed {
+    /// The event's position in the slice given to [`EventBatch::apply`].
+    pub index: usize,
+    /// What failed.
+    pub error: Box<SyncError>,
+}
+
+/// How one event of a batch is applied, decided from the stored versions and the events
+/// before it in the batch.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Nothing to write.
+    Done(Outcome),
+    /// Mark the object deleted as of `at`.
+    Delete { at: i64 },
+    /// Write the payload (or, with `refetch`, the object read again from the API) as of `at`.
+    Write { refetch: bool, at: i64 },
+}
+
+/// What a [`Step::Write`] read and built before anything is written.
+enum Built {
+    /// The rows of the object and its children.
+    Rows(Box<Rows>, Outcome),
+    /// The re-fetched object, to write through [`write_object`] in order (it came back
+    /// deleted).
+    Object(Value),
+    /// Stripe does not know the object (`refetched`: the re-fetch itself said so) or its
+    /// children.
+    Gone { refetched: bool },
 }
 
 impl<'a> EventBatch<'a> {
@@ -402,27 +500,135 @@ impl<'a> EventBatch<'a> {
         Ok((batch, connection))
     }
 
-    /// Applies one of the events given to [`EventBatch::begin`].
+    /// Applies `events` (each with the time it was received; all of them given to
+    /// [`EventBatch::begin`]) in order, as if one after another: the stored versions of their
+    /// objects are read in one statement per table, the Stripe reads they need run eight at a
+    /// time before anything is written, and the rows of all of them are written in one
+    /// statement per table (deletions in their place in the order).
+    /// Returns each event's outcome.
     pub async fn apply<C: sea_orm::ConnectionTrait>(
         &mut self,
         conn: &C,
-        event: &EventEnvelope,
-        now: i64,
+        events: &[(&EventEnvelope, i64)],
         client: Option<&AccountClient>,
-    ) -> Result<Outcome, SyncError> {
-        let outcome = apply_event_inner(conn, self.business, event, now, client).await?;
-        if matches!(
-            outcome,
-            Outcome::Applied | Outcome::Refetched | Outcome::Deleted
-        ) {
-            self.changed = true;
-            if event.object_type() == Some("subscription")
-                && let Some(id) = event.object_id()
-            {
-                self.subscriptions.insert(id.to_owned());
+    ) -> Result<Vec<Outcome>, Failed> {
+        use futures::{FutureExt, StreamExt};
+        let business = self.business;
+        let steps = plan(conn, business, events, client)
+            .await
+            .map_err(|error| Failed {
+                index: 0,
+                error: Box::new(error),
+            })?;
+        // Boxed, and made before they are streamed: a stream holding the closure that makes
+        // them would not be `Send` (the compiler cannot prove it for a closure over borrowed
+        // arguments), and unboxed their types nest too deep for callers that spawn the sync.
+        let reads: Vec<_> = events
+            .iter()
+            .zip(&steps)
+            .map(|(&(event, now), step)| {
+                async move {
+                    match *step {
+                        Step::Write { refetch, at } => {
+                            Some(build(business, event, now, refetch, at, client).await)
+                        }
+                        _ => None,
+                    }
+                }
+                .boxed()
+            })
+            .collect();
+        let built: Vec<Option<Result<Built, SyncError>>> = futures::stream::iter(reads)
+            .buffered(STRIPE_READS_AT_ONCE)
+            .collect()
+            .await;
+        // A Stripe failure is answered before anything of the batch is written.
+        let mut built: Vec<Option<Built>> = built
+            .into_iter()
+            .enumerate()
+            .map(|(index, b)| {
+                b.transpose().map_err(|error| Failed {
+                    index,
+                    error: Box::new(error),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+
+        let mut rows = Rows::default();
+        let mut outcomes = Vec::with_capacity(events.len());
+        for (index, (&(event, now), step)) in events.iter().zip(steps).enumerate() {
+            let fail = |error| Failed {
+                index,
+                error: Box::new(error),
+            };
+            let kind = event.object_type().unwrap_or_default();
+            let id = event.object_id().unwrap_or_default();
+            let stamp = |at| Stamp {
+                business_id: business.as_str(),
+                at,
+                now,
+            };
+            let outcome = match (step, built[index].take()) {
+                (Step::Done(outcome), _) => outcome,
+                (Step::Write { .. }, None) => Outcome::Ignored,
+                (Step::Write { .. }, Some(Built::Rows(r, outcome))) => {
+                    rows.append(*r);
+                    outcome
+                }
+                // The rest write in their place in the order: what came before first.
+                (Step::Delete { at }, _) => {
+                    std::mem::take(&mut rows)
+                        .commit(conn, business)
+                        .await
+                        .map_err(fail)?;
+                    let mut object = event.object.clone();
+                    if let Some(o) = object.as_object_mut() {
+                        o.insert("deleted".into(), Value::Bool(true));
+                    }
+                    write_object(conn, business, &object, stamp(at), None)
+                        .await
+                        .map_err(fail)?;
+                    Outcome::Deleted
+                }
+                (Step::Write { at, .. }, Some(Built::Object(object))) => {
+                    std::mem::take(&mut rows)
+                        .commit(conn, business)
+                        .await
+                        .map_err(fail)?;
+                    write_object(conn, business, &object, stamp(at), None)
+                        .await
+                        .map_err(fail)?;
+                    Outcome::Refetched
+                }
+                (Step::Write { .. }, Some(Built::Gone { refetched })) => {
+                    std::mem::take(&mut rows)
+                        .commit(conn, business)
+                        .await
+                        .map_err(fail)?;
+                    let n = mark_deleted(conn, business, kind, id, now)
+                        .await
+                        .map_err(fail)?;
+                    if refetched || n > 0 {
+                        Outcome::Deleted
+                    } else {
+                        tracing::info!(business_id = %business, object = kind, id, "Stripe does not know the event's object; not applied");
+                        Outcome::Ignored
+                    }
+                }
+            };
+            if outcome.changed() {
+                self.changed = true;
+                if kind == "subscription" {
+                    self.subscriptions.insert(id.to_owned());
+                }
             }
+            outcomes.push(outcome);
         }
-        Ok(outcome)
+        rows.commit(conn, business).await.map_err(|error| Failed {
+            index: events.len().saturating_sub(1),
+            error: Box::new(error),
+        })?;
+        Ok(outcomes)
     }
 
     /// Recomputes the spend of the emails the applied events touched and the day's MRR
@@ -436,9 +642,8 @@ impl<'a> EventBatch<'a> {
             return Ok(());
         }
         let business = self.business;
-        self.emails
-            .extend(crate::readmodel::affected_emails(conn, business, &self.touched).await?);
-        crate::readmodel::refresh_emails(conn, business, &self.emails, now).await?;
+        let before = std::mem::take(&mut self.emails);
+        crate::readmodel::refresh_after(conn, business, &self.touched, before, now).await?;
         let day = crate::readmodel::day_of(now);
         for id in &self.subscriptions {
             crate::readmodel::snapshot_subscription(conn, business, id, &day).await?;
@@ -447,100 +652,103 @@ impl<'a> EventBatch<'a> {
     }
 }
 
-/// Applies one event of `business`, inside the caller's transaction. `client`, when given,
-/// re-fetches on ties and foreign API versions (and fetches children); without it the payload
-/// is applied when it is not older than the stored row.
-async fn apply_event_inner<C: sea_orm::ConnectionTrait>(
+/// Decides each event's [`Step`], in order, as if the events before it had been written:
+/// an event is applied only when it is not older than the stored row's `last_event_at` (or
+/// an earlier event's of the batch); on a tie, a foreign API version or an incomplete payload
+/// the object is re-fetched when a `client` is given.
+async fn plan<C: sea_orm::ConnectionTrait>(
     conn: &C,
+    business: &BusinessId,
+    events: &[(&EventEnvelope, i64)],
+    client: Option<&AccountClient>,
+) -> Result<Vec<Step>, SyncError> {
+    fn objects(event: &EventEnvelope) -> Option<(&str, &str)> {
+        Some((
+            event.object_type().filter(|k| mirrored(k))?,
+            event.object_id()?,
+        ))
+    }
+    let mut ids: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (kind, id) in events.iter().filter_map(|(e, _)| objects(e)) {
+        ids.entry(table_kind(kind)).or_default().push(id);
+    }
+    let mut known: HashMap<(&str, String), i64> = HashMap::new();
+    for (kind, list) in &ids {
+        let stored = stored_last_events_at(conn, business, kind, list).await?;
+        known.extend(stored.into_iter().map(|(id, at)| ((*kind, id), at)));
+    }
+    Ok(events
+        .iter()
+        .map(|&(event, now)| {
+            let Some((kind, id)) = objects(event) else {
+                return Step::Done(Outcome::Ignored);
+            };
+            let key = (table_kind(kind), id.to_owned());
+            let stored = known.get(&key).copied();
+            if stored.is_some_and(|at| at > event.created) {
+                return Step::Done(Outcome::Stale);
+            }
+            let deleted_event = event.event_type.ends_with(".deleted")
+                && matches!(kind, "product" | "price" | "customer" | "invoice");
+            if deleted_event || event.object.get("deleted").and_then(Value::as_bool) == Some(true) {
+                known.insert(key, event.created);
+                return Step::Delete { at: event.created };
+            }
+            let tie = stored == Some(event.created);
+            let foreign_version = event
+                .api_version
+                .as_deref()
+                .is_some_and(|v| v != STRIPE_VERSION);
+            let refetch =
+                client.is_some() && (tie || foreign_version || incomplete(kind, &event.object));
+            // A re-fetched object is stamped with the moment the read was sent.
+            let at = if refetch { now } else { event.created };
+            known.insert(key, stored.map_or(at, |s| s.max(at)));
+            Step::Write { refetch, at }
+        })
+        .collect())
+}
+
+/// Reads what a [`Step::Write`] needs from Stripe and builds its rows, writing nothing.
+async fn build(
     business: &BusinessId,
     event: &EventEnvelope,
     now: i64,
+    refetch: bool,
+    at: i64,
     client: Option<&AccountClient>,
-) -> Result<Outcome, SyncError> {
-    let Some(kind) = event.object_type().filter(|k| mirrored(k)) else {
-        return Ok(Outcome::Ignored);
-    };
-    let Some(id) = event.object_id() else {
-        return Ok(Outcome::Ignored);
-    };
-    let stored = stored_last_event_at(conn, business, kind, id).await?;
-    if stored.is_some_and(|at| at > event.created) {
-        return Ok(Outcome::Stale);
-    }
-    let deleted_event = event.event_type.ends_with(".deleted")
-        && matches!(kind, "product" | "price" | "customer" | "invoice");
-    if deleted_event || event.object.get("deleted").and_then(Value::as_bool) == Some(true) {
-        let mut object = event.object.clone();
-        if let Some(o) = object.as_object_mut() {
-            o.insert("deleted".into(), Value::Bool(true));
-        }
-        let stamp = Stamp {
-            business_id: business.as_str(),
-            at: event.created,
-            now,
-        };
-        write_object(conn, business, &object, stamp, None).await?;
-        return Ok(Outcome::Deleted);
-    }
-    let tie = stored == Some(event.created);
-    let foreign_version = event
-        .api_version
-        .as_deref()
-        .is_some_and(|v| v != STRIPE_VERSION);
-    if let Some(client) = client
-        && (tie || foreign_version || incomplete(kind, &event.object))
-    {
-        let sent = now;
-        return match refetch(client, kind, id).await {
-            Ok(Some(item)) => {
-                let stamp = Stamp {
-                    business_id: business.as_str(),
-                    at: sent,
-                    now,
-                };
-                match write_object(conn, business, &item.raw, stamp, Some(client)).await {
-                    Err(SyncError::Stripe(tributary_stripe_connect::StripeError::NotFound {
-                        ..
-                    })) => gone(conn, business, kind, id, sent).await,
-                    other => other.map(|_| Outcome::Refetched),
-                }
-            }
-            Ok(None) => Ok(Outcome::Ignored),
+) -> Result<Built, SyncError> {
+    let kind = event.object_type().unwrap_or_default();
+    let id = event.object_id().unwrap_or_default();
+    let (object, outcome) = match client {
+        Some(client) if refetch => match self::refetch(client, kind, id).await {
+            Ok(Some(item)) => (Cow::Owned(item.raw), Outcome::Refetched),
+            Ok(None) => return Ok(Built::Rows(Box::default(), Outcome::Ignored)),
             Err(tributary_stripe_connect::StripeError::NotFound { .. }) => {
-                mark_deleted(conn, business, kind, id, sent).await?;
-                Ok(Outcome::Deleted)
+                return Ok(Built::Gone { refetched: true });
             }
-            Err(e) => Err(e.into()),
-        };
+            Err(e) => return Err(e.into()),
+        },
+        _ => (Cow::Borrowed(&event.object), Outcome::Applied),
+    };
+    if object.get("deleted").and_then(Value::as_bool) == Some(true) {
+        return Ok(Built::Object(object.into_owned()));
     }
     let stamp = Stamp {
         business_id: business.as_str(),
-        at: event.created,
+        at,
         now,
     };
-    match write_object(conn, business, &event.object, stamp, client).await {
+    match object_rows(&object, stamp, client).await {
+        Ok(rows) => Ok(Built::Rows(Box::new(rows), outcome)),
+        // Stripe answered `404` for the children of the event's object (an invoice's lines, a
+        // session's line items): the object is gone, or never existed (a forged event on a
+        // business's own endpoint). Nothing of the payload is written; a stored row is marked
+        // deleted. Answering an error instead would have Stripe deliver the event again for
+        // three days.
         Err(SyncError::Stripe(tributary_stripe_connect::StripeError::NotFound { .. })) => {
-            gone(conn, business, kind, id, now).await
+            Ok(Built::Gone { refetched: false })
         }
-        other => other.map(|_| Outcome::Applied),
+        Err(e) => Err(e),
     }
-}
-
-/// Stripe answered `404` for the children of the event's object (an invoice's lines, a
-/// session's line items): the object is gone, or never existed (a forged event on a business's
-/// own endpoint). Nothing of the payload was written; a stored row is marked deleted. Answering
-/// an error instead would have Stripe deliver the event again for three days.
-async fn gone<C: sea_orm::ConnectionTrait>(
-    conn: &C,
-    business: &BusinessId,
-    kind: &str,
-    id: &str,
-    at: i64,
-) -> Result<Outcome, SyncError> {
-    tracing::info!(business_id = %business, object = kind, id, "Stripe does not know the event's object; not applied");
-    Ok(if mark_deleted(conn, business, kind, id, at).await? > 0 {
-        Outcome::Deleted
-    } else {
-        Outcome::Ignored
-    })
 }

@@ -691,11 +691,11 @@ impl Run<'_> {
             let txn = self.begin_guarded().await?;
             // Spend moves with the page: the emails it takes money from (before) and gives
             // money to (after) are recomputed in the same transaction.
-            let mut emails = readmodel::affected_emails(&txn, &self.business, &touched).await?;
+            let before = readmodel::affected_emails(&txn, &self.business, &touched).await?;
             let written = write.commit(&txn, &self.business).await?;
             if incremental {
-                emails.extend(readmodel::affected_emails(&txn, &self.business, &touched).await?);
-                readmodel::refresh_emails(&txn, &self.business, &emails, self.ctx.now()).await?;
+                let now = self.ctx.now();
+                readmodel::refresh_after(&txn, &self.business, &touched, before, now).await?;
             }
             txn.commit().await?;
             metrics::counter!(crate::metrics::OBJECTS_WRITTEN, "resource" => resource.key())
@@ -766,50 +766,63 @@ impl Run<'_> {
             Resource::Invoices => {
                 let ids: Vec<String> = raws.iter().filter_map(|r| map::id_of(r, "id")).collect();
                 let stored = self.stored_raw::<stripe_invoices::Entity>(&ids).await?;
-                for r in &raws {
-                    let row = map::invoice(st, r);
-                    if stored.get(&row.stripe_id) != Some(&row.raw) {
-                        let lines = r.get("lines").filter(|l| l.is_object());
-                        let more = lines
-                            .and_then(|l| l.get("has_more"))
-                            .and_then(Value::as_bool)
-                            .unwrap_or(false);
-                        let items: Vec<Value> = if more {
-                            client.all_invoice_lines_raw(r).await?
-                        } else {
-                            lines
-                                .and_then(|l| l.get("data"))
-                                .and_then(Value::as_array)
-                                .cloned()
-                                .unwrap_or_default()
-                        };
-                        w.invoice_lines.extend(
-                            items
-                                .iter()
-                                .map(|l| map::invoice_line(st, &row.stripe_id, row.created, l)),
-                        );
-                    }
-                    w.invoices.push(row);
-                }
+                let rows: Vec<_> = raws.iter().map(|r| map::invoice(st, r)).collect();
+                // Only new or changed invoices write lines; those with more than the embedded
+                // ten fetch the rest, several invoices at once.
+                let lines = child_lists(
+                    rows.iter()
+                        .zip(&raws)
+                        .filter(|(row, _)| stored.get(&row.stripe_id) != Some(&row.raw))
+                        .map(|(row, r)| async move {
+                            let lines = r.get("lines").filter(|l| l.is_object());
+                            let more = lines
+                                .and_then(|l| l.get("has_more"))
+                                .and_then(Value::as_bool)
+                                .unwrap_or(false);
+                            let items: Vec<Value> = if more {
+                                client.all_invoice_lines_raw(r).await?
+                            } else {
+                                lines
+                                    .and_then(|l| l.get("data"))
+                                    .and_then(Value::as_array)
+                                    .cloned()
+                                    .unwrap_or_default()
+                            };
+                            Ok::<Vec<_>, SyncError>(
+                                items
+                                    .iter()
+                                    .map(|l| map::invoice_line(st, &row.stripe_id, row.created, l))
+                                    .collect(),
+                            )
+                        }),
+                )
+                .await?;
+                w.invoice_lines = lines;
+                w.invoices = rows;
             }
             Resource::CheckoutSessions => {
                 let ids: Vec<String> = raws.iter().filter_map(|r| map::id_of(r, "id")).collect();
                 let stored = self
                     .stored_raw::<stripe_checkout_sessions::Entity>(&ids)
                     .await?;
-                for r in &raws {
-                    let row = map::checkout_session(st, r);
-                    if stored.get(&row.stripe_id) != Some(&row.raw) {
-                        let items: Vec<Value> =
-                            client.all_checkout_session_line_items_raw(r).await?;
-                        w.session_lines.extend(
-                            items
-                                .iter()
-                                .map(|l| map::checkout_line(st, &row.stripe_id, row.created, l)),
-                        );
-                    }
-                    w.sessions.push(row);
-                }
+                let rows: Vec<_> = raws.iter().map(|r| map::checkout_session(st, r)).collect();
+                let lines = child_lists(
+                    rows.iter()
+                        .zip(&raws)
+                        .filter(|(row, _)| stored.get(&row.stripe_id) != Some(&row.raw))
+                        .map(|(row, r)| async move {
+                            let items = client.all_checkout_session_line_items_raw(r).await?;
+                            Ok::<Vec<_>, SyncError>(
+                                items
+                                    .iter()
+                                    .map(|l| map::checkout_line(st, &row.stripe_id, row.created, l))
+                                    .collect(),
+                            )
+                        }),
+                )
+                .await?;
+                w.session_lines = lines;
+                w.sessions = rows;
             }
         }
         Ok(w)
@@ -832,19 +845,16 @@ impl Run<'_> {
                 .collect();
             events.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
             let txn = self.begin_guarded().await?;
-            let mut applied = 0;
-            for event in &events {
-                newest = newest.max(event.created);
-                let outcome =
-                    apply::apply_event(&txn, &self.business, event, self.ctx.now(), Some(client))
-                        .await?;
-                if matches!(
-                    outcome,
-                    apply::Outcome::Applied | apply::Outcome::Refetched | apply::Outcome::Deleted
-                ) {
-                    applied += 1;
-                }
-            }
+            let now = self.ctx.now();
+            newest = events.iter().map(|e| e.created).fold(newest, i64::max);
+            let (mut batch, _) = apply::EventBatch::begin(&txn, &self.business, &events).await?;
+            let received: Vec<_> = events.iter().map(|e| (e, now)).collect();
+            let outcomes = batch
+                .apply(&txn, &received, Some(client))
+                .await
+                .map_err(|f| *f.error)?;
+            batch.finish(&txn, now).await?;
+            let applied = outcomes.iter().filter(|o| o.changed()).count() as u64;
             txn.commit().await?;
             metrics::counter!(crate::metrics::OBJECTS_WRITTEN, "resource" => "events")
                 .increment(applied);
@@ -854,4 +864,27 @@ impl Run<'_> {
         self.bump("events", 0, 0, true);
         Ok(newest)
     }
+}
+
+/// How many parents of one page fetch their remaining child lists (an invoice's lines past the
+/// embedded ten, a checkout session's line items) at once. The account's rate budget still
+/// paces every request; without this, a page of long invoices waited on one list after another.
+const CHILD_LISTS_AT_ONCE: usize = 8;
+
+/// Runs `lists` (one future per parent, each giving its child rows) [`CHILD_LISTS_AT_ONCE`] at a
+/// time and joins their rows in the parents' order.
+async fn child_lists<'a, T, F>(lists: impl Iterator<Item = F>) -> Result<Vec<T>, SyncError>
+where
+    F: std::future::Future<Output = Result<Vec<T>, SyncError>> + Send + 'a,
+{
+    use futures::{FutureExt, StreamExt};
+    // Boxed, and made before they are streamed: a stream holding the closure that makes them
+    // would not be `Send` (the compiler cannot prove it for a closure over borrowed
+    // arguments), and unboxed their types nest too deep for callers that spawn the sync.
+    let lists: Vec<_> = lists.map(FutureExt::boxed).collect();
+    let per_parent: Vec<Vec<T>> = futures::stream::iter(lists)
+        .buffered(CHILD_LISTS_AT_ONCE)
+        .try_collect()
+        .await?;
+    Ok(per_parent.into_iter().flatten().collect())
 }

@@ -335,13 +335,56 @@ pub async fn refresh_emails<C: ConnectionTrait>(
     if emails.is_empty() {
         return Ok(0);
     }
-    let b = business.as_str();
     let seed = Touched {
         emails: emails.clone(),
         ..Touched::default()
     };
     let graph = reads::graph(conn, business, &seed).await?;
-    let mut rows = spend_rows(business, &reads::graph_facts(&graph), &graph.names(), now);
+    replace_spend(conn, business, &graph, emails, now).await
+}
+
+/// After a write of the `touched` objects, inside its transaction: recomputes the spend of
+/// every email they may have taken money from (`before`: [`affected_emails`] read before the
+/// write) or given money to (found now). One walk of the link graph, seeded with the objects
+/// and those emails, finds both the emails and the facts; a second walk runs only for emails
+/// the first one met that were not in its seed (the union of two walks is the walk from both
+/// seeds, so every refreshed email has all its facts).
+pub async fn refresh_after<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    touched: &Touched,
+    before: BTreeSet<String>,
+    now: i64,
+) -> Result<usize, SyncError> {
+    let mut seed = touched.clone();
+    seed.emails.extend(before);
+    if seed.is_empty() {
+        return Ok(0);
+    }
+    let mut graph = reads::graph(conn, business, &seed).await?;
+    let mut emails = graph.emails();
+    let new = Touched {
+        emails: emails.difference(&seed.emails).cloned().collect(),
+        ..Touched::default()
+    };
+    if !new.is_empty() {
+        graph.merge(reads::graph(conn, business, &new).await?);
+    }
+    emails.extend(seed.emails);
+    replace_spend(conn, business, &graph, &emails, now).await
+}
+
+/// Replaces the `customer_spend` rows of `emails` with those `graph` gives them (it holds
+/// every fact of each of them).
+async fn replace_spend<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    graph: &reads::EmailGraph,
+    emails: &BTreeSet<String>,
+    now: i64,
+) -> Result<usize, SyncError> {
+    let b = business.as_str();
+    let mut rows = spend_rows(business, &reads::graph_facts(graph), &graph.names(), now);
     rows.retain(|r| emails.contains(&r.email));
     let list: Vec<&str> = emails.iter().map(String::as_str).collect();
     for chunk in list.chunks(500) {

@@ -263,15 +263,23 @@ async fn answer(
         .body(body))
 }
 
+/// Reads the inputs in one snapshot: the facts come in many statements (2,000 rows each) and
+/// the subscriptions in another, and a write committed between them must not tear the view.
 async fn load(state: &AppState, business: &BusinessId) -> Result<Inputs, ApiError> {
-    let (facts, _) = tributary_sync::readmodel::load_facts(state.db.conn(), business)
+    let txn = state
+        .db
+        .begin_snapshot()
         .await
         .map_err(ApiError::internal)?;
-    let subscriptions = reads::all_subscriptions(state.db.conn(), business)
+    let (facts, _) = tributary_sync::readmodel::load_facts(&txn, business)
+        .await
+        .map_err(ApiError::internal)?;
+    let subscriptions = reads::all_subscriptions(&txn, business)
         .await?
         .iter()
         .filter_map(history)
         .collect();
+    txn.commit().await.map_err(ApiError::internal)?;
     Ok(Inputs {
         movements: spend::movements(&facts),
         subscriptions,

@@ -29,7 +29,7 @@ use tributary_stripe_connect::{
     account_display_name, construct_event,
 };
 use tributary_sync::SyncError;
-use tributary_sync::apply::EventBatch;
+use tributary_sync::apply::{EventBatch, Failed};
 
 use crate::error::ApiError;
 use crate::metrics;
@@ -676,12 +676,13 @@ async fn write(
         .await
         .map_err(ApiError::internal)?;
     let mut recorded = recorded_in(&txn, items).await?;
-    let mut out = Vec::with_capacity(items.len());
-    let mut rows = Vec::with_capacity(items.len());
-    for (i, p) in items.iter().enumerate() {
+    // Each delivery's outcome, or the position of its event among those the mirror applies.
+    let mut out: Vec<Result<Applied, usize>> = Vec::with_capacity(items.len());
+    let mut events = Vec::new();
+    for p in items {
         let key = (p.endpoint.clone(), p.event.id.clone());
-        if recorded.contains(&key) {
-            out.push(Ok(None));
+        if !recorded.insert(key) {
+            out.push(Ok(Ok(None)));
             continue;
         }
         let outcome = match &connection {
@@ -692,43 +693,63 @@ async fn write(
                 account_updated(&txn, business, &p.account, &p.event).await?
             }
             Some(_) => {
-                let client = state
-                    .stripe
-                    .account(&p.account)
-                    .map_err(ApiError::internal)?;
-                // Applying may re-fetch from Stripe: a stall from here on is Stripe's.
-                on_stripe.store(true, Ordering::Relaxed);
-                let applied = batch.apply(&txn, &p.event, p.now, Some(&client)).await;
-                on_stripe.store(false, Ordering::Relaxed);
-                match applied {
-                    Ok(outcome) => outcome.as_str(),
-                    Err(e) => {
-                        let failure = match e {
-                            SyncError::Stripe(StripeError::AccessRevoked { .. }) => {
-                                Failure::Revoked
-                            }
-                            SyncError::Stripe(e) => Failure::Unavailable(e.to_string()),
-                            other => return Err(ApiError::internal(other).into()),
-                        };
-                        // Released now, so the turn written again gets the lock at once.
-                        txn.rollback().await.map_err(ApiError::internal)?;
-                        return Err(Interrupt::Failed(i, failure));
-                    }
-                }
+                out.push(Err(events.len()));
+                events.push((&p.event, p.now));
+                continue;
             }
         };
-        let routed = (outcome != "unrouted").then_some(business);
-        rows.push(record(
-            &p.endpoint,
-            &p.event,
-            routed,
-            Some(&p.account),
-            outcome,
-            p.now,
-        ));
-        out.push(Ok(Some(outcome)));
-        recorded.insert(key);
+        out.push(Ok(Ok(Some(outcome))));
     }
+    let applied = match &connection {
+        Some(c) if !events.is_empty() => {
+            let client = state
+                .stripe
+                .account(&c.stripe_account_id)
+                .map_err(ApiError::internal)?;
+            // Applying may re-fetch from Stripe: a stall from here on is Stripe's.
+            on_stripe.store(true, Ordering::Relaxed);
+            let applied = batch.apply(&txn, &events, Some(&client)).await;
+            on_stripe.store(false, Ordering::Relaxed);
+            match applied {
+                Ok(outcomes) => outcomes,
+                Err(Failed { index, error }) => {
+                    let failure = match *error {
+                        SyncError::Stripe(StripeError::AccessRevoked { .. }) => Failure::Revoked,
+                        SyncError::Stripe(e) => Failure::Unavailable(e.to_string()),
+                        other => return Err(ApiError::internal(other).into()),
+                    };
+                    // Released now, so the turn written again gets the lock at once.
+                    txn.rollback().await.map_err(ApiError::internal)?;
+                    let i = out
+                        .iter()
+                        .position(|o| matches!(o, Err(k) if *k == index))
+                        .unwrap_or(0);
+                    return Err(Interrupt::Failed(i, failure));
+                }
+            }
+        }
+        _ => Vec::new(),
+    };
+    let out: Vec<Applied> = out
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|k| Ok(Some(applied[k].as_str()))))
+        .collect();
+    let rows: Vec<_> = items
+        .iter()
+        .zip(&out)
+        .filter_map(|(p, o)| {
+            let outcome = (*o.as_ref().ok()?)?;
+            let routed = (outcome != "unrouted").then_some(business);
+            Some(record(
+                &p.endpoint,
+                &p.event,
+                routed,
+                Some(&p.account),
+                outcome,
+                p.now,
+            ))
+        })
+        .collect();
     let expected = rows.len() as u64;
     let fresh = webhooks::record_events(&txn, rows)
         .await

@@ -1,0 +1,198 @@
+//! A batch of events applied together (`EventBatch::apply`: a webhook turn, a page of the
+//! sync's events) leaves the mirror, the spend read model and the outcomes exactly as the same
+//! events applied one at a time. The batch decides each event from the stored versions read
+//! once and the events before it, and writes each table once; one at a time, each event reads
+//! what the one before wrote. A small world (three objects of each type, four seconds, three
+//! emails) makes ties, stale events, deletions and re-creations collide inside a batch.
+//! On SQLite and PostgreSQL (`name::sqlite`, `name::postgres`).
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::{Value, json};
+use tributary_domain::BusinessId;
+use tributary_persistence::entities::*;
+use tributary_persistence::mirror::{self, Mirror};
+use tributary_persistence::testing::{Backend, TestDbRef, run};
+use tributary_stripe_connect::{EventEnvelope, STRIPE_VERSION};
+use tributary_sync::apply::{EventBatch, Outcome, apply_event};
+
+const T: i64 = 1_700_000_000;
+
+/// `(type, object)` of one event of the small world.
+fn event() -> impl Strategy<Value = (String, Value, i64)> {
+    (
+        0..4_u8,
+        0..3_u8,
+        0..3_u8,
+        0..3_u8,
+        0..3_u8,
+        1..5_i64,
+        0..4_i64,
+    )
+        .prop_map(|(kind, i, j, k, variant, amount, second)| {
+            let email = format!("e{j}@x.io");
+            let (ty, object) = match kind {
+                0 => {
+                    let ty = ["customer.created", "customer.updated", "customer.deleted"]
+                        [variant as usize];
+                    let object = json!({"id": format!("cus_{i}"), "object": "customer",
+                        "created": T, "email": email, "name": format!("n{amount}"),
+                        "livemode": false});
+                    (ty.to_owned(), object)
+                }
+                1 => {
+                    let status = ["succeeded", "succeeded", "canceled"][variant as usize];
+                    let object = json!({"id": format!("pi_{i}"), "object": "payment_intent",
+                        "created": T, "livemode": false, "status": status,
+                        "amount": amount * 100, "amount_received": amount * 100,
+                        "currency": "usd", "customer": format!("cus_{k}"),
+                        "receipt_email": if variant == 1 { Value::Null } else { json!(email) }});
+                    (format!("payment_intent.{status}"), object)
+                }
+                2 => {
+                    let object = json!({"id": format!("re_{i}"), "object": "refund",
+                        "created": T, "status": "succeeded", "amount": amount * 10,
+                        "currency": "usd", "payment_intent": format!("pi_{k}")});
+                    ("refund.created".to_owned(), object)
+                }
+                _ => {
+                    let ty =
+                        ["product.created", "product.updated", "product.deleted"][variant as usize];
+                    let object = json!({"id": format!("prod_{i}"), "object": "product",
+                        "created": T, "name": format!("p{amount}"), "active": true,
+                        "livemode": false});
+                    (ty.to_owned(), object)
+                }
+            };
+            (ty, object, T + second)
+        })
+}
+
+fn envelopes(events: &[(String, Value, i64)], tag: &str) -> Vec<EventEnvelope> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(n, (ty, object, created))| {
+            EventEnvelope::from_value(&json!({"id": format!("evt_{tag}_{n}"), "type": ty,
+                "created": created, "api_version": STRIPE_VERSION, "livemode": false,
+                "data": {"object": object}}))
+            .unwrap()
+        })
+        .collect()
+}
+
+/// Every mirror row and spend row of `b` that the small world writes, with the business
+/// left out so two businesses compare.
+async fn state(t: &TestDbRef, b: &BusinessId) -> Value {
+    async fn rows<E: Mirror>(t: &TestDbRef, b: &BusinessId) -> Vec<Value>
+    where
+        E::Model: serde::Serialize,
+    {
+        let mut rows: Vec<Value> = mirror::all::<E, _>(t.db.conn(), b)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap();
+                v.as_object_mut().unwrap().remove("business_id");
+                v
+            })
+            .collect();
+        rows.sort_by_key(|r| r["stripe_id"].to_string());
+        rows
+    }
+    let mut spend: Vec<Value> = tributary_persistence::reads::all_spend(t.db.conn(), b)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).unwrap();
+            let o = v.as_object_mut().unwrap();
+            o.remove("business_id");
+            o.remove("updated_at");
+            v
+        })
+        .collect();
+    spend.sort_by_key(|r| (r["email"].to_string(), r["currency"].to_string()));
+    json!({
+        "customers": rows::<stripe_customers::Entity>(t, b).await,
+        "orders": rows::<stripe_orders::Entity>(t, b).await,
+        "refunds": rows::<stripe_refunds::Entity>(t, b).await,
+        "products": rows::<stripe_products::Entity>(t, b).await,
+        "spend": spend,
+    })
+}
+
+async fn batch_equals_one_at_a_time(backend: Backend) {
+    run(backend, |t| async move {
+        let mut runner = TestRunner::new_with_rng(
+            Config {
+                cases: 40,
+                failure_persistence: None,
+                ..Config::default()
+            },
+            proptest::test_runner::TestRng::deterministic_rng(
+                proptest::test_runner::RngAlgorithm::ChaCha,
+            ),
+        );
+        let handle = tokio::runtime::Handle::current();
+        let case = std::cell::Cell::new(0);
+        let seen = std::cell::RefCell::new(std::collections::BTreeSet::<&str>::new());
+        runner
+            .run(&prop::collection::vec(event(), 1..14), |events| {
+                case.set(case.get() + 1);
+                let one = BusinessId::parse(&format!("biz_one_{}", case.get())).unwrap();
+                let all = BusinessId::parse(&format!("biz_all_{}", case.get())).unwrap();
+                let (singly, together, before, after) = tokio::task::block_in_place(|| {
+                    handle.block_on(async {
+                        let singly_events = envelopes(&events, "one");
+                        let mut singly = Vec::new();
+                        for e in &singly_events {
+                            let txn = t.db.begin_write().await.unwrap();
+                            singly.push(apply_event(&txn, &one, e, T + 9, None).await.unwrap());
+                            txn.commit().await.unwrap();
+                        }
+                        let batch_events = envelopes(&events, "all");
+                        let received: Vec<_> = batch_events.iter().map(|e| (e, T + 9)).collect();
+                        let txn = t.db.begin_write().await.unwrap();
+                        let (mut batch, _) =
+                            EventBatch::begin(&txn, &all, &batch_events).await.unwrap();
+                        let together = batch.apply(&txn, &received, None).await.unwrap();
+                        batch.finish(&txn, T + 9).await.unwrap();
+                        txn.commit().await.unwrap();
+                        (
+                            singly,
+                            together,
+                            state(&t, &one).await,
+                            state(&t, &all).await,
+                        )
+                    })
+                });
+                for o in &singly {
+                    seen.borrow_mut().insert(o.as_str());
+                }
+                prop_assert_eq!(&singly, &together, "outcomes of {:?}", events);
+                prop_assert_eq!(before, after, "rows after {:?}", events);
+                Ok(())
+            })
+            .unwrap();
+        // The draw reached every outcome a client-less batch writes or skips.
+        let seen = seen.into_inner();
+        for outcome in [Outcome::Applied, Outcome::Stale, Outcome::Deleted].map(Outcome::as_str) {
+            assert!(seen.contains(outcome), "{outcome} never drawn: {seen:?}");
+        }
+    })
+    .await;
+}
+
+mod batch_equals_one_at_a_time {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::batch_equals_one_at_a_time(super::Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::batch_equals_one_at_a_time(super::Backend::Postgres).await;
+    }
+}
