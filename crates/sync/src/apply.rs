@@ -127,8 +127,7 @@ pub async fn write_object<C: sea_orm::ConnectionTrait>(
         .get("deleted")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let tombstone;
-    let object = if deleted {
+    if deleted {
         let n = mark_deleted(conn, business, kind, &id, stamp.at).await?;
         if n > 0
             || !stored_last_events_at(conn, business, kind, &[id.as_str()])
@@ -137,17 +136,10 @@ pub async fn write_object<C: sea_orm::ConnectionTrait>(
         {
             return Ok(n);
         }
-        // Nothing stored yet: keep a tombstone, so an older event (a creation delivered late,
-        // or read later from the newest-first events list) cannot bring the object back.
-        let mut t = object.clone();
-        if let Some(o) = t.as_object_mut() {
-            o.insert("deleted".into(), Value::Bool(true));
-        }
-        tombstone = t;
-        &tombstone
-    } else {
-        object
-    };
+        // Nothing stored yet: the object is written as a tombstone (it says `deleted`), so an
+        // older event (a creation delivered late, or read later from the newest-first events
+        // list) cannot bring it back.
+    }
     object_rows(object, stamp, client)
         .await?
         .commit(conn, business)
@@ -295,7 +287,8 @@ impl Rows {
     }
 }
 
-async fn invoice_lines(
+/// An invoice's lines: the embedded ten, and with a `client` the rest when there are more.
+pub(crate) async fn invoice_lines(
     invoice: &Value,
     client: Option<&AccountClient>,
 ) -> Result<Vec<Value>, SyncError> {
@@ -315,7 +308,9 @@ async fn invoice_lines(
     }
 }
 
-async fn session_lines(
+/// A checkout session's line items: the embedded page when complete, else (with a `client`)
+/// all of them.
+pub(crate) async fn session_lines(
     session: &Value,
     client: Option<&AccountClient>,
 ) -> Result<Vec<Value>, SyncError> {
@@ -417,7 +412,22 @@ pub async fn apply_event<C: sea_orm::ConnectionTrait>(
 /// How many Stripe reads (re-fetches, and children: invoice payments, long invoices' lines,
 /// refunds of refunded charges) a batch of events makes at once. The account's rate budget
 /// still paces them.
-const STRIPE_READS_AT_ONCE: usize = 8;
+pub(crate) const STRIPE_READS_AT_ONCE: usize = 8;
+
+/// Runs `reads` [`STRIPE_READS_AT_ONCE`] at a time; their results in order. Boxed, and made
+/// before they are streamed: a stream holding the closure that makes them would not be `Send`
+/// (the compiler cannot prove it for a closure over borrowed arguments), and unboxed their
+/// types nest too deep for callers that spawn the sync.
+pub(crate) async fn at_once<'a, T>(
+    reads: impl Iterator<Item = impl std::future::Future<Output = T> + Send + 'a>,
+) -> Vec<T> {
+    use futures::{FutureExt, StreamExt};
+    let reads: Vec<_> = reads.map(FutureExt::boxed).collect();
+    futures::stream::iter(reads)
+        .buffered(STRIPE_READS_AT_ONCE)
+        .collect()
+        .await
+}
 
 /// Several events of one business applied in one transaction (webhook deliveries that
 /// arrived together, a page of the sync's events), with the read models brought up to date
@@ -512,7 +522,6 @@ impl<'a> EventBatch<'a> {
         events: &[(&EventEnvelope, i64)],
         client: Option<&AccountClient>,
     ) -> Result<Vec<Outcome>, Failed> {
-        use futures::{FutureExt, StreamExt};
         let business = self.business;
         let steps = plan(conn, business, events, client)
             .await
@@ -520,28 +529,20 @@ impl<'a> EventBatch<'a> {
                 index: 0,
                 error: Box::new(error),
             })?;
-        // Boxed, and made before they are streamed: a stream holding the closure that makes
-        // them would not be `Send` (the compiler cannot prove it for a closure over borrowed
-        // arguments), and unboxed their types nest too deep for callers that spawn the sync.
-        let reads: Vec<_> = events
-            .iter()
-            .zip(&steps)
-            .map(|(&(event, now), step)| {
-                async move {
+        let built = at_once(
+            events
+                .iter()
+                .zip(&steps)
+                .map(|(&(event, now), step)| async move {
                     match *step {
                         Step::Write { refetch, at } => {
                             Some(build(business, event, now, refetch, at, client).await)
                         }
                         _ => None,
                     }
-                }
-                .boxed()
-            })
-            .collect();
-        let built: Vec<Option<Result<Built, SyncError>>> = futures::stream::iter(reads)
-            .buffered(STRIPE_READS_AT_ONCE)
-            .collect()
-            .await;
+                }),
+        )
+        .await;
         // A Stripe failure is answered before anything of the batch is written.
         let mut built: Vec<Option<Built>> = built
             .into_iter()

@@ -769,31 +769,16 @@ impl Run<'_> {
                 let rows: Vec<_> = raws.iter().map(|r| map::invoice(st, r)).collect();
                 // Only new or changed invoices write lines; those with more than the embedded
                 // ten fetch the rest, several invoices at once.
-                let lines = child_lists(
+                let lines = child_rows(
                     rows.iter()
                         .zip(&raws)
                         .filter(|(row, _)| stored.get(&row.stripe_id) != Some(&row.raw))
                         .map(|(row, r)| async move {
-                            let lines = r.get("lines").filter(|l| l.is_object());
-                            let more = lines
-                                .and_then(|l| l.get("has_more"))
-                                .and_then(Value::as_bool)
-                                .unwrap_or(false);
-                            let items: Vec<Value> = if more {
-                                client.all_invoice_lines_raw(r).await?
-                            } else {
-                                lines
-                                    .and_then(|l| l.get("data"))
-                                    .and_then(Value::as_array)
-                                    .cloned()
-                                    .unwrap_or_default()
-                            };
-                            Ok::<Vec<_>, SyncError>(
-                                items
-                                    .iter()
-                                    .map(|l| map::invoice_line(st, &row.stripe_id, row.created, l))
-                                    .collect(),
-                            )
+                            let items = apply::invoice_lines(r, Some(client)).await?;
+                            Ok(items
+                                .iter()
+                                .map(|l| map::invoice_line(st, &row.stripe_id, row.created, l))
+                                .collect())
                         }),
                 )
                 .await?;
@@ -806,18 +791,16 @@ impl Run<'_> {
                     .stored_raw::<stripe_checkout_sessions::Entity>(&ids)
                     .await?;
                 let rows: Vec<_> = raws.iter().map(|r| map::checkout_session(st, r)).collect();
-                let lines = child_lists(
+                let lines = child_rows(
                     rows.iter()
                         .zip(&raws)
                         .filter(|(row, _)| stored.get(&row.stripe_id) != Some(&row.raw))
                         .map(|(row, r)| async move {
-                            let items = client.all_checkout_session_line_items_raw(r).await?;
-                            Ok::<Vec<_>, SyncError>(
-                                items
-                                    .iter()
-                                    .map(|l| map::checkout_line(st, &row.stripe_id, row.created, l))
-                                    .collect(),
-                            )
+                            let items = apply::session_lines(r, Some(client)).await?;
+                            Ok(items
+                                .iter()
+                                .map(|l| map::checkout_line(st, &row.stripe_id, row.created, l))
+                                .collect())
                         }),
                 )
                 .await?;
@@ -866,25 +849,19 @@ impl Run<'_> {
     }
 }
 
-/// How many parents of one page fetch their remaining child lists (an invoice's lines past the
-/// embedded ten, a checkout session's line items) at once. The account's rate budget still
-/// paces every request; without this, a page of long invoices waited on one list after another.
-const CHILD_LISTS_AT_ONCE: usize = 8;
-
-/// Runs `lists` (one future per parent, each giving its child rows) [`CHILD_LISTS_AT_ONCE`] at a
-/// time and joins their rows in the parents' order.
-async fn child_lists<'a, T, F>(lists: impl Iterator<Item = F>) -> Result<Vec<T>, SyncError>
-where
-    F: std::future::Future<Output = Result<Vec<T>, SyncError>> + Send + 'a,
-{
-    use futures::{FutureExt, StreamExt};
-    // Boxed, and made before they are streamed: a stream holding the closure that makes them
-    // would not be `Send` (the compiler cannot prove it for a closure over borrowed
-    // arguments), and unboxed their types nest too deep for callers that spawn the sync.
-    let lists: Vec<_> = lists.map(FutureExt::boxed).collect();
-    let per_parent: Vec<Vec<T>> = futures::stream::iter(lists)
-        .buffered(CHILD_LISTS_AT_ONCE)
-        .try_collect()
-        .await?;
-    Ok(per_parent.into_iter().flatten().collect())
+/// Runs `lists` (one future per parent, each giving its child rows) as the Stripe reads of an
+/// event batch run (`apply::at_once`) and joins their rows in the parents' order: a page of
+/// long invoices no longer waits on one list after another.
+async fn child_rows<'a, T>(
+    lists: impl Iterator<
+        Item = impl std::future::Future<Output = Result<Vec<T>, SyncError>> + Send + 'a,
+    >,
+) -> Result<Vec<T>, SyncError> {
+    let per_parent = apply::at_once(lists).await;
+    Ok(per_parent
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect())
 }

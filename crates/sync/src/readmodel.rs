@@ -323,26 +323,6 @@ pub async fn affected_emails<C: ConnectionTrait>(
     Ok(emails)
 }
 
-/// Recomputes the `customer_spend` rows of `emails` from the mirror, inside the caller's
-/// transaction: loads every object attributable to those emails (and what they link to),
-/// applies the spend rules, and replaces the emails' rows.
-pub async fn refresh_emails<C: ConnectionTrait>(
-    conn: &C,
-    business: &BusinessId,
-    emails: &BTreeSet<String>,
-    now: i64,
-) -> Result<usize, SyncError> {
-    if emails.is_empty() {
-        return Ok(0);
-    }
-    let seed = Touched {
-        emails: emails.clone(),
-        ..Touched::default()
-    };
-    let graph = reads::graph(conn, business, &seed).await?;
-    replace_spend(conn, business, &graph, emails, now).await
-}
-
 /// After a write of the `touched` objects, inside its transaction: recomputes the spend of
 /// every email they may have taken money from (`before`: [`affected_emails`] read before the
 /// write) or given money to (found now). One walk of the link graph, seeded with the objects

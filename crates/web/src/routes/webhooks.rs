@@ -679,7 +679,9 @@ async fn write(
     // Each delivery's outcome, or the position of its event among those the mirror applies.
     let mut out: Vec<Result<Applied, usize>> = Vec::with_capacity(items.len());
     let mut events = Vec::new();
-    for p in items {
+    // The delivery of each of those events.
+    let mut delivery = Vec::new();
+    for (i, p) in items.iter().enumerate() {
         let key = (p.endpoint.clone(), p.event.id.clone());
         if !recorded.insert(key) {
             out.push(Ok(Ok(None)));
@@ -695,6 +697,7 @@ async fn write(
             Some(_) => {
                 out.push(Err(events.len()));
                 events.push((&p.event, p.now));
+                delivery.push(i);
                 continue;
             }
         };
@@ -720,11 +723,7 @@ async fn write(
                     };
                     // Released now, so the turn written again gets the lock at once.
                     txn.rollback().await.map_err(ApiError::internal)?;
-                    let i = out
-                        .iter()
-                        .position(|o| matches!(o, Err(k) if *k == index))
-                        .unwrap_or(0);
-                    return Err(Interrupt::Failed(i, failure));
+                    return Err(Interrupt::Failed(delivery[index], failure));
                 }
             }
         }
