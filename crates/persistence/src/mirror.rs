@@ -101,7 +101,11 @@ pub async fn mark_deleted<E: Mirror, C: ConnectionTrait>(
         .col_expr(column::<E>("last_event_at")?, Expr::value(at))
         .filter(column::<E>("business_id")?.eq(business.as_str()))
         .filter(column::<E>("last_event_at")?.lte(at))
-        .filter(column::<E>("stripe_id")?.is_in(stripe_ids.iter().map(String::as_str)))
+        .filter(crate::reads::one_of(
+            conn.get_database_backend(),
+            column::<E>("stripe_id")?,
+            &stripe_ids.iter().map(String::as_str).collect::<Vec<_>>(),
+        ))
         .exec(conn)
         .await?;
     Ok(res.rows_affected)

@@ -499,31 +499,44 @@ pub async fn graph<C: ConnectionTrait>(
         g.customers.insert(c.stripe_id.clone(), c);
     }
     let cus: Vec<String> = g.customers.keys().cloned().collect();
-    for o in fetch_any!(
-        conn,
-        b,
-        stripe_orders,
-        true,
-        [(Email, e), (Customer, cus), (StripeId, seed.orders)]
-    ) {
+    // The three tables that name customers and emails, read side by side (on a pool, three
+    // connections at once; in a transaction, one after another on its connection).
+    let (orders, invoices, sessions) = futures::try_join!(
+        async {
+            Ok::<_, PersistenceError>(fetch_any!(
+                conn,
+                b,
+                stripe_orders,
+                true,
+                [(Email, e), (Customer, cus), (StripeId, seed.orders)]
+            ))
+        },
+        async {
+            Ok(fetch_any!(
+                conn,
+                b,
+                stripe_invoices,
+                true,
+                [(Email, e), (Customer, cus), (StripeId, seed.invoices)]
+            ))
+        },
+        async {
+            Ok(fetch_any!(
+                conn,
+                b,
+                stripe_checkout_sessions,
+                true,
+                [(Email, e), (Customer, cus), (StripeId, seed.sessions)]
+            ))
+        },
+    )?;
+    for o in orders {
         g.orders.insert(o.stripe_id.clone(), o);
     }
-    for i in fetch_any!(
-        conn,
-        b,
-        stripe_invoices,
-        true,
-        [(Email, e), (Customer, cus), (StripeId, seed.invoices)]
-    ) {
+    for i in invoices {
         g.invoices.insert(i.stripe_id.clone(), i);
     }
-    for s in fetch_any!(
-        conn,
-        b,
-        stripe_checkout_sessions,
-        true,
-        [(Email, e), (Customer, cus), (StripeId, seed.sessions)]
-    ) {
+    for s in sessions {
         g.checkout_sessions.insert(s.stripe_id.clone(), s);
     }
     // Payments of a seeded id that is not mirrored (yet) still lead to their invoices.
@@ -619,65 +632,67 @@ pub async fn graph<C: ConnectionTrait>(
             .filter(|k| !g.invoices.contains_key(k))
             .collect();
 
-        let orders = fetch_any!(
-            conn,
-            b,
-            stripe_orders,
-            true,
-            [(StripeId, want_orders), (Invoice, new_invoices)]
-        );
+        // This round's four reads depend only on the last round: side by side.
+        let (orders, invoices, ips, sessions) = futures::try_join!(
+            async {
+                Ok::<_, PersistenceError>(fetch_any!(
+                    conn,
+                    b,
+                    stripe_orders,
+                    true,
+                    [(StripeId, want_orders), (Invoice, new_invoices)]
+                ))
+            },
+            async {
+                Ok(fetch_any!(
+                    conn,
+                    b,
+                    stripe_invoices,
+                    true,
+                    [
+                        (StripeId, want_invoices),
+                        (PaymentIntent, new_orders),
+                        (Charge, new_orders)
+                    ]
+                ))
+            },
+            async {
+                Ok(fetch_any!(
+                    conn,
+                    b,
+                    stripe_invoice_payments,
+                    true,
+                    [
+                        (Invoice, new_invoices),
+                        (PaymentIntent, new_orders),
+                        (Charge, new_orders)
+                    ]
+                ))
+            },
+            async {
+                Ok(fetch_any!(
+                    conn,
+                    b,
+                    stripe_checkout_sessions,
+                    true,
+                    [(PaymentIntent, new_orders), (Invoice, new_invoices)]
+                ))
+            },
+        )?;
         for o in orders {
             g.orders.entry(o.stripe_id.clone()).or_insert(o);
         }
-        let invoices = fetch_any!(
-            conn,
-            b,
-            stripe_invoices,
-            true,
-            [
-                (StripeId, want_invoices),
-                (PaymentIntent, new_orders),
-                (Charge, new_orders)
-            ]
-        );
         for i in invoices {
             g.invoices.entry(i.stripe_id.clone()).or_insert(i);
         }
-        let ips = fetch_any!(
-            conn,
-            b,
-            stripe_invoice_payments,
-            true,
-            [
-                (Invoice, new_invoices),
-                (PaymentIntent, new_orders),
-                (Charge, new_orders)
-            ]
-        );
         for p in ips {
             g.invoice_payments.entry(p.stripe_id.clone()).or_insert(p);
         }
-        let sessions = fetch_any!(
-            conn,
-            b,
-            stripe_checkout_sessions,
-            true,
-            [(PaymentIntent, new_orders), (Invoice, new_invoices)]
-        );
         for s in sessions {
             g.checkout_sessions.entry(s.stripe_id.clone()).or_insert(s);
         }
     }
     let order_ids: Vec<String> = g.orders.keys().cloned().collect();
-    for r in fetch_any!(
-        conn,
-        b,
-        stripe_refunds,
-        true,
-        [(PaymentIntent, order_ids), (Charge, order_ids)]
-    ) {
-        g.refunds.insert(r.stripe_id.clone(), r);
-    }
     // The customers every loaded object names: attribution starts from their emails.
     let named: BTreeSet<String> = g
         .orders
@@ -692,7 +707,22 @@ pub async fn graph<C: ConnectionTrait>(
         .filter(|c| !g.customers.contains_key(c))
         .collect();
     let named: Vec<String> = named.into_iter().collect();
-    for c in fetch_in!(conn, b, stripe_customers, StripeId, named, false) {
+    let (refunds, customers) = futures::try_join!(
+        async {
+            Ok::<_, PersistenceError>(fetch_any!(
+                conn,
+                b,
+                stripe_refunds,
+                true,
+                [(PaymentIntent, order_ids), (Charge, order_ids)]
+            ))
+        },
+        async { Ok(fetch_in!(conn, b, stripe_customers, StripeId, named, false)) },
+    )?;
+    for r in refunds {
+        g.refunds.insert(r.stripe_id.clone(), r);
+    }
+    for c in customers {
         g.customers.insert(c.stripe_id.clone(), c);
     }
     Ok(g)

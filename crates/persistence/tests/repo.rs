@@ -912,3 +912,53 @@ db_test!(a_snapshot_reads_one_view_across_statements, |t| {
         snapshot.commit().await.unwrap();
     }
 });
+
+db_test!(refresh_statistics_analyses_the_mirror, |t| {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = &t.db;
+    let b = biz("biz_stats");
+    let rows = (0..50)
+        .map(|i| customer("biz_stats", &format!("cus_{i}"), &format!("c{i}@x.io"), 100))
+        .collect();
+    mirror::upsert::<stripe_customers::Entity, _>(db.conn(), &b, rows)
+        .await
+        .unwrap();
+    // Whether stripe_customers was analysed: PostgreSQL counts the analyses of each table,
+    // SQLite keeps its statistics in a table of their own.
+    let sql = match t.backend {
+        Backend::Postgres => {
+            // Manual analyses only: autovacuum's are counted apart.
+            "SELECT analyze_count AS n FROM pg_stat_user_tables \
+             WHERE relname = 'stripe_customers'"
+        }
+        Backend::Sqlite => "SELECT COUNT(*) AS n FROM sqlite_schema WHERE name = 'sqlite_stat1'",
+    };
+    let known = |sql: &'static str| async move {
+        let row = db
+            .conn()
+            .query_one_raw(Statement::from_string(
+                db.conn().get_database_backend(),
+                sql,
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<i64>("", "n").unwrap()
+    };
+    assert_eq!(known(sql).await, 0, "analysed before the refresh");
+    db.refresh_statistics().await.unwrap();
+    if t.backend == Backend::Postgres {
+        // The statistics collector reports the ANALYZE asynchronously.
+        for _ in 0..50 {
+            if known(sql).await == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(known(sql).await, 1, "not analysed by the refresh");
+    if t.backend == Backend::Sqlite {
+        let stat = "SELECT COUNT(*) AS n FROM sqlite_stat1 WHERE tbl = 'stripe_customers'";
+        assert!(known(stat).await > 0, "no statistics of stripe_customers");
+    }
+});

@@ -492,6 +492,22 @@ impl<'a> EventBatch<'a> {
         business: &'a BusinessId,
         events: impl IntoIterator<Item = &'e EventEnvelope>,
     ) -> Result<(Self, Option<stripe_access::Model>), SyncError> {
+        let (mut batch, connection) = Self::lock(conn, business, events).await?;
+        batch.emails = crate::readmodel::affected_emails(conn, business, &batch.touched).await?;
+        Ok((batch, connection))
+    }
+
+    /// [`EventBatch::begin`] without noting the emails: the caller reads them with
+    /// [`crate::readmodel::affected_emails`] of [`EventBatch::touched`] and hands them to
+    /// [`EventBatch::before`] before [`EventBatch::finish`]. While the lock is held no other
+    /// writer of the business commits, so that read may run on another connection, beside
+    /// this transaction's own work, and still see the state before the first event (what
+    /// this transaction writes stays invisible to it until the commit).
+    pub async fn lock<'e, C: sea_orm::ConnectionTrait>(
+        conn: &C,
+        business: &'a BusinessId,
+        events: impl IntoIterator<Item = &'e EventEnvelope>,
+    ) -> Result<(Self, Option<stripe_access::Model>), SyncError> {
         // Writers of one business take turns (PostgreSQL; SQLite serialises writers anyway).
         let connection =
             tributary_persistence::access::lock_for_write(conn, business, true).await?;
@@ -499,15 +515,24 @@ impl<'a> EventBatch<'a> {
         for event in events {
             crate::readmodel::touch(&mut touched, &event.object);
         }
-        let emails = crate::readmodel::affected_emails(conn, business, &touched).await?;
         let batch = Self {
             business,
             touched,
-            emails,
+            emails: Default::default(),
             changed: false,
             subscriptions: Default::default(),
         };
         Ok((batch, connection))
+    }
+
+    /// The objects the batch's events name (what [`EventBatch::lock`] did not walk from).
+    pub fn touched(&self) -> &crate::readmodel::Touched {
+        &self.touched
+    }
+
+    /// Adds emails linked to the touched objects before the first event.
+    pub fn before(&mut self, emails: std::collections::BTreeSet<String>) {
+        self.emails.extend(emails);
     }
 
     /// Applies `events` (each with the time it was received; all of them given to
@@ -646,9 +671,8 @@ impl<'a> EventBatch<'a> {
         let before = std::mem::take(&mut self.emails);
         crate::readmodel::refresh_after(conn, business, &self.touched, before, now).await?;
         let day = crate::readmodel::day_of(now);
-        for id in &self.subscriptions {
-            crate::readmodel::snapshot_subscription(conn, business, id, &day).await?;
-        }
+        let subscriptions: Vec<&str> = self.subscriptions.iter().map(String::as_str).collect();
+        crate::readmodel::snapshot_subscriptions(conn, business, &subscriptions, &day).await?;
         Ok(())
     }
 }

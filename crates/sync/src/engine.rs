@@ -534,6 +534,14 @@ impl Run<'_> {
             .exec_without_returning(&txn)
             .await?;
         txn.commit().await?;
+        if full {
+            // A full run may have loaded most of the tables' rows: plans made from the old
+            // statistics would scan whole businesses. Best effort (another process analysing
+            // the same table at once is the usual failure); autovacuum gets there later anyway.
+            if let Err(e) = self.ctx.db().refresh_statistics().await {
+                tracing::warn!(error = %e, "planner statistics not refreshed after a full run");
+            }
+        }
         Ok(())
     }
 
@@ -724,7 +732,11 @@ impl Run<'_> {
         };
         let rows = E::find()
             .filter(b.eq(self.business.as_str()))
-            .filter(id.is_in(ids.iter().map(String::as_str)))
+            .filter(tributary_persistence::reads::one_of(
+                self.ctx.db().conn().get_database_backend(),
+                id,
+                &ids.iter().map(String::as_str).collect::<Vec<_>>(),
+            ))
             .all(self.ctx.db().conn())
             .await?;
         Ok(rows

@@ -222,41 +222,60 @@ pub async fn snapshot_mrr<C: ConnectionTrait>(
     Ok(n)
 }
 
-/// Writes (or rewrites) one subscription's MRR snapshot of `day`, inside the caller's
-/// transaction. A deleted subscription's snapshot is removed.
-pub async fn snapshot_subscription<C: ConnectionTrait>(
+/// Writes (or rewrites) the MRR snapshots of `day` of some subscriptions, inside the caller's
+/// transaction, in three statements whatever their number. A deleted subscription's snapshot
+/// is removed.
+pub async fn snapshot_subscriptions<C: ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
-    subscription_id: &str,
+    subscription_ids: &[&str],
     day: &str,
 ) -> Result<(), SyncError> {
+    if subscription_ids.is_empty() {
+        return Ok(());
+    }
+    let backend = conn.get_database_backend();
     mrr_snapshots::Entity::delete_many()
         .filter(mrr_snapshots::Column::BusinessId.eq(business.as_str()))
-        .filter(mrr_snapshots::Column::SubscriptionId.eq(subscription_id))
         .filter(mrr_snapshots::Column::Day.eq(day))
+        .filter(reads::one_of(
+            backend,
+            mrr_snapshots::Column::SubscriptionId,
+            subscription_ids,
+        ))
         .exec(conn)
         .await?;
-    let sub = reads::lean::<stripe_subscriptions::Entity>(conn.get_database_backend())
+    let subs = reads::lean::<stripe_subscriptions::Entity>(backend)
         .filter(stripe_subscriptions::Column::BusinessId.eq(business.as_str()))
-        .filter(stripe_subscriptions::Column::StripeId.eq(subscription_id))
+        .filter(reads::one_of(
+            backend,
+            stripe_subscriptions::Column::StripeId,
+            subscription_ids,
+        ))
         .filter(stripe_subscriptions::Column::Deleted.eq(false))
-        .one(conn)
+        .all(conn)
         .await?;
-    if let Some(s) = sub {
-        let row: mrr_snapshots::ActiveModel = mrr_snapshots::Model {
-            business_id: business.as_str().to_owned(),
-            subscription_id: s.stripe_id,
-            day: day.to_owned(),
-            customer: s.customer,
-            status: s.status,
-            currency: s.currency,
-            mrr: s.mrr,
-        }
-        .into();
-        mrr_snapshots::Entity::insert(row)
-            .exec_without_returning(conn)
-            .await?;
+    if subs.is_empty() {
+        return Ok(());
     }
+    let rows: Vec<mrr_snapshots::ActiveModel> = subs
+        .into_iter()
+        .map(|s| {
+            mrr_snapshots::Model {
+                business_id: business.as_str().to_owned(),
+                subscription_id: s.stripe_id,
+                day: day.to_owned(),
+                customer: s.customer,
+                status: s.status,
+                currency: s.currency,
+                mrr: s.mrr,
+            }
+            .into()
+        })
+        .collect();
+    mrr_snapshots::Entity::insert_many(rows)
+        .exec_without_returning(conn)
+        .await?;
     Ok(())
 }
 
@@ -370,7 +389,11 @@ async fn replace_spend<C: ConnectionTrait>(
     for chunk in list.chunks(500) {
         customer_spend::Entity::delete_many()
             .filter(customer_spend::Column::BusinessId.eq(b))
-            .filter(customer_spend::Column::Email.is_in(chunk.to_vec()))
+            .filter(reads::one_of(
+                conn.get_database_backend(),
+                customer_spend::Column::Email,
+                chunk,
+            ))
             .exec(conn)
             .await?;
     }

@@ -495,12 +495,16 @@ pub async fn stripe_info(
     })?;
     let conn = state.db.conn();
     let business = &auth.business;
-    let graph = reads::email_graph(conn, business, &email).await?;
+    let emails = [email.as_str().to_owned()];
+    // The walk and the summary's row side by side, on two pooled connections.
+    let (graph, spend) = futures::try_join!(
+        reads::email_graph(conn, business, &email),
+        reads::spend_of_emails(conn, business, &emails),
+    )?;
     let movements: Vec<spend::Movement> = spend::movements(&reads::graph_facts(&graph))
         .into_iter()
         .filter(|m| m.email.as_ref() == Some(&email))
         .collect();
-    let spend = reads::spend_of_emails(conn, business, &[email.as_str().to_owned()]).await?;
 
     let customer_ids: Vec<String> = graph
         .customers

@@ -6,7 +6,7 @@
 //! Events are applied within the request (see `docs/decisions.md`, "Webhooks"): a failure rolls
 //! the record back and answers `5xx`, and Stripe delivers again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,15 +21,17 @@ use tributary_domain::BusinessId;
 use tributary_persistence::entities::{stripe_access, webhook_events};
 use tributary_persistence::sea_orm::sea_query::Expr;
 use tributary_persistence::sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    QuerySelect,
 };
-use tributary_persistence::{Database, access, billing, businesses, jobs, webhooks};
+use tributary_persistence::{Database, access, billing, businesses, jobs, reads, webhooks};
 use tributary_stripe_connect::{
     DEFAULT_TOLERANCE, EventEnvelope, SigningSecret, StripeError, WebhookError,
     account_display_name, construct_event,
 };
 use tributary_sync::SyncError;
 use tributary_sync::apply::{EventBatch, Failed};
+use tributary_sync::readmodel;
 
 use crate::error::ApiError;
 use crate::metrics;
@@ -664,7 +666,9 @@ fn again(e: &ApiError) -> ApiError {
 
 /// The transaction of one turn: the business locked once, the deliveries' duplicates found in
 /// one query, each event applied, every record written in one statement, the spend of all the
-/// emails touched refreshed once, one commit.
+/// emails touched refreshed once, one commit. The emails the events may take money from are
+/// read on another pooled connection meanwhile (see [`EventBatch::lock`]): that graph walk
+/// and the transaction's own reads and writes overlap instead of following each other.
 async fn write(
     state: &AppState,
     business: &BusinessId,
@@ -672,10 +676,67 @@ async fn write(
     on_stripe: &AtomicBool,
 ) -> Result<Vec<Applied>, Interrupt> {
     let txn = state.db.begin_write().await.map_err(ApiError::internal)?;
-    let (mut batch, connection) = EventBatch::begin(&txn, business, items.iter().map(|p| &p.event))
+    let (mut batch, connection) = EventBatch::lock(&txn, business, items.iter().map(|p| &p.event))
         .await
         .map_err(ApiError::internal)?;
-    let mut recorded = recorded_in(&txn, items).await?;
+    let touched = batch.touched().clone();
+    // SQLite has one writer and, in memory, one connection: there the walk comes first, in
+    // the transaction.
+    let early = match state.db.conn().get_database_backend() {
+        DbBackend::Postgres => None,
+        _ => Some(
+            readmodel::affected_emails(&txn, business, &touched)
+                .await
+                .map_err(ApiError::internal)?,
+        ),
+    };
+    let before = async {
+        match early {
+            Some(emails) => Ok(emails),
+            None => readmodel::affected_emails(state.db.conn(), business, &touched)
+                .await
+                .map_err(|e| Interrupt::Database(ApiError::internal(e))),
+        }
+    };
+    let written = apply_and_record(
+        state,
+        business,
+        items,
+        on_stripe,
+        &txn,
+        &mut batch,
+        connection.as_ref(),
+    );
+    let (before, out) = match futures::try_join!(before, written) {
+        Ok(done) => done,
+        Err(failed @ Interrupt::Failed(..)) => {
+            // Released now, so the turn written again gets the lock at once.
+            txn.rollback().await.map_err(ApiError::internal)?;
+            return Err(failed);
+        }
+        Err(e) => return Err(e),
+    };
+    batch.before(before);
+    batch
+        .finish(&txn, tributary_persistence::now())
+        .await
+        .map_err(ApiError::internal)?;
+    txn.commit().await.map_err(ApiError::internal)?;
+    Ok(out)
+}
+
+/// Inside a turn's transaction: finds the duplicates, applies the other deliveries' events,
+/// and records every delivery that is not a duplicate; each delivery's answer.
+async fn apply_and_record(
+    state: &AppState,
+    business: &BusinessId,
+    items: &[Pending],
+    on_stripe: &AtomicBool,
+    txn: &DatabaseTransaction,
+    batch: &mut EventBatch<'_>,
+    connection: Option<&stripe_access::Model>,
+) -> Result<Vec<Applied>, Interrupt> {
+    let mut recorded = recorded_in(txn, items).await?;
     // Each delivery's outcome, or the position of its event among those the mirror applies.
     let mut out: Vec<Result<Applied, usize>> = Vec::with_capacity(items.len());
     let mut events = Vec::new();
@@ -687,12 +748,12 @@ async fn write(
             out.push(Ok(Ok(None)));
             continue;
         }
-        let outcome = match &connection {
+        let outcome = match connection {
             Some(c) if c.stripe_account_id != p.account => "unrouted",
             None => "unrouted",
             Some(c) if c.status != access::CONNECTED => "revoked",
             Some(_) if p.event.event_type == "account.updated" => {
-                account_updated(&txn, business, &p.account, &p.event).await?
+                account_updated(txn, business, &p.account, &p.event).await?
             }
             Some(_) => {
                 out.push(Err(events.len()));
@@ -703,7 +764,7 @@ async fn write(
         };
         out.push(Ok(Ok(Some(outcome))));
     }
-    let applied = match &connection {
+    let applied = match connection {
         Some(c) if !events.is_empty() => {
             let client = state
                 .stripe
@@ -711,7 +772,7 @@ async fn write(
                 .map_err(ApiError::internal)?;
             // Applying may re-fetch from Stripe: a stall from here on is Stripe's.
             on_stripe.store(true, Ordering::Relaxed);
-            let applied = batch.apply(&txn, &events, Some(&client)).await;
+            let applied = batch.apply(txn, &events, Some(&client)).await;
             on_stripe.store(false, Ordering::Relaxed);
             match applied {
                 Ok(outcomes) => outcomes,
@@ -721,8 +782,6 @@ async fn write(
                         SyncError::Stripe(e) => Failure::Unavailable(e.to_string()),
                         other => return Err(ApiError::internal(other).into()),
                     };
-                    // Released now, so the turn written again gets the lock at once.
-                    txn.rollback().await.map_err(ApiError::internal)?;
                     return Err(Interrupt::Failed(delivery[index], failure));
                 }
             }
@@ -750,7 +809,7 @@ async fn write(
         })
         .collect();
     let expected = rows.len() as u64;
-    let fresh = webhooks::record_events(&txn, rows)
+    let fresh = webhooks::record_events(txn, rows)
         .await
         .map_err(ApiError::from)?;
     if fresh != expected {
@@ -762,11 +821,6 @@ async fn write(
             "some webhook events were recorded meanwhile"
         );
     }
-    batch
-        .finish(&txn, tributary_persistence::now())
-        .await
-        .map_err(ApiError::internal)?;
-    txn.commit().await.map_err(ApiError::internal)?;
     Ok(out)
 }
 
@@ -776,11 +830,18 @@ async fn recorded_in<C: ConnectionTrait>(
     items: &[Pending],
 ) -> Result<HashSet<(String, String)>, ApiError> {
     let ids: Vec<&str> = items.iter().map(|p| p.event.id.as_str()).collect();
+    // Both key columns, so the lookup is a walk of the primary key, not a scan of every record.
+    let endpoints: BTreeSet<&str> = items.iter().map(|p| p.endpoint.as_str()).collect();
     let rows: Vec<(String, String)> = webhook_events::Entity::find()
         .select_only()
         .column(webhook_events::Column::Endpoint)
         .column(webhook_events::Column::EventId)
-        .filter(webhook_events::Column::EventId.is_in(ids))
+        .filter(webhook_events::Column::Endpoint.is_in(endpoints))
+        .filter(reads::one_of(
+            conn.get_database_backend(),
+            webhook_events::Column::EventId,
+            &ids,
+        ))
         .into_tuple()
         .all(conn)
         .await
