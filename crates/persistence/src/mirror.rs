@@ -104,7 +104,7 @@ pub async fn mark_deleted<E: Mirror, C: ConnectionTrait>(
         .filter(crate::reads::one_of(
             conn.get_database_backend(),
             column::<E>("stripe_id")?,
-            &stripe_ids.iter().map(String::as_str).collect::<Vec<_>>(),
+            stripe_ids,
         ))
         .exec(conn)
         .await?;

@@ -368,19 +368,19 @@ pub fn lean<E: EntityTrait>(backend: sea_orm::DbBackend) -> sea_orm::Select<E> {
 /// one array bound, so the statement's text is the same however many ids there are and its
 /// prepared plan is reused (an `IN ($1, …, $n)` list is a new statement, parsed and planned,
 /// for every length); on SQLite, whose statements are prepared in process, an `IN` list.
-pub fn one_of<C: ColumnTrait>(
+pub fn one_of<C: ColumnTrait, S: AsRef<str>>(
     backend: sea_orm::DbBackend,
     col: C,
-    ids: &[&str],
+    ids: &[S],
 ) -> sea_orm::sea_query::Expr {
     if backend == sea_orm::DbBackend::Postgres {
-        let ids: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
+        let ids: Vec<String> = ids.iter().map(|s| s.as_ref().to_owned()).collect();
         col.into_expr()
             .eq(sea_orm::sea_query::extension::postgres::PgFunc::any(
                 Expr::val(ids),
             ))
     } else {
-        col.is_in(ids.iter().copied())
+        col.is_in(ids.iter().map(AsRef::as_ref))
     }
 }
 
@@ -388,9 +388,10 @@ pub fn one_of<C: ColumnTrait>(
 /// is one of `$ids`, for each `($col, $ids)` given, without `raw`. Up to [`CHUNK`] ids in all
 /// are asked in one statement (`col1 IN (…) OR col2 IN (…)`), so a graph round costs one round
 /// trip per table, not one per link; more are asked list by list, `CHUNK` at a time. A row
-/// matching several lists may come back more than once: callers key rows by id.
+/// matching several lists may come back more than once: callers key rows by id. A future, so
+/// the independent reads of a graph round can be joined.
 macro_rules! fetch_any {
-    ($conn:expr, $b:expr, $entity:ident, $live:expr, [$(($col:ident, $ids:expr)),+ $(,)?]) => {{
+    ($conn:expr, $b:expr, $entity:ident, $live:expr, [$(($col:ident, $ids:expr)),+ $(,)?]) => {async {
         let lists: Vec<($entity::Column, Vec<&str>)> = vec![$((
             $entity::Column::$col,
             $ids.iter().map(|s: &String| s.as_str()).collect(),
@@ -424,7 +425,7 @@ macro_rules! fetch_any {
                 }
             }
         }
-        found
+        Ok::<_, PersistenceError>(found)
     }};
 }
 
@@ -495,40 +496,36 @@ pub async fn graph<C: ConnectionTrait>(
         stripe_customers,
         false,
         [(Email, e), (StripeId, seed.customers)]
-    ) {
+    )
+    .await?
+    {
         g.customers.insert(c.stripe_id.clone(), c);
     }
     let cus: Vec<String> = g.customers.keys().cloned().collect();
     // The three tables that name customers and emails, read side by side (on a pool, three
     // connections at once; in a transaction, one after another on its connection).
     let (orders, invoices, sessions) = futures::try_join!(
-        async {
-            Ok::<_, PersistenceError>(fetch_any!(
-                conn,
-                b,
-                stripe_orders,
-                true,
-                [(Email, e), (Customer, cus), (StripeId, seed.orders)]
-            ))
-        },
-        async {
-            Ok(fetch_any!(
-                conn,
-                b,
-                stripe_invoices,
-                true,
-                [(Email, e), (Customer, cus), (StripeId, seed.invoices)]
-            ))
-        },
-        async {
-            Ok(fetch_any!(
-                conn,
-                b,
-                stripe_checkout_sessions,
-                true,
-                [(Email, e), (Customer, cus), (StripeId, seed.sessions)]
-            ))
-        },
+        fetch_any!(
+            conn,
+            b,
+            stripe_orders,
+            true,
+            [(Email, e), (Customer, cus), (StripeId, seed.orders)]
+        ),
+        fetch_any!(
+            conn,
+            b,
+            stripe_invoices,
+            true,
+            [(Email, e), (Customer, cus), (StripeId, seed.invoices)]
+        ),
+        fetch_any!(
+            conn,
+            b,
+            stripe_checkout_sessions,
+            true,
+            [(Email, e), (Customer, cus), (StripeId, seed.sessions)]
+        ),
     )?;
     for o in orders {
         g.orders.insert(o.stripe_id.clone(), o);
@@ -556,7 +553,9 @@ pub async fn graph<C: ConnectionTrait>(
             (Charge, seed_orders),
             (Invoice, seed.invoices)
         ]
-    ) {
+    )
+    .await?
+    {
         g.invoice_payments.insert(p.stripe_id.clone(), p);
     }
 
@@ -634,50 +633,42 @@ pub async fn graph<C: ConnectionTrait>(
 
         // This round's four reads depend only on the last round: side by side.
         let (orders, invoices, ips, sessions) = futures::try_join!(
-            async {
-                Ok::<_, PersistenceError>(fetch_any!(
-                    conn,
-                    b,
-                    stripe_orders,
-                    true,
-                    [(StripeId, want_orders), (Invoice, new_invoices)]
-                ))
-            },
-            async {
-                Ok(fetch_any!(
-                    conn,
-                    b,
-                    stripe_invoices,
-                    true,
-                    [
-                        (StripeId, want_invoices),
-                        (PaymentIntent, new_orders),
-                        (Charge, new_orders)
-                    ]
-                ))
-            },
-            async {
-                Ok(fetch_any!(
-                    conn,
-                    b,
-                    stripe_invoice_payments,
-                    true,
-                    [
-                        (Invoice, new_invoices),
-                        (PaymentIntent, new_orders),
-                        (Charge, new_orders)
-                    ]
-                ))
-            },
-            async {
-                Ok(fetch_any!(
-                    conn,
-                    b,
-                    stripe_checkout_sessions,
-                    true,
-                    [(PaymentIntent, new_orders), (Invoice, new_invoices)]
-                ))
-            },
+            fetch_any!(
+                conn,
+                b,
+                stripe_orders,
+                true,
+                [(StripeId, want_orders), (Invoice, new_invoices)]
+            ),
+            fetch_any!(
+                conn,
+                b,
+                stripe_invoices,
+                true,
+                [
+                    (StripeId, want_invoices),
+                    (PaymentIntent, new_orders),
+                    (Charge, new_orders)
+                ]
+            ),
+            fetch_any!(
+                conn,
+                b,
+                stripe_invoice_payments,
+                true,
+                [
+                    (Invoice, new_invoices),
+                    (PaymentIntent, new_orders),
+                    (Charge, new_orders)
+                ]
+            ),
+            fetch_any!(
+                conn,
+                b,
+                stripe_checkout_sessions,
+                true,
+                [(PaymentIntent, new_orders), (Invoice, new_invoices)]
+            ),
         )?;
         for o in orders {
             g.orders.entry(o.stripe_id.clone()).or_insert(o);
@@ -708,16 +699,14 @@ pub async fn graph<C: ConnectionTrait>(
         .collect();
     let named: Vec<String> = named.into_iter().collect();
     let (refunds, customers) = futures::try_join!(
-        async {
-            Ok::<_, PersistenceError>(fetch_any!(
-                conn,
-                b,
-                stripe_refunds,
-                true,
-                [(PaymentIntent, order_ids), (Charge, order_ids)]
-            ))
-        },
-        async { Ok(fetch_in!(conn, b, stripe_customers, StripeId, named, false)) },
+        fetch_any!(
+            conn,
+            b,
+            stripe_refunds,
+            true,
+            [(PaymentIntent, order_ids), (Charge, order_ids)]
+        ),
+        fetch_in!(conn, b, stripe_customers, StripeId, named, false),
     )?;
     for r in refunds {
         g.refunds.insert(r.stripe_id.clone(), r);
@@ -883,7 +872,7 @@ pub async fn subscriptions_of_customers<C: ConnectionTrait>(
     customers: &[String],
 ) -> Result<Vec<stripe_subscriptions::Model>, PersistenceError> {
     let b = business;
-    let mut subs = fetch_in!(conn, b, stripe_subscriptions, Customer, customers, true);
+    let mut subs = fetch_in!(conn, b, stripe_subscriptions, Customer, customers, true).await?;
     subs.sort_by(|a, b| (b.created, &b.stripe_id).cmp(&(a.created, &a.stripe_id)));
     Ok(subs)
 }
@@ -902,7 +891,8 @@ pub async fn subscription_items<C: ConnectionTrait>(
         Subscription,
         subscriptions,
         true
-    );
+    )
+    .await?;
     items.sort_by(|a, b| (&a.subscription, &a.stripe_id).cmp(&(&b.subscription, &b.stripe_id)));
     Ok(items)
 }

@@ -735,7 +735,7 @@ impl Run<'_> {
             .filter(tributary_persistence::reads::one_of(
                 self.ctx.db().conn().get_database_backend(),
                 id,
-                &ids.iter().map(String::as_str).collect::<Vec<_>>(),
+                ids,
             ))
             .all(self.ctx.db().conn())
             .await?;

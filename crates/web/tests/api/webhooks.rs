@@ -733,6 +733,12 @@ db_test!(a_shuffled_burst_with_ties_leaves_the_exact_mirror, |t| {
         .await
         .unwrap();
     assert!(audit.is_exact(), "{:#?}", audit.differences);
+    // The spend the turns kept current is what the whole mirror implies (emails the burst
+    // took money from included: on PostgreSQL those are read beside each turn's transaction).
+    let spend = tributary_sync::verify::verify_spend(app.db.conn(), &business)
+        .await
+        .unwrap();
+    assert!(spend.is_consistent(), "{spend:?}");
     let tie = customer_row(&app.db, "biz-a", "cus_wh_tie").await.unwrap();
     assert_eq!(tie.email.as_deref(), Some("tie-3@example.com"));
     assert_eq!(event_count(&app.db).await, events.len() as u64);
@@ -756,6 +762,49 @@ db_test!(a_shuffled_burst_with_ties_leaves_the_exact_mirror, |t| {
         .await
         .unwrap();
     assert!(audit.is_exact(), "{:#?}", audit.differences);
+
+    // A paying customer changes email: the money leaves the old email with it (the old email
+    // is found only in the state before the turn).
+    let rows = tributary_persistence::reads::all_spend(app.db.conn(), &business)
+        .await
+        .unwrap();
+    let payer = rows
+        .iter()
+        .find(|r| r.gross > 0 && r.customer_ids.as_array().is_some_and(|a| a.len() == 1))
+        .expect("a paying customer");
+    let (old_email, cus) = (
+        payer.email.clone(),
+        payer.customer_ids[0].as_str().unwrap().to_owned(),
+    );
+    app.sim_control(
+        &format!("/_sim/accounts/{acct}/objects"),
+        json!([customer_object(&cus, "moved-away@example.com", now())]),
+    )
+    .await;
+    let mut moved = client
+        .list::<Value>("/v1/events")
+        .collect_all()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.raw)
+        .find(|e| e["data"]["object"]["id"] == cus.as_str())
+        .unwrap();
+    moved["account"] = json!(acct);
+    let body = moved.to_string();
+    let ts = now();
+    let sig = &signatures(&[(ts, body.clone(), CONNECT_SECRET.to_owned())])[0];
+    let res = app
+        .hook(CONNECT, body, Some(&format!("t={ts},v1={sig}")))
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    let spend = tributary_sync::verify::verify_spend(app.db.conn(), &business)
+        .await
+        .unwrap();
+    assert!(
+        spend.is_consistent(),
+        "{old_email} kept its money: {spend:?}"
+    );
     app.stop().await;
 });
 
