@@ -284,6 +284,8 @@ struct Index<'a> {
     paid_invoice_of: HashMap<&'a str, &'a str>,
     /// payment intent or invoice id → session that links it.
     session_of: HashMap<&'a str, &'a CheckoutSessionFact>,
+    /// payment intent id → the receipt email of its first charge (in `facts` order) that has one.
+    charge_email_of: HashMap<&'a str, &'a Email>,
 }
 
 impl<'a> Index<'a> {
@@ -338,6 +340,12 @@ impl<'a> Index<'a> {
                 session_of.entry(id).or_insert(s);
             }
         }
+        let mut charge_email_of: HashMap<&str, &Email> = HashMap::new();
+        for c in &f.charges {
+            if let (Some(pi), Some(email)) = (c.payment_intent.as_deref(), &c.receipt_email) {
+                charge_email_of.entry(pi).or_insert(email);
+            }
+        }
         Self {
             customers: f.customers.iter().map(|c| (c.id.as_str(), c)).collect(),
             payment_intents: f
@@ -350,6 +358,7 @@ impl<'a> Index<'a> {
             invoice_links,
             paid_invoice_of,
             session_of,
+            charge_email_of,
         }
     }
 
@@ -410,11 +419,6 @@ pub fn movements(facts: &SpendFacts) -> Vec<Movement> {
             .session_of
             .get(pi.id.as_str())
             .or_else(|| invoice.and_then(|i| ix.session_of.get(i.id.as_str())));
-        let charge_email = facts
-            .charges
-            .iter()
-            .filter(|c| c.payment_intent.as_deref() == Some(&pi.id))
-            .find_map(|c| c.receipt_email.clone());
         let customer = pi
             .customer
             .clone()
@@ -423,7 +427,7 @@ pub fn movements(facts: &SpendFacts) -> Vec<Movement> {
         let email = ix
             .customer_email(customer.as_deref())
             .or_else(|| pi.receipt_email.clone())
-            .or(charge_email)
+            .or_else(|| ix.charge_email_of.get(pi.id.as_str()).map(|&e| e.clone()))
             .or_else(|| session.and_then(|s| s.email.clone()))
             .or_else(|| invoice.and_then(|i| i.customer_email.clone()));
         out.push(Movement {

@@ -142,10 +142,16 @@ const SQLITE_STATEMENT_CACHE: usize = 24;
 /// 400, same run otherwise).
 const POSTGRES_STATEMENT_CACHE: usize = 256;
 
+/// Connections in a PostgreSQL pool.
+const POSTGRES_POOL: u32 = 16;
+
 /// A connection pool to the Tributary database.
 #[derive(Debug, Clone)]
 pub struct Database {
     conn: DatabaseConnection,
+    /// Permits of transactions that read on other pooled connections while they are open
+    /// (see [`Database::reading_beside`]): half the pool.
+    beside: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Database {
@@ -170,17 +176,35 @@ impl Database {
                     .statement_cache_capacity(SQLITE_STATEMENT_CACHE)
             });
         } else {
-            opts.max_connections(16);
+            opts.max_connections(POSTGRES_POOL);
             opts.map_sqlx_postgres_opts(|o| o.statement_cache_capacity(POSTGRES_STATEMENT_CACHE));
         }
+        let pool = opts.get_max_connections().unwrap_or(1);
         let conn = sea_orm::Database::connect(opts).await?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            beside: std::sync::Arc::new(tokio::sync::Semaphore::new((pool as usize / 2).max(1))),
+        })
     }
 
     /// Applies every pending migration.
     pub async fn migrate(&self) -> Result<(), PersistenceError> {
         tributary_migrations::Migrator::up(&self.conn, None).await?;
         Ok(())
+    }
+
+    /// A permit to hold, taken before it begins, by a transaction that reads on other pooled
+    /// connections while it is open (a webhook turn's emails before, a full run's facts: the
+    /// state before the transaction's own writes). At most half the pool's connections are
+    /// held by such transactions at once, so their reads beside always find a free connection;
+    /// without the limit, a burst of them could hold every connection and each wait for
+    /// another until the acquire timeout.
+    pub async fn reading_beside(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.beside
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// The underlying sea-orm connection, for queries of crates above this one.

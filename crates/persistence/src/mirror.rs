@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IdenStatic, IntoActiveModel,
-    Iterable, PaginatorTrait, QueryFilter,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IdenStatic,
+    IntoActiveModel, Iterable, PaginatorTrait, QueryFilter,
 };
 use tributary_domain::BusinessId;
 
@@ -122,11 +122,18 @@ pub async fn mark_unseen_deleted<E: Mirror, C: ConnectionTrait>(
         .col_expr(column::<E>("deleted")?, Expr::value(true))
         .filter(column::<E>("business_id")?.eq(business.as_str()))
         .filter(column::<E>("deleted")?.eq(false))
-        .filter(column::<E>("synced_at")?.lt(since))
-        .filter(column::<E>("last_event_at")?.lt(since))
+        .filter(unseen_since::<E>(since)?)
         .exec(conn)
         .await?;
     Ok(res.rows_affected)
+}
+
+/// The rows a reconciliation from `since` takes for gone (see [`mark_unseen_deleted`]):
+/// neither written nor touched by an event since then.
+pub fn unseen_since<E: Mirror>(since: i64) -> Result<Condition, PersistenceError> {
+    Ok(Condition::all()
+        .add(column::<E>("synced_at")?.lt(since))
+        .add(column::<E>("last_event_at")?.lt(since)))
 }
 
 /// One object of one business, deleted or not.

@@ -99,6 +99,11 @@ impl<T: FromRaw> Item<T> {
     /// Parse one raw object (NUL characters replaced, see [`crate::scrub_nul`]).
     pub fn from_raw(mut raw: Value) -> Self {
         crate::event::scrub_nul(&mut raw);
+        Self::from_clean(raw)
+    }
+
+    /// Parse one raw object known to hold no NUL character.
+    fn from_clean(raw: Value) -> Self {
         let typed = T::from_raw(&raw);
         if let Err(reason) = &typed {
             tracing::debug!(%reason, "typed parse failed; keeping raw JSON");
@@ -342,11 +347,19 @@ impl<T: FromRaw> ListRequest<T> {
 pub fn parse_page<T: FromRaw>(bytes: &[u8]) -> Result<Page<T>, StripeError> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| StripeError::Deserialize(format!("list page: {e}")))?;
-    page_from_value(value)
+    // JSON can carry a NUL only escaped, as `\u0000`: a body without that text needs no walk
+    // of its objects (the walk was 5 % of a first sync's CPU).
+    let clean = memchr::memmem::find(bytes, br"\u0000").is_none();
+    page_of(value, clean)
 }
 
 /// [`parse_page`] from an already parsed list (an embedded `lines` or `line_items` list too).
-pub fn page_from_value<T: FromRaw>(mut value: Value) -> Result<Page<T>, StripeError> {
+pub fn page_from_value<T: FromRaw>(value: Value) -> Result<Page<T>, StripeError> {
+    page_of(value, false)
+}
+
+/// A list's page; its objects are scrubbed of NUL characters unless `clean` says they hold none.
+fn page_of<T: FromRaw>(mut value: Value, clean: bool) -> Result<Page<T>, StripeError> {
     let has_more = value
         .get("has_more")
         .and_then(Value::as_bool)
@@ -359,7 +372,12 @@ pub fn page_from_value<T: FromRaw>(mut value: Value) -> Result<Page<T>, StripeEr
             ));
         }
     };
-    let items: VecDeque<Item<T>> = data.into_iter().map(Item::from_raw).collect();
+    let item = if clean {
+        Item::from_clean
+    } else {
+        Item::from_raw
+    };
+    let items: VecDeque<Item<T>> = data.into_iter().map(item).collect();
     Ok(Page {
         items: items.into(),
         has_more,
@@ -568,6 +586,22 @@ mod tests {
             .expect("stripe")
             .account("acct_1")
             .expect("acct")
+    }
+
+    #[test]
+    fn pages_are_scrubbed_of_nul_only_where_the_body_has_one() {
+        let body = br#"{"object": "list", "has_more": false, "data": [
+            {"id": "cus_1", "name": "a\u0000b", "metadata": {"k\u0000": "v"}},
+            {"id": "cus_2", "name": "back\\u0000slash"}]}"#;
+        let page = parse_page::<RawOnly>(body).expect("page");
+        assert_eq!(page.items[0].raw["name"], "a\u{FFFD}b");
+        assert_eq!(page.items[0].raw["metadata"]["k\u{FFFD}"], "v");
+        // An escaped backslash before `u0000` is text, not a NUL: it stays as sent.
+        assert_eq!(page.items[1].raw["name"], "back\\u0000slash");
+        let clean = br#"{"object": "list", "has_more": true, "data": [{"id": "cus_3"}]}"#;
+        let page = parse_page::<RawOnly>(clean).expect("page");
+        assert_eq!(page.items[0].id, "cus_3");
+        assert!(page.has_more);
     }
 
     #[test]

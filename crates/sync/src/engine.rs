@@ -467,6 +467,8 @@ impl Run<'_> {
             );
         }
 
+        // The facts of a full run are read beside the transaction (below).
+        let _beside = self.ctx.db().reading_beside().await;
         let txn = self.begin_guarded().await?;
         if !jobs::canary_alive(&txn, &self.job_id, &self.ctx.config().worker_id).await? {
             // Pages commit without waiting for their WAL flush, and a crash loses the newest
@@ -474,21 +476,44 @@ impl Run<'_> {
             txn.rollback().await.ok();
             return Err(SyncError::DatabaseRestarted);
         }
-        if full && !bounded_backfill {
-            let b = &self.business;
-            let s = self.started;
-            mirror::mark_unseen_deleted::<stripe_products::Entity, _>(&txn, b, s).await?;
-            mirror::mark_unseen_deleted::<stripe_prices::Entity, _>(&txn, b, s).await?;
-            mirror::mark_unseen_deleted::<stripe_customers::Entity, _>(&txn, b, s).await?;
-            mirror::mark_unseen_deleted::<stripe_orders::Entity, _>(&txn, b, s).await?;
-            mirror::mark_unseen_deleted::<stripe_refunds::Entity, _>(&txn, b, s).await?;
-            mirror::mark_unseen_deleted::<stripe_invoices::Entity, _>(&txn, b, s).await?;
-            mirror::mark_unseen_deleted::<stripe_invoice_payments::Entity, _>(&txn, b, s).await?;
-            mirror::mark_unseen_deleted::<stripe_checkout_sessions::Entity, _>(&txn, b, s).await?;
-            mirror::mark_unseen_deleted::<stripe_subscriptions::Entity, _>(&txn, b, s).await?;
-        }
+        let b = &self.business;
+        let reconcile = async {
+            if full && !bounded_backfill {
+                let s = self.started;
+                mirror::mark_unseen_deleted::<stripe_products::Entity, _>(&txn, b, s).await?;
+                mirror::mark_unseen_deleted::<stripe_prices::Entity, _>(&txn, b, s).await?;
+                mirror::mark_unseen_deleted::<stripe_customers::Entity, _>(&txn, b, s).await?;
+                mirror::mark_unseen_deleted::<stripe_orders::Entity, _>(&txn, b, s).await?;
+                mirror::mark_unseen_deleted::<stripe_refunds::Entity, _>(&txn, b, s).await?;
+                mirror::mark_unseen_deleted::<stripe_invoices::Entity, _>(&txn, b, s).await?;
+                mirror::mark_unseen_deleted::<stripe_invoice_payments::Entity, _>(&txn, b, s)
+                    .await?;
+                mirror::mark_unseen_deleted::<stripe_checkout_sessions::Entity, _>(&txn, b, s)
+                    .await?;
+                mirror::mark_unseen_deleted::<stripe_subscriptions::Entity, _>(&txn, b, s).await?;
+            }
+            Ok::<_, SyncError>(())
+        };
         if full {
-            readmodel::rebuild_spend(&txn, &self.business, self.ctx.now()).await?;
+            // The whole business's facts, as they are once the reconciliation has marked the
+            // unseen rows deleted. On PostgreSQL they are read on pooled connections beside
+            // the reconciliation: this transaction's lock keeps every other writer of the
+            // business out, and its own marks are invisible there, so the load leaves out
+            // exactly the rows it marks (`seen_since`). SQLite reads in the transaction, after
+            // it (an in-memory database has one connection).
+            let seen_since = (!bounded_backfill).then_some(self.started);
+            let loaded = if sea_orm::ConnectionTrait::get_database_backend(&txn)
+                == sea_orm::DbBackend::Postgres
+            {
+                let pool = self.ctx.db().conn();
+                futures::try_join!(reconcile, readmodel::load_facts_seen(pool, b, seen_since))?.1
+            } else {
+                reconcile.await?;
+                readmodel::load_facts_seen(&txn, b, seen_since).await?
+            };
+            readmodel::rebuild_spend_from(&txn, b, &loaded, self.ctx.now()).await?;
+        } else {
+            reconcile.await?;
         }
         readmodel::snapshot_mrr(&txn, &self.business, &readmodel::day_of(self.started)).await?;
         // A full re-list's pages wrote under the shared lock, which does not bump the version.
@@ -754,41 +779,51 @@ impl Run<'_> {
     ) -> Result<apply::Rows, SyncError> {
         let mut w = apply::Rows::default();
         match resource {
-            Resource::Products => w.products = raws.iter().map(|r| map::product(st, r)).collect(),
-            Resource::Prices => w.prices = raws.iter().map(|r| map::price(st, r)).collect(),
+            Resource::Products => {
+                w.products = raws.into_iter().map(|r| map::product(st, r)).collect()
+            }
+            Resource::Prices => w.prices = raws.into_iter().map(|r| map::price(st, r)).collect(),
             Resource::Customers => {
-                w.customers = raws.iter().map(|r| map::customer(st, r)).collect()
+                w.customers = raws.into_iter().map(|r| map::customer(st, r)).collect()
             }
             Resource::PaymentIntents => {
-                w.orders = raws.iter().map(|r| map::payment_intent(st, r)).collect()
+                w.orders = raws
+                    .into_iter()
+                    .map(|r| map::payment_intent(st, r))
+                    .collect()
             }
             Resource::Charges => {
-                w.orders = raws.iter().filter_map(|r| map::charge(st, r)).collect()
+                w.orders = raws
+                    .into_iter()
+                    .filter_map(|r| map::charge(st, r))
+                    .collect()
             }
-            Resource::Refunds => w.refunds = raws.iter().map(|r| map::refund(st, r)).collect(),
+            Resource::Refunds => w.refunds = raws.into_iter().map(|r| map::refund(st, r)).collect(),
             Resource::InvoicePayments => {
-                w.invoice_payments = raws.iter().map(|r| map::invoice_payment(st, r)).collect()
+                w.invoice_payments = raws
+                    .into_iter()
+                    .map(|r| map::invoice_payment(st, r))
+                    .collect()
             }
             Resource::Subscriptions => {
-                for r in &raws {
+                for r in raws {
+                    w.subscription_items.extend(map::subscription_items(st, &r));
                     w.subscriptions.push(map::subscription(st, r));
-                    w.subscription_items.extend(map::subscription_items(st, r));
                 }
             }
             Resource::Invoices => {
                 let ids: Vec<String> = raws.iter().filter_map(|r| map::id_of(r, "id")).collect();
                 let stored = self.stored_raw::<stripe_invoices::Entity>(&ids).await?;
-                let rows: Vec<_> = raws.iter().map(|r| map::invoice(st, r)).collect();
+                let rows: Vec<_> = raws.into_iter().map(|r| map::invoice(st, r)).collect();
                 // Only new or changed invoices write lines; those with more than the embedded
                 // ten fetch the rest, several invoices at once.
                 let lines = child_rows(
                     rows.iter()
-                        .zip(&raws)
-                        .filter(|(row, _)| stored.get(&row.stripe_id) != Some(&row.raw))
-                        .map(|(row, r)| async move {
-                            let items = apply::invoice_lines(r, Some(client)).await?;
+                        .filter(|row| stored.get(&row.stripe_id) != Some(&row.raw))
+                        .map(|row| async move {
+                            let items = apply::invoice_lines(&row.raw, Some(client)).await?;
                             Ok(items
-                                .iter()
+                                .into_iter()
                                 .map(|l| map::invoice_line(st, &row.stripe_id, row.created, l))
                                 .collect())
                         }),
@@ -810,7 +845,7 @@ impl Run<'_> {
                         .map(|(row, r)| async move {
                             let items = apply::session_lines(r, Some(client)).await?;
                             Ok(items
-                                .iter()
+                                .into_iter()
                                 .map(|l| map::checkout_line(st, &row.stripe_id, row.created, l))
                                 .collect())
                         }),

@@ -54,13 +54,42 @@ fn currency(v: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// A Stripe object handed to a mapper, which stores it whole in the row's `raw`: owned, it is
+/// moved there; borrowed, copied (a page's objects are moved: deep copies of every object
+/// were a tenth of a first sync's CPU).
+pub trait Raw {
+    /// The object, to read the typed columns from.
+    fn value(&self) -> &Value;
+    /// The object for the row's `raw`.
+    fn into_value(self) -> Value;
+}
+
+impl Raw for Value {
+    fn value(&self) -> &Value {
+        self
+    }
+
+    fn into_value(self) -> Value {
+        self
+    }
+}
+
+impl Raw for &Value {
+    fn value(&self) -> &Value {
+        self
+    }
+
+    fn into_value(self) -> Value {
+        self.clone()
+    }
+}
+
 macro_rules! common {
     ($stamp:expr, $raw:expr) => {{
         let raw: &Value = $raw;
         (
             $stamp.business_id.to_owned(),
             s(raw, "id").unwrap_or_default(),
-            raw.clone(),
             b(raw, "livemode"),
             i(raw, "created").unwrap_or(0),
             b(raw, "deleted"),
@@ -71,8 +100,9 @@ macro_rules! common {
 }
 
 /// A `stripe_products` row.
-pub fn product(st: Stamp<'_>, raw: &Value) -> stripe_products::Model {
-    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+pub fn product(st: Stamp<'_>, input: impl Raw) -> stripe_products::Model {
+    let raw = input.value();
+    let (business_id, stripe_id, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
     stripe_products::Model {
         business_id,
@@ -80,7 +110,7 @@ pub fn product(st: Stamp<'_>, raw: &Value) -> stripe_products::Model {
         name: s(raw, "name"),
         active: b(raw, "active"),
         description: s(raw, "description"),
-        raw: raw_v,
+        raw: input.into_value(),
         livemode,
         created,
         deleted,
@@ -90,8 +120,9 @@ pub fn product(st: Stamp<'_>, raw: &Value) -> stripe_products::Model {
 }
 
 /// A `stripe_prices` row.
-pub fn price(st: Stamp<'_>, raw: &Value) -> stripe_prices::Model {
-    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+pub fn price(st: Stamp<'_>, input: impl Raw) -> stripe_prices::Model {
+    let raw = input.value();
+    let (business_id, stripe_id, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
     let recurring = raw.get("recurring").filter(|r| r.is_object());
     stripe_prices::Model {
@@ -113,7 +144,7 @@ pub fn price(st: Stamp<'_>, raw: &Value) -> stripe_prices::Model {
         recurring_interval_count: recurring.and_then(|r| i(r, "interval_count")),
         recurring_usage_type: recurring.and_then(|r| s(r, "usage_type")),
         nickname: s(raw, "nickname"),
-        raw: raw_v,
+        raw: input.into_value(),
         livemode,
         created,
         deleted,
@@ -123,8 +154,9 @@ pub fn price(st: Stamp<'_>, raw: &Value) -> stripe_prices::Model {
 }
 
 /// A `stripe_customers` row.
-pub fn customer(st: Stamp<'_>, raw: &Value) -> stripe_customers::Model {
-    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+pub fn customer(st: Stamp<'_>, input: impl Raw) -> stripe_customers::Model {
+    let raw = input.value();
+    let (business_id, stripe_id, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
     stripe_customers::Model {
         business_id,
@@ -132,7 +164,7 @@ pub fn customer(st: Stamp<'_>, raw: &Value) -> stripe_customers::Model {
         email: email(raw.get("email").and_then(Value::as_str)),
         name: s(raw, "name"),
         currency: s(raw, "currency"),
-        raw: raw_v,
+        raw: input.into_value(),
         livemode,
         created,
         deleted,
@@ -142,8 +174,9 @@ pub fn customer(st: Stamp<'_>, raw: &Value) -> stripe_customers::Model {
 }
 
 /// A `stripe_orders` row of a payment intent.
-pub fn payment_intent(st: Stamp<'_>, raw: &Value) -> stripe_orders::Model {
-    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+pub fn payment_intent(st: Stamp<'_>, input: impl Raw) -> stripe_orders::Model {
+    let raw = input.value();
+    let (business_id, stripe_id, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
     stripe_orders::Model {
         business_id,
@@ -157,7 +190,7 @@ pub fn payment_intent(st: Stamp<'_>, raw: &Value) -> stripe_orders::Model {
         currency: currency(raw),
         invoice: id_of(raw, "invoice"),
         payment_intent: None,
-        raw: raw_v,
+        raw: input.into_value(),
         livemode,
         created,
         deleted,
@@ -167,11 +200,12 @@ pub fn payment_intent(st: Stamp<'_>, raw: &Value) -> stripe_orders::Model {
 }
 
 /// A charge is an order of its own only when it has no payment intent (SPEC §3).
-pub fn charge(st: Stamp<'_>, raw: &Value) -> Option<stripe_orders::Model> {
+pub fn charge(st: Stamp<'_>, input: impl Raw) -> Option<stripe_orders::Model> {
+    let raw = input.value();
     if id_of(raw, "payment_intent").is_some() {
         return None;
     }
-    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+    let (business_id, stripe_id, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
     let receipt = raw
         .get("receipt_email")
@@ -191,7 +225,7 @@ pub fn charge(st: Stamp<'_>, raw: &Value) -> Option<stripe_orders::Model> {
         currency: currency(raw),
         invoice: id_of(raw, "invoice"),
         payment_intent: None,
-        raw: raw_v,
+        raw: input.into_value(),
         livemode,
         created,
         deleted,
@@ -201,8 +235,9 @@ pub fn charge(st: Stamp<'_>, raw: &Value) -> Option<stripe_orders::Model> {
 }
 
 /// A `stripe_refunds` row.
-pub fn refund(st: Stamp<'_>, raw: &Value) -> stripe_refunds::Model {
-    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+pub fn refund(st: Stamp<'_>, input: impl Raw) -> stripe_refunds::Model {
+    let raw = input.value();
+    let (business_id, stripe_id, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
     stripe_refunds::Model {
         business_id,
@@ -213,7 +248,7 @@ pub fn refund(st: Stamp<'_>, raw: &Value) -> stripe_refunds::Model {
         amount: i(raw, "amount").unwrap_or(0),
         currency: currency(raw),
         reason: s(raw, "reason"),
-        raw: raw_v,
+        raw: input.into_value(),
         livemode,
         created,
         deleted,
@@ -231,8 +266,9 @@ pub fn invoice_subscription(raw: &Value) -> Option<String> {
 }
 
 /// A `stripe_invoices` row.
-pub fn invoice(st: Stamp<'_>, raw: &Value) -> stripe_invoices::Model {
-    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+pub fn invoice(st: Stamp<'_>, input: impl Raw) -> stripe_invoices::Model {
+    let raw = input.value();
+    let (business_id, stripe_id, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
     stripe_invoices::Model {
         business_id,
@@ -250,7 +286,7 @@ pub fn invoice(st: Stamp<'_>, raw: &Value) -> stripe_invoices::Model {
         charge: id_of(raw, "charge"),
         paid_at: at_path(raw, &["status_transitions", "paid_at"]).and_then(Value::as_i64),
         number: s(raw, "number"),
-        raw: raw_v,
+        raw: input.into_value(),
         livemode,
         created,
         deleted,
@@ -264,10 +300,10 @@ pub fn invoice_line(
     st: Stamp<'_>,
     invoice_id: &str,
     invoice_created: i64,
-    raw: &Value,
+    input: impl Raw,
 ) -> stripe_invoice_line_items::Model {
-    let (business_id, stripe_id, raw_v, livemode, _, deleted, last_event_at, synced_at) =
-        common!(st, raw);
+    let raw = input.value();
+    let (business_id, stripe_id, livemode, _, deleted, last_event_at, synced_at) = common!(st, raw);
     let price = at_path(raw, &["pricing", "price_details"])
         .and_then(|p| id_of(p, "price"))
         .or_else(|| id_of(raw, "price"));
@@ -286,7 +322,7 @@ pub fn invoice_line(
         subscription,
         period_start: at_path(raw, &["period", "start"]).and_then(Value::as_i64),
         period_end: at_path(raw, &["period", "end"]).and_then(Value::as_i64),
-        raw: raw_v,
+        raw: input.into_value(),
         livemode,
         created: invoice_created,
         deleted,
@@ -296,8 +332,9 @@ pub fn invoice_line(
 }
 
 /// A `stripe_invoice_payments` row.
-pub fn invoice_payment(st: Stamp<'_>, raw: &Value) -> stripe_invoice_payments::Model {
-    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+pub fn invoice_payment(st: Stamp<'_>, input: impl Raw) -> stripe_invoice_payments::Model {
+    let raw = input.value();
+    let (business_id, stripe_id, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
     let payment = raw.get("payment").cloned().unwrap_or(Value::Null);
     stripe_invoice_payments::Model {
@@ -312,7 +349,7 @@ pub fn invoice_payment(st: Stamp<'_>, raw: &Value) -> stripe_invoice_payments::M
         amount_requested: i(raw, "amount_requested").unwrap_or(0),
         currency: currency(raw),
         paid_at: at_path(raw, &["status_transitions", "paid_at"]).and_then(Value::as_i64),
-        raw: raw_v,
+        raw: input.into_value(),
         livemode,
         created,
         deleted,
@@ -322,16 +359,11 @@ pub fn invoice_payment(st: Stamp<'_>, raw: &Value) -> stripe_invoice_payments::M
 }
 
 /// A `stripe_checkout_sessions` row (`line_items` left out of `raw`).
-pub fn checkout_session(st: Stamp<'_>, raw: &Value) -> stripe_checkout_sessions::Model {
-    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+pub fn checkout_session(st: Stamp<'_>, input: impl Raw) -> stripe_checkout_sessions::Model {
+    let raw = input.value();
+    let (business_id, stripe_id, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
     let details_email = at_path(raw, &["customer_details", "email"]).and_then(Value::as_str);
-    // Line items are mirrored in their own table; keep the session's raw without the
-    // expanded list so the two never disagree.
-    let mut raw_v = raw_v;
-    if let Some(o) = raw_v.as_object_mut() {
-        o.remove("line_items");
-    }
     stripe_checkout_sessions::Model {
         business_id,
         stripe_id,
@@ -347,7 +379,15 @@ pub fn checkout_session(st: Stamp<'_>, raw: &Value) -> stripe_checkout_sessions:
         invoice: id_of(raw, "invoice"),
         subscription: id_of(raw, "subscription"),
         client_reference_id: s(raw, "client_reference_id"),
-        raw: raw_v,
+        // Line items are mirrored in their own table; keep the session's raw without the
+        // expanded list so the two never disagree.
+        raw: {
+            let mut raw = input.into_value();
+            if let Some(o) = raw.as_object_mut() {
+                o.remove("line_items");
+            }
+            raw
+        },
         livemode,
         created,
         deleted,
@@ -361,10 +401,10 @@ pub fn checkout_line(
     st: Stamp<'_>,
     session_id: &str,
     session_created: i64,
-    raw: &Value,
+    input: impl Raw,
 ) -> stripe_checkout_line_items::Model {
-    let (business_id, stripe_id, raw_v, livemode, _, deleted, last_event_at, synced_at) =
-        common!(st, raw);
+    let raw = input.value();
+    let (business_id, stripe_id, livemode, _, deleted, last_event_at, synced_at) = common!(st, raw);
     let price = raw.get("price").cloned().unwrap_or(Value::Null);
     stripe_checkout_line_items::Model {
         business_id,
@@ -377,7 +417,7 @@ pub fn checkout_line(
         amount_subtotal: i(raw, "amount_subtotal").unwrap_or(0),
         currency: currency(raw),
         description: s(raw, "description"),
-        raw: raw_v,
+        raw: input.into_value(),
         livemode,
         created: session_created,
         deleted,
@@ -470,8 +510,9 @@ pub fn subscription_mrr(raw: &Value) -> i64 {
 }
 
 /// A `stripe_subscriptions` row, with its normalised MRR.
-pub fn subscription(st: Stamp<'_>, raw: &Value) -> stripe_subscriptions::Model {
-    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+pub fn subscription(st: Stamp<'_>, input: impl Raw) -> stripe_subscriptions::Model {
+    let raw = input.value();
+    let (business_id, stripe_id, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
     let first_item = at_path(raw, &["items", "data"])
         .and_then(Value::as_array)
@@ -492,7 +533,7 @@ pub fn subscription(st: Stamp<'_>, raw: &Value) -> stripe_subscriptions::Model {
         current_period_start: period("current_period_start"),
         current_period_end: period("current_period_end"),
         mrr: subscription_mrr(raw),
-        raw: raw_v,
+        raw: input.into_value(),
         livemode,
         created,
         deleted,
@@ -505,9 +546,10 @@ pub fn subscription(st: Stamp<'_>, raw: &Value) -> stripe_subscriptions::Model {
 pub fn subscription_item(
     st: Stamp<'_>,
     subscription_id: &str,
-    raw: &Value,
+    input: impl Raw,
 ) -> stripe_subscription_items::Model {
-    let (business_id, stripe_id, raw_v, livemode, created, deleted, last_event_at, synced_at) =
+    let raw = input.value();
+    let (business_id, stripe_id, livemode, created, deleted, last_event_at, synced_at) =
         common!(st, raw);
     let price = raw.get("price").cloned().unwrap_or(Value::Null);
     let recurring = price.get("recurring").cloned().unwrap_or(Value::Null);
@@ -523,7 +565,7 @@ pub fn subscription_item(
         recurring_interval: s(&recurring, "interval"),
         recurring_interval_count: i(&recurring, "interval_count"),
         recurring_usage_type: s(&recurring, "usage_type"),
-        raw: raw_v,
+        raw: input.into_value(),
         livemode,
         created,
         deleted,

@@ -7,9 +7,13 @@ use tributary_domain::BusinessId;
 use tributary_domain::spend::{self, SpendFacts};
 use tributary_persistence::entities::MirrorModel;
 use tributary_persistence::entities::*;
+use tributary_persistence::mirror;
 use tributary_persistence::reads::{self, EmailGraph};
 
 use crate::SyncError;
+
+/// The spend facts of one business and its customers' names (id → name).
+pub type LoadedFacts = (SpendFacts, HashMap<String, String>);
 
 /// Loads the spend facts of one business from the mirror (deleted rows left out, except
 /// customers: a deleted customer's email still names who paid), with customer names.
@@ -20,40 +24,57 @@ use crate::SyncError;
 pub async fn load_facts<C: ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
-) -> Result<(SpendFacts, HashMap<String, String>), SyncError> {
-    let mut facts = SpendFacts::default();
-    let mut names = HashMap::new();
-    // Reads one table chunk by chunk into graphs of their own and appends their facts (and,
-    // for customers, their names).
-    macro_rules! table {
-        ($field:ident, $entity:ty, $live:expr) => {{
-            let mut after: Option<String> = None;
-            loop {
-                let chunk = rows::<$entity, _>(conn, business, $live, after.as_deref()).await?;
-                let Some(last) = chunk.keys().next_back().cloned() else {
-                    break;
-                };
-                let full = chunk.len() == ROWS_AT_ONCE as usize;
-                let g = EmailGraph {
-                    $field: chunk,
-                    ..EmailGraph::default()
-                };
-                merge(&mut facts, reads::graph_facts(&g));
-                names.extend(g.names());
-                if !full {
-                    break;
-                }
-                after = Some(last);
-            }
-        }};
+) -> Result<LoadedFacts, SyncError> {
+    load_facts_seen(conn, business, None).await
+}
+
+/// [`load_facts`], leaving out too the rows a reconciliation from `seen_since` marks deleted
+/// (see [`mirror::unseen_since`]), so that it can read beside the transaction that marks them.
+///
+/// The six tables are read side by side: on a pool, on as many connections at once (a full
+/// run's rebuild is then bound by the largest table, not by their sum); in a transaction one
+/// statement after another.
+pub async fn load_facts_seen<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    seen_since: Option<i64>,
+) -> Result<LoadedFacts, SyncError> {
+    let scope = Scope {
+        business,
+        seen_since,
+    };
+    let parts = futures::try_join!(
+        scope.table::<stripe_customers::Entity, _>(conn, false, |t| EmailGraph {
+            customers: t,
+            ..EmailGraph::default()
+        }),
+        scope.table::<stripe_orders::Entity, _>(conn, true, |t| EmailGraph {
+            orders: t,
+            ..EmailGraph::default()
+        }),
+        scope.table::<stripe_invoices::Entity, _>(conn, true, |t| EmailGraph {
+            invoices: t,
+            ..EmailGraph::default()
+        }),
+        scope.table::<stripe_invoice_payments::Entity, _>(conn, true, |t| EmailGraph {
+            invoice_payments: t,
+            ..EmailGraph::default()
+        }),
+        scope.table::<stripe_checkout_sessions::Entity, _>(conn, true, |t| EmailGraph {
+            checkout_sessions: t,
+            ..EmailGraph::default()
+        }),
+        scope.table::<stripe_refunds::Entity, _>(conn, true, |t| EmailGraph {
+            refunds: t,
+            ..EmailGraph::default()
+        }),
+    )?;
+    let mut loaded = LoadedFacts::default();
+    for part in [parts.0, parts.1, parts.2, parts.3, parts.4, parts.5] {
+        merge(&mut loaded.0, part.0);
+        loaded.1.extend(part.1);
     }
-    table!(customers, stripe_customers::Entity, false);
-    table!(orders, stripe_orders::Entity, true);
-    table!(invoices, stripe_invoices::Entity, true);
-    table!(invoice_payments, stripe_invoice_payments::Entity, true);
-    table!(checkout_sessions, stripe_checkout_sessions::Entity, true);
-    table!(refunds, stripe_refunds::Entity, true);
-    Ok((facts, names))
+    Ok(loaded)
 }
 
 /// Mirror rows read per statement while loading a whole business's facts.
@@ -70,44 +91,89 @@ fn merge(into: &mut SpendFacts, from: SpendFacts) {
     into.refunds.extend(from.refunds);
 }
 
-/// The next [`ROWS_AT_ONCE`] rows of one mirror table of the business after the Stripe id
-/// `after` (only live ones with `live_only`), without `raw`, keyed by Stripe id.
-async fn rows<E, C>(
-    conn: &C,
-    business: &BusinessId,
-    live_only: bool,
-    after: Option<&str>,
-) -> Result<std::collections::BTreeMap<String, E::Model>, SyncError>
-where
-    E: EntityTrait,
-    E::Model: MirrorModel,
-    C: ConnectionTrait,
-{
-    use sea_orm::{IdenStatic, Iterable};
-    let column = |name: &str| E::Column::iter().find(|c| c.as_str() == name);
-    let mut query = reads::lean::<E>(conn.get_database_backend());
-    if let Some(b) = column("business_id") {
-        query = query.filter(b.eq(business.as_str()));
+/// Which rows of the mirror a load of facts reads.
+struct Scope<'a> {
+    business: &'a BusinessId,
+    seen_since: Option<i64>,
+}
+
+impl Scope<'_> {
+    /// The facts (and, for customers, the names) of one table, read chunk by chunk into
+    /// graphs of their own (`graph` puts a chunk in its place).
+    async fn table<E, C>(
+        &self,
+        conn: &C,
+        live_only: bool,
+        graph: impl Fn(std::collections::BTreeMap<String, E::Model>) -> EmailGraph,
+    ) -> Result<LoadedFacts, SyncError>
+    where
+        E: mirror::Mirror,
+        E::Model: MirrorModel,
+        C: ConnectionTrait,
+    {
+        let mut loaded = LoadedFacts::default();
+        let mut after: Option<String> = None;
+        loop {
+            let chunk = self.rows::<E, _>(conn, live_only, after.as_deref()).await?;
+            let Some(last) = chunk.keys().next_back().cloned() else {
+                break;
+            };
+            let full = chunk.len() == ROWS_AT_ONCE as usize;
+            let g = graph(chunk);
+            merge(&mut loaded.0, reads::graph_facts(&g));
+            loaded.1.extend(g.names());
+            if !full {
+                break;
+            }
+            after = Some(last);
+        }
+        Ok(loaded)
     }
-    if live_only && let Some(d) = column("deleted") {
-        query = query.filter(d.eq(false));
+
+    /// The next [`ROWS_AT_ONCE`] rows of one mirror table of the business after the Stripe
+    /// id `after` (only live ones with `live_only`), without `raw`, keyed by Stripe id.
+    async fn rows<E, C>(
+        &self,
+        conn: &C,
+        live_only: bool,
+        after: Option<&str>,
+    ) -> Result<std::collections::BTreeMap<String, E::Model>, SyncError>
+    where
+        E: mirror::Mirror,
+        E::Model: MirrorModel,
+        C: ConnectionTrait,
+    {
+        use sea_orm::{IdenStatic, Iterable};
+        let column = |name: &str| E::Column::iter().find(|c| c.as_str() == name);
+        let mut query = reads::lean::<E>(conn.get_database_backend());
+        if let Some(b) = column("business_id") {
+            query = query.filter(b.eq(self.business.as_str()));
+        }
+        if live_only {
+            if let Some(d) = column("deleted") {
+                query = query.filter(d.eq(false));
+            }
+            if let Some(since) = self.seen_since {
+                query = query.filter(mirror::unseen_since::<E>(since)?.not());
+            }
+        }
+        let id = column("stripe_id").ok_or_else(|| {
+            SyncError::Database(tributary_persistence::PersistenceError::Corrupt(
+                "mirror table without stripe_id".into(),
+            ))
+        })?;
+        if let Some(after) = after {
+            query = query.filter(id.gt(after));
+        }
+        Ok(query
+            .order_by_asc(id)
+            .limit(ROWS_AT_ONCE)
+            .all(conn)
+            .await?
+            .into_iter()
+            .map(|m| (m.stripe_id().to_owned(), m))
+            .collect())
     }
-    let id = column("stripe_id").ok_or_else(|| {
-        SyncError::Database(tributary_persistence::PersistenceError::Corrupt(
-            "mirror table without stripe_id".into(),
-        ))
-    })?;
-    if let Some(after) = after {
-        query = query.filter(id.gt(after));
-    }
-    Ok(query
-        .order_by_asc(id)
-        .limit(ROWS_AT_ONCE)
-        .all(conn)
-        .await?
-        .into_iter()
-        .map(|m| (m.stripe_id().to_owned(), m))
-        .collect())
 }
 
 /// The `customer_spend` rows implied by `facts`.
@@ -159,27 +225,38 @@ pub async fn compute_spend<C: ConnectionTrait>(
     Ok(spend_rows(business, &facts, &names, now))
 }
 
-/// Replaces the business's `customer_spend` rows with what the mirror implies, inside the
-/// caller's transaction.
-pub async fn rebuild_spend<C: ConnectionTrait>(
+/// Replaces the business's `customer_spend` rows with what `loaded` (the whole business's
+/// facts) implies, inside the caller's transaction.
+pub async fn rebuild_spend_from<C: ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
+    loaded: &LoadedFacts,
     now: i64,
 ) -> Result<usize, SyncError> {
-    let rows = compute_spend(conn, business, now).await?;
+    let rows = spend_rows(business, &loaded.0, &loaded.1, now);
     customer_spend::Entity::delete_many()
         .filter(customer_spend::Column::BusinessId.eq(business.as_str()))
         .exec(conn)
         .await?;
+    insert_spend(conn, rows).await
+}
+
+/// Inserts `customer_spend` rows, 500 a statement; returns how many.
+async fn insert_spend<C: ConnectionTrait>(
+    conn: &C,
+    rows: Vec<customer_spend::Model>,
+) -> Result<usize, SyncError> {
     let n = rows.len();
-    for chunk in rows.chunks(500) {
-        let models: Vec<customer_spend::ActiveModel> =
-            chunk.iter().cloned().map(Into::into).collect();
-        customer_spend::Entity::insert_many(models)
+    let mut rows = rows.into_iter().map(customer_spend::ActiveModel::from);
+    loop {
+        let chunk: Vec<_> = rows.by_ref().take(500).collect();
+        if chunk.is_empty() {
+            return Ok(n);
+        }
+        customer_spend::Entity::insert_many(chunk)
             .exec_without_returning(conn)
             .await?;
     }
-    Ok(n)
 }
 
 /// Writes today's MRR of every subscription (SPEC §9), inside the caller's transaction.
@@ -397,13 +474,5 @@ async fn replace_spend<C: ConnectionTrait>(
             .exec(conn)
             .await?;
     }
-    let n = rows.len();
-    for chunk in rows.chunks(500) {
-        let models: Vec<customer_spend::ActiveModel> =
-            chunk.iter().cloned().map(Into::into).collect();
-        customer_spend::Entity::insert_many(models)
-            .exec_without_returning(conn)
-            .await?;
-    }
-    Ok(n)
+    insert_spend(conn, rows).await
 }

@@ -313,7 +313,31 @@ db_test!(
         mirror::upsert::<stripe_customers::Entity, _>(t.db.conn(), &env.business, vec![ghost])
             .await
             .unwrap();
-        // An ordinary incremental sync cannot see it vanish...
+        // And a payment the account no longer has: the full run's rebuild must not count it (on
+        // PostgreSQL its facts are read beside the transaction that marks it deleted).
+        let ghost_payment = stripe_orders::Model {
+            business_id: env.business.as_str().into(),
+            stripe_id: "pi_ghost".into(),
+            stripe_type: "payment_intent".into(),
+            customer: None,
+            email: Some("ghost-payer@example.com".into()),
+            status: "succeeded".into(),
+            amount: 7_000,
+            amount_received: 7_000,
+            currency: "usd".into(),
+            invoice: None,
+            payment_intent: None,
+            raw: json!({"id": "pi_ghost"}),
+            livemode: false,
+            created: 1,
+            deleted: false,
+            last_event_at: 1,
+            synced_at: 1,
+        };
+        mirror::upsert::<stripe_orders::Entity, _>(t.db.conn(), &env.business, vec![ghost_payment])
+            .await
+            .unwrap();
+        // An ordinary incremental sync cannot see them vanish...
         env.sync().await;
         assert!(
             !mirror::find::<stripe_customers::Entity, _>(t.db.conn(), &env.business, "cus_ghost")
@@ -338,6 +362,13 @@ db_test!(
                 .unwrap()
                 .unwrap()
                 .deleted
+        );
+        let spend = tributary_persistence::reads::all_spend(t.db.conn(), &env.business)
+            .await
+            .unwrap();
+        assert!(
+            spend.iter().all(|r| r.email != "ghost-payer@example.com"),
+            "the vanished payment still counts"
         );
         env.assert_mirror_exact().await;
     }

@@ -120,8 +120,8 @@ fn links_read_both_current_and_older_shapes() {
 
 #[test]
 fn charges_with_a_payment_intent_are_not_orders() {
-    assert!(charge(st(), &json!({"id": "ch_1", "payment_intent": "pi_1"})).is_none());
-    let row = charge(st(), &json!({"id": "ch_2", "payment_intent": null, "status": "succeeded", "paid": true,
+    assert!(charge(st(), json!({"id": "ch_1", "payment_intent": "pi_1"})).is_none());
+    let row = charge(st(), json!({"id": "ch_2", "payment_intent": null, "status": "succeeded", "paid": true,
         "amount": 900, "amount_captured": 700, "currency": "eur", "billing_details": {"email": "X@y.io"}})).unwrap();
     assert_eq!(
         (

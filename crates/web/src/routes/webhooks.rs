@@ -675,6 +675,7 @@ async fn write(
     items: &[Pending],
     on_stripe: &AtomicBool,
 ) -> Result<Vec<Applied>, Interrupt> {
+    let _beside = state.db.reading_beside().await;
     let txn = state.db.begin_write().await.map_err(ApiError::internal)?;
     let (mut batch, connection) = EventBatch::lock(&txn, business, items.iter().map(|p| &p.event))
         .await

@@ -197,6 +197,23 @@ async fn customer_row(db: &Database, business: &str, id: &str) -> Option<stripe_
         .unwrap()
 }
 
+/// An app with workers over an empty simulated account, which `biz-a` connects and syncs.
+async fn empty_and_connected(t: &TestDbRef) -> (TestApp, String) {
+    let app = spawn(
+        t,
+        Opts {
+            workers: true,
+            accounts: 1,
+            scale: Scale::Empty,
+            ..Opts::default()
+        },
+    )
+    .await;
+    let acct = app.account(0);
+    app.connect_and_sync("biz-a", &acct).await;
+    (app, acct)
+}
+
 const CONNECT: &str = "/api/webhooks/stripe/connect";
 const PLATFORM: &str = "/api/webhooks/stripe";
 
@@ -805,6 +822,76 @@ db_test!(a_shuffled_burst_with_ties_leaves_the_exact_mirror, |t| {
         spend.is_consistent(),
         "{old_email} kept its money: {spend:?}"
     );
+    app.stop().await;
+});
+
+// A payment with no email of its own is found from its old email only in the state before the
+// write: when its customer's email changes, the turn must still take the money off the old email
+// (on PostgreSQL that state is read on a second connection, beside the turn's transaction).
+db_test!(an_email_change_moves_money_only_the_old_state_links, |t| {
+    let (app, acct) = empty_and_connected(&t).await;
+    let business = biz("biz-a");
+    let c = now() - 600;
+    let payment = json!({"id": "pi_quiet_1", "object": "payment_intent", "amount": 5_000,
+        "amount_received": 5_000, "currency": "usd", "customer": "cus_quiet", "status": "succeeded",
+        "created": c + 1, "receipt_email": null, "livemode": false});
+    for e in [
+        event(
+            "evt_quiet_1",
+            "customer.created",
+            Some(&acct),
+            c,
+            customer_object("cus_quiet", "quiet-old@example.com", c),
+        ),
+        event(
+            "evt_quiet_2",
+            "payment_intent.succeeded",
+            Some(&acct),
+            c + 1,
+            payment,
+        ),
+    ] {
+        let answer = app.deliver(CONNECT, &e, CONNECT_SECRET).await;
+        assert_eq!(answer["outcome"], "applied", "{answer}");
+    }
+    let spend = |email: &'static str| {
+        let db = app.db.clone();
+        let business = business.clone();
+        async move {
+            tributary_persistence::reads::all_spend(db.conn(), &business)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.email == email)
+                .map(|r| (r.currency, r.gross, r.order_count))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        spend("quiet-old@example.com").await,
+        [("usd".to_owned(), 5_000, 1)]
+    );
+
+    // The customer's new email: after the write nothing links the payment to the old one.
+    let moved = event(
+        "evt_quiet_3",
+        "customer.updated",
+        Some(&acct),
+        c + 2,
+        customer_object("cus_quiet", "quiet-new@example.com", c),
+    );
+    let answer = app.deliver(CONNECT, &moved, CONNECT_SECRET).await;
+    assert_eq!(answer["outcome"], "applied", "{answer}");
+    let old = spend("quiet-old@example.com").await;
+    assert!(old.is_empty(), "the old email kept the money: {old:?}");
+    assert_eq!(
+        spend("quiet-new@example.com").await,
+        [("usd".to_owned(), 5_000, 1)]
+    );
+    let check = tributary_sync::verify::verify_spend(app.db.conn(), &business)
+        .await
+        .unwrap();
+    assert!(check.is_consistent(), "{check:?}");
     app.stop().await;
 });
 
@@ -1479,18 +1566,7 @@ db_test!(dashboards_follow_every_change_of_the_data, |t| {
 db_test!(
     a_delivery_stripe_fails_is_answered_alone_in_its_batch,
     |t| {
-        let app = spawn(
-            &t,
-            Opts {
-                workers: true,
-                accounts: 1,
-                scale: Scale::Empty,
-                ..Opts::default()
-            },
-        )
-        .await;
-        let acct = app.account(0);
-        app.connect_and_sync("biz-a", &acct).await;
+        let (app, acct) = empty_and_connected(&t).await;
         let c = now() - 60;
         let created = event(
             "evt_batch_created",
