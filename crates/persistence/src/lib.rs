@@ -150,7 +150,7 @@ const POSTGRES_POOL: u32 = 16;
 pub struct Database {
     conn: DatabaseConnection,
     /// Permits of transactions that read on other pooled connections while they are open
-    /// (see [`Database::reading_beside`]): half the pool.
+    /// (see [`Database::reading_beside`]): half the pool (PostgreSQL).
     beside: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
@@ -193,18 +193,21 @@ impl Database {
         Ok(())
     }
 
-    /// A permit to hold, taken before it begins, by a transaction that reads on other pooled
-    /// connections while it is open (a webhook turn's emails before, a full run's facts: the
-    /// state before the transaction's own writes). At most half the pool's connections are
-    /// held by such transactions at once, so their reads beside always find a free connection;
-    /// without the limit, a burst of them could hold every connection and each wait for
-    /// another until the acquire timeout.
-    pub async fn reading_beside(&self) -> tokio::sync::OwnedSemaphorePermit {
-        self.beside
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed")
+    /// Whether a write transaction about to begin may read on other pooled connections while
+    /// it is open (a webhook turn's emails before, a full run's facts: the state before the
+    /// transaction's own writes): on PostgreSQL a permit to hold until it ends, `None` on
+    /// SQLite, whose writer reads in its transaction (an in-memory database has one
+    /// connection, which the transaction holds).
+    ///
+    /// At most half the pool's connections are held by such transactions at once, so their
+    /// reads beside always find a free connection; without the limit, a burst of them could
+    /// hold every connection and each wait for another until the acquire timeout.
+    pub async fn reading_beside(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if self.conn.get_database_backend() != DbBackend::Postgres {
+            return None;
+        }
+        let permit = self.beside.clone().acquire_owned().await;
+        Some(permit.expect("the semaphore is never closed"))
     }
 
     /// The underlying sea-orm connection, for queries of crates above this one.

@@ -966,18 +966,23 @@ db_test!(refresh_statistics_analyses_the_mirror, |t| {
 // More writers that read beside their transaction than the pool has connections: each holds a
 // transaction and reads on another pooled connection meanwhile. Without the permits of
 // `reading_beside` every connection could be held by a transaction waiting for another one
-// (until the pool's acquire timeout fails them all).
+// (until the pool's acquire timeout fails them all). SQLite's writers never read beside.
 db_test!(transactions_reading_beside_never_starve_the_pool, |t| {
     use sea_orm::{EntityTrait, PaginatorTrait, TransactionTrait};
     let db = &t.db;
-    let writers = (0..40).map(|i| async move {
-        let _beside = db.reading_beside().await;
+    if t.backend == Backend::Sqlite {
+        assert!(db.reading_beside().await.is_none());
+        return;
+    }
+    let writers = (0..40).map(|_| async move {
+        let beside = db.reading_beside().await;
+        assert!(beside.is_some());
         let txn = db.conn().begin().await?;
         txn.execute_unprepared("SELECT 1").await?;
         // The read beside, on another pooled connection, while the transaction is open.
         let seen = stripe_customers::Entity::find().count(db.conn()).await?;
         txn.commit().await?;
-        Ok::<_, sea_orm::DbErr>((i, seen))
+        Ok::<_, sea_orm::DbErr>(seen)
     });
     let done = futures::future::join_all(writers).await;
     let failed: Vec<_> = done.iter().filter(|r| r.is_err()).collect();
@@ -987,5 +992,4 @@ db_test!(transactions_reading_beside_never_starve_the_pool, |t| {
         failed.len(),
         failed[0]
     );
-    assert_eq!(done.len(), 40);
 });

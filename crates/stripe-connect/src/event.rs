@@ -64,12 +64,25 @@ pub fn scrub_nul(v: &mut Value) {
     }
 }
 
+/// Whether a JSON body may hold a NUL character: JSON carries one, in a string or a key, only
+/// escaped as `\u0000`, so a body without that text holds none and its parsed value needs no
+/// walk by [`scrub_nul`] (the walk was about 5 % of a first sync's own CPU).
+pub(crate) fn may_hold_nul(body: &[u8]) -> bool {
+    memchr::memmem::find(body, br"\u0000").is_some()
+}
+
 impl EventEnvelope {
     /// Read an envelope from parsed JSON (NUL characters replaced, see [`scrub_nul`]).
     pub fn from_value(v: &Value) -> Result<Self, EventParseError> {
-        let mut v = v.clone();
-        scrub_nul(&mut v);
-        let v = &v;
+        Self::from_owned(v.clone(), true)
+    }
+
+    /// Read an envelope, taking its parts out of `v`; scrubbed of NUL characters first unless
+    /// `may_hold_nul` says there are none.
+    fn from_owned(mut v: Value, may_hold_nul: bool) -> Result<Self, EventParseError> {
+        if may_hold_nul {
+            scrub_nul(&mut v);
+        }
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
         let id = s("id").ok_or(EventParseError::Missing("id"))?;
         let event_type = s("type").ok_or(EventParseError::Missing("type"))?;
@@ -82,23 +95,28 @@ impl EventEnvelope {
                 return Err(EventParseError::ControlCharacter(what));
             }
         }
-        let data = v.get("data").ok_or(EventParseError::Missing("data"))?;
+        let account = s("account");
+        let api_version = s("api_version");
+        let created = v.get("created").and_then(Value::as_i64).unwrap_or(0);
+        let livemode = v.get("livemode").and_then(Value::as_bool).unwrap_or(false);
+        let data = v.get_mut("data").ok_or(EventParseError::Missing("data"))?;
         let object = data
-            .get("object")
-            .cloned()
+            .get_mut("object")
+            .map(Value::take)
             .ok_or(EventParseError::Missing("data.object"))?;
+        let previous_attributes = data
+            .get_mut("previous_attributes")
+            .map(Value::take)
+            .filter(|p| !p.is_null());
         Ok(EventEnvelope {
             id,
             event_type,
-            account: s("account"),
-            created: v.get("created").and_then(Value::as_i64).unwrap_or(0),
-            livemode: v.get("livemode").and_then(Value::as_bool).unwrap_or(false),
-            api_version: s("api_version"),
+            account,
+            created,
+            livemode,
+            api_version,
             object,
-            previous_attributes: data
-                .get("previous_attributes")
-                .filter(|p| !p.is_null())
-                .cloned(),
+            previous_attributes,
         })
     }
 
@@ -123,7 +141,7 @@ impl FromRaw for EventEnvelope {
 pub fn parse_event(body: &[u8]) -> Result<EventEnvelope, EventParseError> {
     let v: Value =
         serde_json::from_slice(body).map_err(|e| EventParseError::Json(e.to_string()))?;
-    EventEnvelope::from_value(&v)
+    EventEnvelope::from_owned(v, may_hold_nul(body))
 }
 
 /// The API path to re-fetch an object of type `object` (as in its `object` field), for the

@@ -467,8 +467,12 @@ impl Run<'_> {
             );
         }
 
-        // The facts of a full run are read beside the transaction (below).
-        let _beside = self.ctx.db().reading_beside().await;
+        // A full run reads its facts beside the transaction where it can (below).
+        let beside = if full {
+            self.ctx.db().reading_beside().await
+        } else {
+            None
+        };
         let txn = self.begin_guarded().await?;
         if !jobs::canary_alive(&txn, &self.job_id, &self.ctx.config().worker_id).await? {
             // Pages commit without waiting for their WAL flush, and a crash loses the newest
@@ -496,15 +500,13 @@ impl Run<'_> {
         };
         if full {
             // The whole business's facts, as they are once the reconciliation has marked the
-            // unseen rows deleted. On PostgreSQL they are read on pooled connections beside
-            // the reconciliation: this transaction's lock keeps every other writer of the
-            // business out, and its own marks are invisible there, so the load leaves out
-            // exactly the rows it marks (`seen_since`). SQLite reads in the transaction, after
-            // it (an in-memory database has one connection).
+            // unseen rows deleted. Where it can (PostgreSQL) the load reads on pooled
+            // connections beside the reconciliation: this transaction's lock keeps every
+            // other writer of the business out, and its own marks are invisible there, so the
+            // load leaves out exactly the rows it marks (`seen_since`). Elsewhere (SQLite) it
+            // reads in the transaction, after the marks.
             let seen_since = (!bounded_backfill).then_some(self.started);
-            let loaded = if sea_orm::ConnectionTrait::get_database_backend(&txn)
-                == sea_orm::DbBackend::Postgres
-            {
+            let loaded = if beside.is_some() {
                 let pool = self.ctx.db().conn();
                 futures::try_join!(reconcile, readmodel::load_facts_seen(pool, b, seen_since))?.1
             } else {

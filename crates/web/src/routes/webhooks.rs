@@ -21,8 +21,7 @@ use tributary_domain::BusinessId;
 use tributary_persistence::entities::{stripe_access, webhook_events};
 use tributary_persistence::sea_orm::sea_query::Expr;
 use tributary_persistence::sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
 };
 use tributary_persistence::{Database, access, billing, businesses, jobs, reads, webhooks};
 use tributary_stripe_connect::{
@@ -675,17 +674,16 @@ async fn write(
     items: &[Pending],
     on_stripe: &AtomicBool,
 ) -> Result<Vec<Applied>, Interrupt> {
-    let _beside = state.db.reading_beside().await;
+    let beside = state.db.reading_beside().await;
     let txn = state.db.begin_write().await.map_err(ApiError::internal)?;
     let (mut batch, connection) = EventBatch::lock(&txn, business, items.iter().map(|p| &p.event))
         .await
         .map_err(ApiError::internal)?;
     let touched = batch.touched().clone();
-    // SQLite has one writer and, in memory, one connection: there the walk comes first, in
-    // the transaction.
-    let early = match state.db.conn().get_database_backend() {
-        DbBackend::Postgres => None,
-        _ => Some(
+    // Where the transaction cannot read beside itself (SQLite), the walk comes first, in it.
+    let early = match beside {
+        Some(_) => None,
+        None => Some(
             readmodel::affected_emails(&txn, business, &touched)
                 .await
                 .map_err(ApiError::internal)?,

@@ -647,14 +647,7 @@ db_test!(a_shuffled_burst_with_ties_leaves_the_exact_mirror, |t| {
         .unwrap();
     assert!(audit.is_exact(), "{:?}", audit.differences);
 
-    let before: std::collections::HashSet<String> = client
-        .list::<Value>("/v1/events")
-        .collect_all()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|i| i.raw["id"].as_str().map(str::to_owned))
-        .collect();
+    let before = app.event_ids(&acct).await;
     // Realistic changes, then the same customer changed three times within one second.
     app.sim_control(
         &format!("/_sim/accounts/{acct}/mutate"),
@@ -675,15 +668,7 @@ db_test!(a_shuffled_burst_with_ties_leaves_the_exact_mirror, |t| {
         ),
     )
     .await;
-    let mut events: Vec<Value> = client
-        .list::<Value>("/v1/events")
-        .collect_all()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|i| i.raw)
-        .filter(|e| !before.contains(e["id"].as_str().unwrap()))
-        .collect();
+    let mut events = app.account_events(&acct, &before).await;
     assert!(events.len() >= 60, "{} events", events.len());
     let mut per_second_object: HashMap<(i64, String), usize> = HashMap::new();
     for e in &events {
@@ -708,13 +693,7 @@ db_test!(a_shuffled_burst_with_ties_leaves_the_exact_mirror, |t| {
     // Shuffle, sign (one Python process for all), deliver eight at a time.
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     events.shuffle(&mut rng);
-    let bodies: Vec<String> = events
-        .iter_mut()
-        .map(|e| {
-            e["account"] = json!(acct);
-            e.to_string()
-        })
-        .collect();
+    let bodies: Vec<String> = events.iter().map(Value::to_string).collect();
     let ts = now();
     let items: Vec<_> = bodies
         .iter()
@@ -798,16 +777,15 @@ db_test!(a_shuffled_burst_with_ties_leaves_the_exact_mirror, |t| {
         json!([customer_object(&cus, "moved-away@example.com", now())]),
     )
     .await;
-    let mut moved = client
-        .list::<Value>("/v1/events")
-        .collect_all()
+    let moved = app
+        .account_events(&acct, &before)
         .await
-        .unwrap()
         .into_iter()
-        .map(|i| i.raw)
-        .find(|e| e["data"]["object"]["id"] == cus.as_str())
+        .find(|e| {
+            e["data"]["object"]["id"] == cus.as_str()
+                && e["data"]["object"]["email"] == "moved-away@example.com"
+        })
         .unwrap();
-    moved["account"] = json!(acct);
     let body = moved.to_string();
     let ts = now();
     let sig = &signatures(&[(ts, body.clone(), CONNECT_SECRET.to_owned())])[0];
@@ -1303,25 +1281,6 @@ db_test!(a_database_failure_answers_5xx_so_stripe_retries, |t| {
 // ---------------------------------------------------------------------------------------
 
 impl TestApp {
-    /// Events of `acct` not in `before`.
-    async fn new_events(
-        &self,
-        acct: &str,
-        before: &std::collections::HashSet<String>,
-    ) -> Vec<Value> {
-        self.stripe()
-            .account(acct)
-            .unwrap()
-            .list::<Value>("/v1/events")
-            .collect_all()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|i| i.raw)
-            .filter(|e| !before.contains(e["id"].as_str().unwrap()))
-            .collect()
-    }
-
     /// Waits until the simulator delivered `want[i]` events to its i-th endpoint.
     async fn wait_for_deliveries(&self, want: &[u64]) {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -1399,14 +1358,8 @@ db_test!(
                "connect": false, "account": acct}),
     )
     .await;
-        let ids = |events: &[Value]| -> std::collections::HashSet<String> {
-            events
-                .iter()
-                .map(|e| e["id"].as_str().unwrap().to_owned())
-                .collect()
-        };
-        let before = ids(&app.new_events(&acct, &Default::default()).await);
-        let before_other = ids(&app.new_events(&other, &Default::default()).await);
+        let before = app.event_ids(&acct).await;
+        let before_other = app.event_ids(&other).await;
         app.sim_control(
             &format!("/_sim/accounts/{acct}/mutate"),
             json!({"count": 40, "seed": 5}),
@@ -1417,8 +1370,8 @@ db_test!(
             json!({"count": 5, "seed": 6}),
         )
         .await;
-        let n = app.new_events(&acct, &before).await.len() as u64;
-        let n_other = app.new_events(&other, &before_other).await.len() as u64;
+        let n = app.account_events(&acct, &before).await.len() as u64;
+        let n_other = app.account_events(&other, &before_other).await.len() as u64;
         assert!(n >= 40 && n_other >= 5, "{n} {n_other}");
         app.wait_for_deliveries(&[n + n_other, n]).await;
 
