@@ -240,6 +240,13 @@ impl SpendSnapshot {
             .map_or(&[][..], |&(start, end)| &self.rows[start..end])
     }
 
+    /// Every email with its rows (in no particular order).
+    pub fn emails(&self) -> impl Iterator<Item = (&str, &[customer_spend::Model])> {
+        self.emails
+            .iter()
+            .map(|(email, &(start, end))| (email.as_str(), &self.rows[start..end]))
+    }
+
     /// One grid page: its emails in grid order and the number of emails matching, over all
     /// pages. `None` for a search, which only the database answers.
     pub fn page(&self, q: &SpendQuery) -> Option<(Vec<&str>, u64)> {

@@ -238,31 +238,33 @@ async fn grid(
         Some(_) => None,
         None => spend_snapshot(state, business).await?,
     };
-    let (items, total): (Vec<Value>, u64) =
-        match kept.as_deref().and_then(|s| Some((s, s.page(&q)?))) {
-            Some((s, (emails, total))) => (
-                emails
-                    .into_iter()
-                    .map(|e| grid_item(s.of_email(e), contacts.as_ref()))
+    let (items, total): (Vec<Value>, u64) = match kept
+        .as_deref()
+        .and_then(|k| Some((&k.spend, k.spend.page(&q)?)))
+    {
+        Some((s, (emails, total))) => (
+            emails
+                .into_iter()
+                .map(|e| grid_item(s.of_email(e), contacts.as_ref()))
+                .collect(),
+            total,
+        ),
+        None => {
+            let page = reads::spend_page(state.db.conn(), business, &q).await?;
+            (
+                page.emails
+                    .iter()
+                    .map(|e| {
+                        grid_item(
+                            page.rows.get(e).map_or(&[][..], Vec::as_slice),
+                            contacts.as_ref(),
+                        )
+                    })
                     .collect(),
-                total,
-            ),
-            None => {
-                let page = reads::spend_page(state.db.conn(), business, &q).await?;
-                (
-                    page.emails
-                        .iter()
-                        .map(|e| {
-                            grid_item(
-                                page.rows.get(e).map_or(&[][..], Vec::as_slice),
-                                contacts.as_ref(),
-                            )
-                        })
-                        .collect(),
-                    page.total,
-                )
-            }
-        };
+                page.total,
+            )
+        }
+    };
     Ok(HttpResponse::Ok().json(json!({
         "items": items,
         "page": q.page,
@@ -276,7 +278,7 @@ async fn grid(
 async fn spend_snapshot(
     state: &AppState,
     business: &BusinessId,
-) -> Result<Option<std::sync::Arc<reads::SpendSnapshot>>, ApiError> {
+) -> Result<Option<std::sync::Arc<super::spend_cache::Kept>>, ApiError> {
     let version = access::data_version(&state.db, business).await?;
     Ok(state.spend.current(&state.db, business, version))
 }
@@ -402,39 +404,54 @@ pub async fn summary_by_emails(
     body: web::Json<SummaryBody>,
 ) -> Result<HttpResponse, ApiError> {
     let business = body_business(&identity, &body.business_id, None)?;
-    let emails: BTreeSet<String> = parse_emails("emails", &body.emails)?
+    let mut emails: Vec<String> = parse_emails("emails", &body.emails)?
         .into_iter()
         .map(Email::into_inner)
         .collect();
-    // Serialised straight from the rows (no `serde_json::Value` tree of 1,000 entries).
+    // The body's keys in order, each once (as a JSON object's keys are).
+    emails.sort_unstable();
+    emails.dedup();
     let body = match spend_snapshot(&state, &business).await? {
-        Some(s) => summaries_body(
-            emails
-                .iter()
-                .map(|e| (e.as_str(), s.of_email(e)))
-                .filter(|(_, rows)| !rows.is_empty()),
-        ),
+        // Each email's entry was rendered when the rows were loaded.
+        Some(kept) => summaries_body(emails.iter().filter_map(|e| kept.entry(e))),
         None => {
-            let emails: Vec<String> = emails.into_iter().collect();
             let rows = reads::spend_of_emails(state.db.conn(), &business, &emails).await?;
-            summaries_body(rows.iter().map(|(e, rows)| (e.as_str(), rows.as_slice())))
+            let entries = rows
+                .iter()
+                .map(|(e, rows)| summary_entry(e, rows))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(ApiError::internal)?;
+            summaries_body(entries.iter().map(Vec::as_slice))
         }
-    }?;
+    };
     Ok(HttpResponse::Ok()
         .content_type(actix_web::http::header::ContentType::json())
         .body(body))
 }
 
-/// `{"summaries": {"<email>": {…}}}` of emails in order with their rows.
-fn summaries_body<'a>(
-    emails: impl Iterator<Item = (&'a str, &'a [customer_spend::Model])>,
-) -> Result<Vec<u8>, ApiError> {
-    #[derive(Serialize)]
-    struct Body<'a> {
-        summaries: BTreeMap<&'a str, Summary<'a>>,
+/// One email's entry of a summaries body: `"<email>":{"totals",…}` (JSON text).
+pub(crate) fn summary_entry(
+    email: &str,
+    rows: &[customer_spend::Model],
+) -> Result<Vec<u8>, serde_json::Error> {
+    let mut entry = Vec::with_capacity(64 + 96 * rows.len());
+    serde_json::to_writer(&mut entry, email)?;
+    entry.push(b':');
+    serde_json::to_writer(&mut entry, &summary(rows))?;
+    Ok(entry)
+}
+
+/// `{"summaries":{…}}` of entries (see [`summary_entry`]) in email order.
+fn summaries_body<'a>(entries: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut body = b"{\"summaries\":{".to_vec();
+    for (i, entry) in entries.enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(entry);
     }
-    let summaries = emails.map(|(e, rows)| (e, summary(rows))).collect();
-    serde_json::to_vec(&Body { summaries }).map_err(ApiError::internal)
+    body.extend_from_slice(b"}}");
+    body
 }
 
 /// The query of `GET /api/contacts/stripe-info`.

@@ -1,6 +1,8 @@
 //! The `customer_spend` rows of each business kept in memory for its current `data_version`
 //! ([`SpendSnapshot`]), so the customers grid and the spend of up to 1,000 emails are answered
-//! without a database query beyond the version's primary-key read.
+//! without a database query beyond the version's primary-key read. Beside the rows, each
+//! email's entry of a summaries body is kept rendered ([`Kept::entry`]): an answer of 1,000
+//! emails is then copies of ready JSON, not 1,000 summaries computed and serialised again.
 //!
 //! A request whose business has no snapshot at the current version is answered from the
 //! database, exactly as before, and starts a load in the background (one per business at a
@@ -16,7 +18,10 @@ use tributary_domain::BusinessId;
 use tributary_persistence::reads::SpendSnapshot;
 use tributary_persistence::{Database, access};
 
-/// The most `customer_spend` rows kept, all businesses together (about 200 bytes each).
+use super::contacts::summary_entry;
+
+/// The most `customer_spend` rows kept, all businesses together (about 200 bytes each, and
+/// about as much again for the rendered entries).
 pub const MAX_ROWS: u64 = 500_000;
 /// A business's next load starts no sooner than this many times its last load's duration
 /// after that load ended.
@@ -30,7 +35,7 @@ pub struct SpendCache(Arc<Inner>);
 
 #[derive(Debug)]
 struct Inner {
-    snapshots: quick_cache::sync::Cache<String, (i64, Arc<SpendSnapshot>), Weight>,
+    snapshots: quick_cache::sync::Cache<String, (i64, Arc<Kept>), Weight>,
     loads: Mutex<HashMap<String, Load>>,
 }
 
@@ -45,9 +50,34 @@ struct Load {
 #[derive(Debug, Clone)]
 struct Weight;
 
-impl quick_cache::Weighter<String, (i64, Arc<SpendSnapshot>)> for Weight {
-    fn weight(&self, _key: &String, (_, snapshot): &(i64, Arc<SpendSnapshot>)) -> u64 {
-        snapshot.len().max(1) as u64
+impl quick_cache::Weighter<String, (i64, Arc<Kept>)> for Weight {
+    fn weight(&self, _key: &String, (_, kept): &(i64, Arc<Kept>)) -> u64 {
+        kept.spend.len().max(1) as u64
+    }
+}
+
+/// One business's spend rows at one data version, with each email's summaries entry.
+#[derive(Debug)]
+pub struct Kept {
+    /// The rows (the grid's pages and orders).
+    pub spend: SpendSnapshot,
+    /// `"<email>":{…}` of every email with spend, rendered by [`summary_entry`].
+    entries: HashMap<Box<str>, Box<[u8]>, foldhash::fast::RandomState>,
+}
+
+impl Kept {
+    /// Renders every email's entry once.
+    pub fn new(spend: SpendSnapshot) -> Result<Self, serde_json::Error> {
+        let entries = spend
+            .emails()
+            .map(|(email, rows)| Ok((email.into(), summary_entry(email, rows)?.into())))
+            .collect::<Result<_, serde_json::Error>>()?;
+        Ok(Self { spend, entries })
+    }
+
+    /// The email's rendered entry; `None` when it has no spend.
+    pub fn entry(&self, email: &str) -> Option<&[u8]> {
+        self.entries.get(email).map(|e| &e[..])
     }
 }
 
@@ -70,7 +100,7 @@ impl SpendCache {
         db: &Database,
         business: &BusinessId,
         version: Option<i64>,
-    ) -> Option<Arc<SpendSnapshot>> {
+    ) -> Option<Arc<Kept>> {
         let Some(version) = version else {
             // Disconnected: its rows are gone, and so is what was kept of them.
             self.0.snapshots.remove(business.as_str());
@@ -121,14 +151,17 @@ impl SpendCache {
         let loaded = async {
             let version = access::data_version(db, business).await?;
             let snapshot = SpendSnapshot::load(db.conn(), business).await?;
-            Ok::<_, tributary_persistence::PersistenceError>(version.map(|v| (v, snapshot)))
+            anyhow::Ok(match version {
+                Some(v) => Some((v, Kept::new(snapshot)?)),
+                None => None,
+            })
         }
         .await;
         match loaded {
-            Ok(Some((version, snapshot))) => {
+            Ok(Some((version, kept))) => {
                 self.0
                     .snapshots
-                    .insert(business.as_str().to_owned(), (version, Arc::new(snapshot)));
+                    .insert(business.as_str().to_owned(), (version, Arc::new(kept)));
             }
             Ok(None) => {
                 self.0.snapshots.remove(business.as_str());
