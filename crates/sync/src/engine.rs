@@ -160,8 +160,8 @@ fn report_of(job: &sync_jobs::Model) -> SyncReport {
 }
 
 /// State of one run, shared by its concurrent resource tasks.
-struct Run<'a> {
-    ctx: &'a SyncContext,
+struct Run {
+    ctx: SyncContext,
     business: BusinessId,
     job_id: String,
     account: String,
@@ -254,8 +254,8 @@ async fn run_claimed(
         })
     };
     let account = access::get(ctx.db(), &business).await.ok().flatten();
-    let run = Run {
-        ctx,
+    let run = Arc::new(Run {
+        ctx: ctx.clone(),
         business: business.clone(),
         job_id: job.id.clone(),
         account: account.map(|a| a.stripe_account_id).unwrap_or_default(),
@@ -265,7 +265,7 @@ async fn run_claimed(
         full: AtomicBool::new(true),
         progress: Mutex::new(BTreeMap::new()),
         progress_saved_ms: std::sync::atomic::AtomicI64::new(0),
-    };
+    });
     let result = run.execute(job.full, since_days).await;
     renewal.abort();
     let db = ctx.db();
@@ -339,7 +339,7 @@ async fn run_claimed(
     report
 }
 
-impl Run<'_> {
+impl Run {
     /// Hands an interrupted run's job back to the queue, with the progress so far.
     async fn release(&self, job: &sync_jobs::Model, owner: &str) -> SyncReport {
         let db = self.ctx.db();
@@ -392,9 +392,13 @@ impl Run<'_> {
         }
     }
 
-    async fn execute(&self, force_full: bool, since_days: Option<u32>) -> Result<(), SyncError> {
+    async fn execute(
+        self: &Arc<Self>,
+        force_full: bool,
+        since_days: Option<u32>,
+    ) -> Result<(), SyncError> {
         let db = self.ctx.db();
-        let access = connected(self.ctx, &self.business).await?;
+        let access = connected(&self.ctx, &self.business).await?;
         let client = self.ctx.stripe().account(&access.stripe_account_id)?;
 
         // Account display name, refreshed every run; also the first call, so a revoked
@@ -439,16 +443,32 @@ impl Run<'_> {
         tracing::info!(full, first, "sync started");
         self.full.store(full, Ordering::SeqCst);
 
-        // Every resource stops at a page boundary when one fails (or on a shutdown), so no
-        // page is abandoned half-written; a real failure wins over the interruptions it caused.
-        let results = futures::future::join_all(Resource::ALL.iter().map(|r| async {
-            let res = self.list(*r, &client, created).await;
-            if res.is_err() {
-                self.halt.send_replace(true);
+        // Each resource lists on its own task, so parsing, mapping and writing pages spread
+        // over the runtime's threads. Every resource stops at a page boundary when one fails
+        // (or on a shutdown), so no page is abandoned half-written; a real failure wins over
+        // the interruptions it caused. Dropping the run drops the set, which aborts them.
+        let mut lists = tokio::task::JoinSet::new();
+        for r in Resource::ALL {
+            let (run, client) = (Arc::clone(self), client.clone());
+            lists.spawn(
+                async move {
+                    let res = run.list(r, &client, created).await;
+                    if res.is_err() {
+                        run.halt.send_replace(true);
+                    }
+                    res
+                }
+                .instrument(tracing::Span::current()),
+            );
+        }
+        let mut results = Vec::with_capacity(Resource::ALL.len());
+        while let Some(joined) = lists.join_next().await {
+            match joined {
+                Ok(res) => results.push(res),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => results.push(Err(SyncError::Interrupted)),
             }
-            res
-        }))
-        .await;
+        }
         let mut first_error = None;
         for err in results.into_iter().filter_map(Result::err) {
             if first_error.is_none() || matches!(first_error, Some(SyncError::Interrupted)) {
@@ -700,10 +720,38 @@ impl Run<'_> {
         req: ListRequest<RawOnly>,
         client: &AccountClient,
     ) -> Result<(), SyncError> {
-        let mut pages = req.pages();
+        // The next page is requested while this one is written: a resource then lists at the
+        // pace of its requests, not of its requests and writes in turn (behind the rate limit
+        // the end of a first sync is one or two large resources alone). The feeder stops
+        // after the last page or an error, and is aborted with the set when the list ends.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let mut feeder = tokio::task::JoinSet::new();
+        let ctx = self.ctx.clone();
+        feeder.spawn(
+            async move {
+                let mut pages = req.pages();
+                loop {
+                    let sent = ctx.now();
+                    let next = pages.try_next().await;
+                    let last = !matches!(next, Ok(Some(_)));
+                    if tx.send((sent, next)).await.is_err() || last {
+                        break;
+                    }
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
         loop {
-            let sent = self.ctx.now();
-            let Some(page) = self.step(async { Ok(pages.try_next().await?) }).await? else {
+            let Some((sent, next)) = self.step(async { Ok(rx.recv().await) }).await? else {
+                // Only a feeder that panicked ends without saying how the list ended.
+                if let Some(Err(e)) = feeder.join_next().await
+                    && e.is_panic()
+                {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+                return Err(SyncError::Interrupted);
+            };
+            let Some(page) = next? else {
                 break;
             };
             let fetched = page.items.len() as u64;
