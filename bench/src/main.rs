@@ -21,6 +21,9 @@ use tributary_sync::{SyncConfig, SyncContext, Trigger, fetch_stripe_data};
 mod load;
 
 // The sync is allocation-heavy (JSON pages); mimalloc measured faster than glibc's malloc here.
+// `--features system-alloc` leaves it out, so heap profilers that intercept malloc (heaptrack)
+// see every allocation.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -16,6 +16,7 @@ mod m20261123_000001_initial;
 mod m20261123_000002_read_paths;
 mod m20261201_000003_sync_canaries;
 mod m20261201_000004_data_version;
+mod m20261202_000005_lz4_json;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_read_paths::Migration),
             Box::new(m20261201_000003_sync_canaries::Migration),
             Box::new(m20261201_000004_data_version::Migration),
+            Box::new(m20261202_000005_lz4_json::Migration),
         ]
     }
 }

@@ -19,6 +19,9 @@ pub trait MirrorModel {
     fn deleted(&self) -> bool;
     /// The object exactly as Stripe sent it.
     fn raw(&self) -> &serde_json::Value;
+    /// Takes the object out of the row (leaving `null`): a write binds it as JSON text,
+    /// serialised once, instead of copying the tree into the statement and its parameters.
+    fn take_raw(&mut self) -> serde_json::Value;
 }
 
 macro_rules! mirror_entity {
@@ -65,6 +68,7 @@ macro_rules! mirror_entity {
                 fn last_event_at(&self) -> i64 { self.last_event_at }
                 fn deleted(&self) -> bool { self.deleted }
                 fn raw(&self) -> &Json { &self.raw }
+                fn take_raw(&mut self) -> Json { std::mem::take(&mut self.raw) }
             }
 
             impl super::super::mirror::Mirror for Entity {

@@ -66,6 +66,22 @@ db_test!(migrations_create_every_table, |t| {
             .await;
             assert_eq!(ty, vec!["jsonb".to_owned()], "{table}.raw");
         }
+        // Objects are compressed with lz4 (`m20261202_000005_lz4_json`; the server here has it).
+        let objects = tributary_migrations::MIRROR_TABLES
+            .iter()
+            .map(|t| (*t, "raw"))
+            .chain([("webhook_events", "payload")]);
+        for (table, column) in objects {
+            let method = scalar(
+                &t.db,
+                &format!(
+                    "SELECT attcompression::text FROM pg_attribute \
+                     WHERE attrelid = '{table}'::regclass AND attname = '{column}'"
+                ),
+            )
+            .await;
+            assert_eq!(method, vec!["l".to_owned()], "{table}.{column}");
+        }
     }
     // Running the migrations again is a no-op.
     t.db.migrate().await.unwrap();

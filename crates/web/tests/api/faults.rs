@@ -185,18 +185,21 @@ async fn postgres_killed_mid_sync_then_restarted() {
     let t = private.handle();
     let app = spawn_app(&t, 1).await;
     let acct = app.account(0);
-    // Slow Stripe down so the sync is still running when the database goes.
-    app.sim_control("/_sim/faults", json!({"latency_ms": 30}))
+    let before_events = app.event_ids(&acct).await;
+    // Slow Stripe down so the sync is still running when the database goes: a resource
+    // requests its next page while it writes one, so after the first pages are written the
+    // rest of a small account is a request or two away.
+    app.sim_control("/_sim/faults", json!({"latency_ms": 250}))
         .await;
     assert_eq!(app.connect("biz-a", &acct).await["stripe"], "connected");
     let job = wait_job(&t.db, "biz-a", "first pages written", |j| {
         j["status"] == "running" && written(j) > 0
     })
     .await;
-    let before_events = app.event_ids(&acct).await;
 
     private.cluster.stop(StopMode::Immediate);
     let down = std::time::Instant::now();
+    app.sim_control("/_sim/faults", json!({})).await;
     // Changes happen at Stripe meanwhile; their webhooks find no database.
     app.sim_control(
         &format!("/_sim/accounts/{acct}/mutate"),
@@ -248,7 +251,6 @@ async fn postgres_killed_mid_sync_then_restarted() {
             .is_none(),
         "no job left queued or running"
     );
-    app.sim_control("/_sim/faults", json!({})).await;
 
     // Stripe redelivers: every event is accepted once.
     for body in &bodies {
