@@ -730,11 +730,14 @@ impl Run {
         feeder.spawn(
             async move {
                 let mut pages = req.pages();
-                loop {
+                // The slot is taken before the request: the page is fetched only once the one
+                // before it has been taken to be written, so at most one waits ahead.
+                while let Ok(slot) = tx.reserve().await {
                     let sent = ctx.now();
                     let next = pages.try_next().await;
                     let last = !matches!(next, Ok(Some(_)));
-                    if tx.send((sent, next)).await.is_err() || last {
+                    slot.send((sent, next));
+                    if last {
                         break;
                     }
                 }
