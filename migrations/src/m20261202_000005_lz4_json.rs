@@ -23,9 +23,12 @@ impl MigrationName for Migration {
     }
 }
 
-/// The statement setting every object column's compression to `method`, or leaving them as
-/// they are (with a notice) where the server cannot.
-fn set_compression(method: &str) -> String {
+/// Sets every object column's compression to `method` (PostgreSQL), or leaves them as they
+/// are, with a notice, where the server cannot.
+async fn set_compression(manager: &SchemaManager<'_>, method: &str) -> Result<(), DbErr> {
+    if manager.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
     let columns = MIRROR_TABLES
         .iter()
         .map(|t| (*t, "raw"))
@@ -35,32 +38,24 @@ fn set_compression(method: &str) -> String {
             format!("EXECUTE 'ALTER TABLE {t} ALTER COLUMN {c} SET COMPRESSION {method}'; ")
         })
         .collect();
-    format!(
-        "DO $$ BEGIN {alters}\
-         EXCEPTION WHEN feature_not_supported OR syntax_error OR invalid_parameter_value THEN \
-         RAISE NOTICE 'jsonb columns keep their compression: %', SQLERRM; END $$"
-    )
+    manager
+        .get_connection()
+        .execute_unprepared(&format!(
+            "DO $$ BEGIN {alters}\
+             EXCEPTION WHEN feature_not_supported OR syntax_error OR invalid_parameter_value THEN \
+             RAISE NOTICE 'jsonb columns keep their compression: %', SQLERRM; END $$"
+        ))
+        .await?;
+    Ok(())
 }
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager
-                .get_connection()
-                .execute_unprepared(&set_compression("lz4"))
-                .await?;
-        }
-        Ok(())
+        set_compression(manager, "lz4").await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager
-                .get_connection()
-                .execute_unprepared(&set_compression("pglz"))
-                .await?;
-        }
-        Ok(())
+        set_compression(manager, "pglz").await
     }
 }

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IdenStatic,
-    IntoActiveModel, Iterable, ModelTrait, PaginatorTrait, QueryFilter,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, IdenStatic, Iterable, ModelTrait,
+    PaginatorTrait, QueryFilter,
 };
 use tributary_domain::BusinessId;
 
@@ -34,8 +34,7 @@ pub async fn upsert<E, C>(
 ) -> Result<u64, PersistenceError>
 where
     E: Mirror,
-    E::Model: MirrorModel + IntoActiveModel<E::ActiveModel>,
-    E::ActiveModel: ActiveModelTrait<Entity = E> + Send,
+    E::Model: MirrorModel,
     C: ConnectionTrait,
 {
     if let Some(other) = rows.iter().find(|r| r.business_id() != business.as_str()) {
@@ -66,8 +65,12 @@ where
     // Built here rather than by `insert_many`: the query builder and the driver each copy
     // every parameter, and for `raw` that was a deep copy of the object's tree, twice. Bound
     // as text instead (serialised once; PostgreSQL casts it to `jsonb`, SQLite stores JSON as
-    // text anyway), a copy is one `memcpy`.
+    // text anyway), each copy is one string's.
     let columns: Vec<E::Column> = E::Column::iter().collect();
+    let raw_at = columns
+        .iter()
+        .position(|c| c.as_str() == "raw")
+        .ok_or_else(|| PersistenceError::Corrupt(format!("{} has no column raw", E::TABLE)))?;
     let cast = conn.get_database_backend() == sea_orm::DbBackend::Postgres;
     let mut insert = Query::insert();
     insert
@@ -75,14 +78,9 @@ where
         .columns(columns.iter().copied());
     for mut m in order.iter().filter_map(|id| newest.remove(id)) {
         let raw = Expr::val(m.take_raw().to_string());
-        let raw = if cast { raw.cast_as("jsonb") } else { raw };
-        let values: Vec<Expr> = columns
-            .iter()
-            .map(|c| match c.as_str() {
-                "raw" => raw.clone(),
-                _ => Expr::val(m.get(*c)),
-            })
-            .collect();
+        // `raw` was taken out of the row: its own value there is a `null`, replaced here.
+        let mut values: Vec<Expr> = columns.iter().map(|c| Expr::val(m.get(*c))).collect();
+        values[raw_at] = if cast { raw.cast_as("jsonb") } else { raw };
         insert
             .values(values)
             .map_err(|e| PersistenceError::Corrupt(format!("{}: {e}", E::TABLE)))?;

@@ -177,6 +177,15 @@ struct Run {
     progress_saved_ms: std::sync::atomic::AtomicI64,
 }
 
+/// A task's output, `None` if it was cancelled; a panic in the task goes on in the caller.
+fn joined<T>(result: Result<T, tokio::task::JoinError>) -> Option<T> {
+    match result {
+        Ok(out) => Some(out),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
+    }
+}
+
 /// Runs a job this worker has claimed, to completion or failure, and records the outcome on
 /// the job. Never panics on Stripe or database errors: they become the job's error.
 pub async fn run_job(ctx: &SyncContext, job: sync_jobs::Model) -> SyncReport {
@@ -461,16 +470,11 @@ impl Run {
                 .instrument(tracing::Span::current()),
             );
         }
-        let mut results = Vec::with_capacity(Resource::ALL.len());
-        while let Some(joined) = lists.join_next().await {
-            match joined {
-                Ok(res) => results.push(res),
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(_) => results.push(Err(SyncError::Interrupted)),
-            }
-        }
         let mut first_error = None;
-        for err in results.into_iter().filter_map(Result::err) {
+        while let Some(listed) = lists.join_next().await {
+            let Err(err) = joined(listed).unwrap_or(Err(SyncError::Interrupted)) else {
+                continue;
+            };
             if first_error.is_none() || matches!(first_error, Some(SyncError::Interrupted)) {
                 first_error = Some(err);
             }
@@ -747,10 +751,8 @@ impl Run {
         loop {
             let Some((sent, next)) = self.step(async { Ok(rx.recv().await) }).await? else {
                 // Only a feeder that panicked ends without saying how the list ended.
-                if let Some(Err(e)) = feeder.join_next().await
-                    && e.is_panic()
-                {
-                    std::panic::resume_unwind(e.into_panic());
+                if let Some(fed) = feeder.join_next().await {
+                    joined(fed);
                 }
                 return Err(SyncError::Interrupted);
             };

@@ -67,12 +67,12 @@ pub struct Kept {
 
 impl Kept {
     /// Renders every email's entry once.
-    pub fn new(spend: SpendSnapshot) -> Result<Self, serde_json::Error> {
+    pub fn new(spend: SpendSnapshot) -> Self {
         let entries = spend
             .emails()
-            .map(|(email, rows)| Ok((email.into(), summary_entry(email, rows)?.into())))
-            .collect::<Result<_, serde_json::Error>>()?;
-        Ok(Self { spend, entries })
+            .map(|(email, rows)| (email.into(), summary_entry(email, rows).into()))
+            .collect();
+        Self { spend, entries }
     }
 
     /// The email's rendered entry; `None` when it has no spend.
@@ -151,10 +151,9 @@ impl SpendCache {
         let loaded = async {
             let version = access::data_version(db, business).await?;
             let snapshot = SpendSnapshot::load(db.conn(), business).await?;
-            anyhow::Ok(match version {
-                Some(v) => Some((v, Kept::new(snapshot)?)),
-                None => None,
-            })
+            Ok::<_, tributary_persistence::PersistenceError>(
+                version.map(|v| (v, Kept::new(snapshot))),
+            )
         }
         .await;
         match loaded {

@@ -408,6 +408,20 @@ fn emails_of(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// `POST /api/contacts/stripe-summary-by-emails` of `BIZ` for `emails`, answered `200`.
+async fn summaries(app: &TestApp, tok: &str, emails: Value) -> super::Answer {
+    let a = app
+        .send(
+            reqwest::Method::POST,
+            "/api/contacts/stripe-summary-by-emails",
+            Some(tok),
+            Some(json!({"businessId": BIZ, "emails": emails})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    a
+}
+
 fn rfc(secs: i64) -> String {
     tributary_web::views::rfc3339(secs)
 }
@@ -559,16 +573,13 @@ db_test!(every_linking_case_counts_once_on_all_three_reads, |t| {
     assert_eq!(matched["per_page"], 3);
 
     // 2. Summary by emails: same totals; unknown emails absent.
-    let res = app
-        .send(
-            reqwest::Method::POST,
-            "/api/contacts/stripe-summary-by-emails",
-            Some(&tok),
-            Some(json!({"businessId": BIZ, "emails": ["ADA@example.com", "gina@example.com", "nobody@example.com", "ada@example.com"]})),
-        )
-        .await;
-    assert_eq!(res.status, StatusCode::OK, "{}", res.text);
-    let s = res.json();
+    let emails = json!([
+        "ADA@example.com",
+        "gina@example.com",
+        "nobody@example.com",
+        "ada@example.com"
+    ]);
+    let s = summaries(&app, &tok, emails).await.json();
     assert_eq!(
         s,
         json!({"summaries": {
@@ -1443,15 +1454,7 @@ db_test!(kept_spend_rows_follow_every_version_and_nothing_else, |t| {
     let business = BusinessId::parse(BIZ).unwrap();
     let tok = token();
     let summary = || async {
-        let a = app
-            .send(
-                reqwest::Method::POST,
-                "/api/contacts/stripe-summary-by-emails",
-                Some(&tok),
-                Some(json!({"businessId": BIZ, "emails": ["bob@example.com"]})),
-            )
-            .await;
-        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        let a = summaries(&app, &tok, json!(["bob@example.com"])).await;
         a.json()["summaries"]["bob@example.com"]["totals"][0]["net"].clone()
     };
     let grid_net = || async {
@@ -1538,20 +1541,9 @@ db_test!(
         emails.reverse();
         emails.push(emails[0].to_uppercase());
         emails.push("nobody@example.com".into());
-        let summaries = || async {
-            let a = app
-                .send(
-                    reqwest::Method::POST,
-                    "/api/contacts/stripe-summary-by-emails",
-                    Some(&tok),
-                    Some(json!({"businessId": BIZ, "emails": emails})),
-                )
-                .await;
-            assert_eq!(a.status, StatusCode::OK, "{}", a.text);
-            a.text
-        };
+        let answer = || async { summaries(&app, &tok, json!(emails)).await.text };
         // The first read is the database's (and starts the load of the business's rows).
-        let from_db = summaries().await;
+        let from_db = answer().await;
         let v: Value = serde_json::from_str(&from_db).unwrap();
         assert_eq!(v["summaries"].as_object().unwrap().len(), emails.len() - 2);
         // Each email once, in order, in the text itself.
@@ -1566,7 +1558,7 @@ db_test!(
             assert_eq!(from_db.matches(&format!("\"{e}\":")).count(), 1, "{e}");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_eq!(summaries().await, from_db);
+        assert_eq!(answer().await, from_db);
         // A change that bypasses the version is not seen: the answer above came from kept rows.
         let txn = t.db.begin_write().await.unwrap();
         customer_spend::Entity::update_many()
@@ -1576,7 +1568,7 @@ db_test!(
             .await
             .unwrap();
         txn.commit().await.unwrap();
-        assert_eq!(summaries().await, from_db, "answered from the kept rows");
+        assert_eq!(answer().await, from_db, "answered from the kept rows");
         app.stop().await;
     }
 );
