@@ -24,6 +24,26 @@ fn column<E: EntityTrait>(name: &str) -> Result<E::Column, PersistenceError> {
         .ok_or_else(|| PersistenceError::Corrupt(format!("entity has no column {name}")))
 }
 
+/// A row to write with its `raw` given as JSON text (the row's own `raw` is not written): an
+/// object kept as the text Stripe sent is stored without being parsed into a tree and
+/// serialised again.
+#[derive(Debug)]
+pub struct Text<M> {
+    /// The row; its `raw` field is ignored.
+    pub row: M,
+    /// The object's JSON text, for the `raw` column.
+    pub raw: String,
+}
+
+impl<M: MirrorModel> Text<M> {
+    /// A row with its `raw` taken out and serialised: the write copies one string, where the
+    /// query builder and the driver each deep-copied the tree of a `raw` bound as JSON.
+    pub fn from_row(mut row: M) -> Self {
+        let raw = row.take_raw().to_string();
+        Text { row, raw }
+    }
+}
+
 /// Writes a page of rows of one business in one statement. A row whose stored version is
 /// newer (`last_event_at` greater than the incoming one) is kept; rows never duplicate. When
 /// the page names one object twice, its newest version wins. Returns the rows written.
@@ -37,35 +57,51 @@ where
     E::Model: MirrorModel,
     C: ConnectionTrait,
 {
-    if let Some(other) = rows.iter().find(|r| r.business_id() != business.as_str()) {
+    let rows = rows.into_iter().map(Text::from_row).collect();
+    upsert_text::<E, C>(conn, business, rows).await
+}
+
+/// [`upsert`] of rows whose `raw` is given as text (PostgreSQL casts it to `jsonb`; SQLite
+/// stores JSON as text anyway).
+pub async fn upsert_text<E, C>(
+    conn: &C,
+    business: &BusinessId,
+    rows: Vec<Text<E::Model>>,
+) -> Result<u64, PersistenceError>
+where
+    E: Mirror,
+    E::Model: MirrorModel,
+    C: ConnectionTrait,
+{
+    if let Some(other) = rows
+        .iter()
+        .find(|r| r.row.business_id() != business.as_str())
+    {
         return Err(PersistenceError::Scope(format!(
             "row {} of {} written through business {business}",
-            other.stripe_id(),
-            other.business_id()
+            other.row.stripe_id(),
+            other.row.business_id()
         )));
     }
     // Keep one version per object: the newest, and on a tie the later one in the page.
-    let mut newest: HashMap<String, E::Model> = HashMap::with_capacity(rows.len());
+    let mut newest: HashMap<String, Text<E::Model>> = HashMap::with_capacity(rows.len());
     let mut order = Vec::with_capacity(rows.len());
-    for row in rows {
-        match newest.get(row.stripe_id()) {
-            Some(prev) if prev.last_event_at() > row.last_event_at() => {}
+    for text in rows {
+        let id = text.row.stripe_id();
+        match newest.get(id) {
+            Some(prev) if prev.row.last_event_at() > text.row.last_event_at() => {}
             Some(_) => {
-                newest.insert(row.stripe_id().to_owned(), row);
+                newest.insert(id.to_owned(), text);
             }
             None => {
-                order.push(row.stripe_id().to_owned());
-                newest.insert(row.stripe_id().to_owned(), row);
+                order.push(id.to_owned());
+                newest.insert(id.to_owned(), text);
             }
         }
     }
     if newest.is_empty() {
         return Ok(0);
     }
-    // Built here rather than by `insert_many`: the query builder and the driver each copy
-    // every parameter, and for `raw` that was a deep copy of the object's tree, twice. Bound
-    // as text instead (serialised once; PostgreSQL casts it to `jsonb`, SQLite stores JSON as
-    // text anyway), each copy is one string's.
     let columns: Vec<E::Column> = E::Column::iter().collect();
     let raw_at = columns
         .iter()
@@ -76,11 +112,15 @@ where
     insert
         .into_table(E::default())
         .columns(columns.iter().copied());
-    for mut m in order.iter().filter_map(|id| newest.remove(id)) {
-        let raw = Expr::val(m.take_raw().to_string());
-        // `raw` was taken out of the row: its own value there is a `null`, replaced here.
-        let mut values: Vec<Expr> = columns.iter().map(|c| Expr::val(m.get(*c))).collect();
-        values[raw_at] = if cast { raw.cast_as("jsonb") } else { raw };
+    for Text { row, raw } in order.iter().filter_map(|id| newest.remove(id)) {
+        let raw = Expr::val(raw);
+        let mut values: Vec<Expr> = columns
+            .iter()
+            .enumerate()
+            .filter(|(at, _)| *at != raw_at)
+            .map(|(_, c)| Expr::val(row.get(*c)))
+            .collect();
+        values.insert(raw_at, if cast { raw.cast_as("jsonb") } else { raw });
         insert
             .values(values)
             .map_err(|e| PersistenceError::Corrupt(format!("{}: {e}", E::TABLE)))?;

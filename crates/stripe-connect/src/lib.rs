@@ -78,8 +78,8 @@ pub use config::{DEFAULT_API_BASE, DEFAULT_CONNECT_BASE, StripeConfig};
 pub use error::{ApiError, StripeError, classify_status, redact_keys};
 pub use event::{EventEnvelope, EventParseError, parse_event, retrieve_path, scrub_nul};
 pub use list::{
-    Created, FromRaw, Item, ListRequest, MAX_EVENT_TYPES, MAX_LIMIT, Page, RawOnly,
-    page_from_value, parse_page,
+    Created, FromRaw, Item, ListRequest, MAX_EVENT_TYPES, MAX_LIMIT, Page, RawOnly, TextPage,
+    page_from_value, parse_page, parse_text_page,
 };
 pub use oauth::{OAuthGrant, authorize_url};
 pub use webhook::{

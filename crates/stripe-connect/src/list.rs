@@ -8,8 +8,11 @@
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 
+use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use stripe_client_core::StripeMethod;
 
 use crate::client::{AccountClient, encode_query};
@@ -260,8 +263,8 @@ impl<T: FromRaw> ListRequest<T> {
         encode_query(&pairs)
     }
 
-    /// Fetch one page after `starting_after`.
-    pub async fn page(&self, starting_after: Option<&str>) -> Result<Page<T>, StripeError> {
+    /// One page's body, after `starting_after`.
+    async fn fetch(&self, starting_after: Option<&str>) -> Result<Bytes, StripeError> {
         let mut pairs: Vec<(&str, &str)> = self
             .params
             .iter()
@@ -270,8 +273,7 @@ impl<T: FromRaw> ListRequest<T> {
         if let Some(cursor) = starting_after {
             pairs.push(("starting_after", cursor));
         }
-        let bytes = self
-            .client
+        self.client
             .request(
                 StripeMethod::Get,
                 &self.path,
@@ -279,8 +281,12 @@ impl<T: FromRaw> ListRequest<T> {
                 None,
                 self.client.account.clone(),
             )
-            .await?;
-        parse_page(&bytes)
+            .await
+    }
+
+    /// Fetch one page after `starting_after`.
+    pub async fn page(&self, starting_after: Option<&str>) -> Result<Page<T>, StripeError> {
+        parse_page(&self.fetch(starting_after).await?)
     }
 
     /// Every page, in order; stops after the first error.
@@ -294,6 +300,27 @@ impl<T: FromRaw> ListRequest<T> {
         self,
         starting_after: Option<String>,
     ) -> BoxStream<'static, Result<Page<T>, StripeError>> {
+        self.paged(starting_after, parse_page, |page| {
+            (page.has_more, page.items.last().map(|i| i.id.clone()))
+        })
+    }
+
+    /// Every page with its objects kept as text ([`TextPage`]), in order; stops after the
+    /// first error.
+    pub fn text_pages(self) -> BoxStream<'static, Result<TextPage, StripeError>> {
+        self.paged(None, parse_text_page, |page| {
+            (page.has_more, page.objects.last().and_then(|o| text_id(o)))
+        })
+    }
+
+    /// Pages read by `parse`, each after the last id `next` finds in the one before, until
+    /// `next` says there are no more.
+    fn paged<P: Send + 'static>(
+        self,
+        starting_after: Option<String>,
+        parse: fn(&[u8]) -> Result<P, StripeError>,
+        next: fn(&P) -> (bool, Option<String>),
+    ) -> BoxStream<'static, Result<P, StripeError>> {
         struct State<T> {
             req: ListRequest<T>,
             cursor: Option<String>,
@@ -304,19 +331,20 @@ impl<T: FromRaw> ListRequest<T> {
             cursor: starting_after,
             done: false,
         };
-        stream::unfold(state, |mut st| async move {
+        stream::unfold(state, move |mut st| async move {
             if st.done {
                 return None;
             }
-            match st.req.page(st.cursor.as_deref()).await {
+            let page = match st.req.fetch(st.cursor.as_deref()).await {
+                Ok(bytes) => parse(&bytes),
+                Err(e) => Err(e),
+            };
+            match page {
                 Ok(page) => {
                     // The cursor is the last object's id; without one, stop rather than loop.
-                    let last = page
-                        .items
-                        .last()
-                        .map(|i| i.id.clone())
-                        .filter(|id| !id.is_empty());
-                    st.done = !page.has_more || last.is_none();
+                    let (has_more, last) = next(&page);
+                    let last = last.filter(|id| !id.is_empty());
+                    st.done = !has_more || last.is_none();
                     st.cursor = last;
                     Some((Ok(page), st))
                 }
@@ -379,6 +407,60 @@ fn page_of<T: FromRaw>(mut value: Value, clean: bool) -> Result<Page<T>, StripeE
         items: items.into(),
         has_more,
     })
+}
+
+/// One page of a list with its objects kept as text: each exactly as Stripe sent it (NUL
+/// characters replaced), not parsed into a tree. A caller that stores objects whole and reads
+/// a few fields of each (the sync) parses those fields alone.
+#[derive(Debug)]
+pub struct TextPage {
+    /// The page's objects, in Stripe's order (newest first).
+    pub objects: Vec<Box<RawValue>>,
+    /// Whether Stripe has more after this page.
+    pub has_more: bool,
+}
+
+/// Read a list body into a [`TextPage`]: the objects are cut out of it, not parsed.
+pub fn parse_text_page(bytes: &[u8]) -> Result<TextPage, StripeError> {
+    #[derive(Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        data: Option<Vec<&'a RawValue>>,
+        #[serde(default)]
+        has_more: bool,
+    }
+    if crate::event::may_hold_nul(bytes) {
+        // Rare: scrubbed as a tree, then written back as text.
+        let page = parse_page::<RawOnly>(bytes)?;
+        let objects = page
+            .items
+            .into_iter()
+            .map(|i| serde_json::value::to_raw_value(&i.raw))
+            .collect::<Result<_, _>>()
+            .map_err(|e| StripeError::Deserialize(format!("list page: {e}")))?;
+        return Ok(TextPage {
+            objects,
+            has_more: page.has_more,
+        });
+    }
+    let body: Body<'_> = serde_json::from_slice(bytes)
+        .map_err(|e| StripeError::Deserialize(format!("list page: {e}")))?;
+    let data = body
+        .data
+        .ok_or_else(|| StripeError::Deserialize("list page without a data array".into()))?;
+    Ok(TextPage {
+        objects: data.into_iter().map(RawValue::to_owned).collect(),
+        has_more: body.has_more,
+    })
+}
+
+/// The `id` of an object kept as text (`None` when it has none).
+fn text_id(object: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Id {
+        id: Option<String>,
+    }
+    serde_json::from_str::<Id>(object.get()).ok()?.id
 }
 
 /// The per-resource lists of SPEC §5 for one connected account.
@@ -599,6 +681,38 @@ mod tests {
         let page = parse_page::<RawOnly>(clean).expect("page");
         assert_eq!(page.items[0].id, "cus_3");
         assert!(page.has_more);
+    }
+
+    #[test]
+    fn text_pages_keep_each_object_as_sent_scrubbed_of_nul() {
+        let body = br#"{"object": "list", "has_more": true, "data": [
+            {"id": "cus_1", "name": "a b",  "n": 1.50},
+            {"id": "cus_2", "email": "x@y.z"}]}"#;
+        let page = parse_text_page(body).expect("page");
+        assert!(page.has_more);
+        // Each object is its own text, exactly as in the body.
+        assert_eq!(
+            page.objects[0].get(),
+            r#"{"id": "cus_1", "name": "a b",  "n": 1.50}"#
+        );
+        assert_eq!(
+            page.objects[1].get(),
+            r#"{"id": "cus_2", "email": "x@y.z"}"#
+        );
+        assert_eq!(text_id(&page.objects[1]).as_deref(), Some("cus_2"));
+        // A body with a NUL character is scrubbed as the tree pages are.
+        let body = br#"{"object": "list", "data": [{"id": "cus_3", "name": "a\u0000b"}]}"#;
+        let page = parse_text_page(body).expect("page");
+        assert!(!page.has_more);
+        let object: Value = serde_json::from_str(page.objects[0].get()).expect("json");
+        assert_eq!(object["name"], "a\u{FFFD}b");
+        // A page without data, or not JSON, is a clear error.
+        for bad in [&br#"{"object": "list"}"#[..], b"<html>"] {
+            let err = parse_text_page(bad).expect_err("not a page");
+            assert!(matches!(err, StripeError::Deserialize(_)), "{err:?}");
+        }
+        let none = RawValue::from_string(r#"{"name": "no id"}"#.into()).expect("raw");
+        assert_eq!(text_id(&none), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 use tributary_domain::BusinessId;
 use tributary_persistence::entities::*;
-use tributary_persistence::mirror;
+use tributary_persistence::mirror::{self, Text};
 use tributary_stripe_connect::{AccountClient, EventEnvelope, STRIPE_VERSION};
 
 use crate::SyncError;
@@ -242,6 +242,27 @@ pub(crate) struct Rows {
     pub(crate) session_lines: Vec<stripe_checkout_line_items::Model>,
     pub(crate) subscriptions: Vec<stripe_subscriptions::Model>,
     pub(crate) subscription_items: Vec<stripe_subscription_items::Model>,
+    /// Rows whose `raw` is their object's text as it was listed (a sync's pages of the kinds
+    /// whose mappers read a few fields, see [`map::fields`]); written with the rows above.
+    pub(crate) texts: TextRows,
+}
+
+/// The rows of [`Rows::texts`], by table.
+#[derive(Default)]
+pub(crate) struct TextRows {
+    pub(crate) products: Vec<Text<stripe_products::Model>>,
+    pub(crate) prices: Vec<Text<stripe_prices::Model>>,
+    pub(crate) customers: Vec<Text<stripe_customers::Model>>,
+    pub(crate) orders: Vec<Text<stripe_orders::Model>>,
+    pub(crate) refunds: Vec<Text<stripe_refunds::Model>>,
+    pub(crate) invoice_payments: Vec<Text<stripe_invoice_payments::Model>>,
+}
+
+/// `rows` as text rows (their `raw` serialised), then `texts`: one statement writes both.
+fn with_texts<M: MirrorModel>(rows: Vec<M>, texts: Vec<Text<M>>) -> Vec<Text<M>> {
+    let mut all: Vec<Text<M>> = rows.into_iter().map(Text::from_row).collect();
+    all.extend(texts);
+    all
 }
 
 impl Rows {
@@ -260,6 +281,13 @@ impl Rows {
         self.subscriptions.append(&mut other.subscriptions);
         self.subscription_items
             .append(&mut other.subscription_items);
+        let (t, o) = (&mut self.texts, &mut other.texts);
+        t.products.append(&mut o.products);
+        t.prices.append(&mut o.prices);
+        t.customers.append(&mut o.customers);
+        t.orders.append(&mut o.orders);
+        t.refunds.append(&mut o.refunds);
+        t.invoice_payments.append(&mut o.invoice_payments);
     }
 
     /// Upserts every row; returns the parent rows written (line items are not counted).
@@ -268,16 +296,21 @@ impl Rows {
         txn: &C,
         b: &BusinessId,
     ) -> Result<u64, SyncError> {
-        let mut n = 0;
-        n += mirror::upsert::<stripe_products::Entity, _>(txn, b, self.products).await?;
-        n += mirror::upsert::<stripe_prices::Entity, _>(txn, b, self.prices).await?;
-        n += mirror::upsert::<stripe_customers::Entity, _>(txn, b, self.customers).await?;
-        n += mirror::upsert::<stripe_orders::Entity, _>(txn, b, self.orders).await?;
-        n += mirror::upsert::<stripe_refunds::Entity, _>(txn, b, self.refunds).await?;
+        let (t, mut n) = (self.texts, 0);
+        let products = with_texts(self.products, t.products);
+        n += mirror::upsert_text::<stripe_products::Entity, _>(txn, b, products).await?;
+        let prices = with_texts(self.prices, t.prices);
+        n += mirror::upsert_text::<stripe_prices::Entity, _>(txn, b, prices).await?;
+        let customers = with_texts(self.customers, t.customers);
+        n += mirror::upsert_text::<stripe_customers::Entity, _>(txn, b, customers).await?;
+        let orders = with_texts(self.orders, t.orders);
+        n += mirror::upsert_text::<stripe_orders::Entity, _>(txn, b, orders).await?;
+        let refunds = with_texts(self.refunds, t.refunds);
+        n += mirror::upsert_text::<stripe_refunds::Entity, _>(txn, b, refunds).await?;
         n += mirror::upsert::<stripe_invoices::Entity, _>(txn, b, self.invoices).await?;
         mirror::upsert::<stripe_invoice_line_items::Entity, _>(txn, b, self.invoice_lines).await?;
-        n += mirror::upsert::<stripe_invoice_payments::Entity, _>(txn, b, self.invoice_payments)
-            .await?;
+        let payments = with_texts(self.invoice_payments, t.invoice_payments);
+        n += mirror::upsert_text::<stripe_invoice_payments::Entity, _>(txn, b, payments).await?;
         n += mirror::upsert::<stripe_checkout_sessions::Entity, _>(txn, b, self.sessions).await?;
         mirror::upsert::<stripe_checkout_line_items::Entity, _>(txn, b, self.session_lines).await?;
         n += mirror::upsert::<stripe_subscriptions::Entity, _>(txn, b, self.subscriptions).await?;

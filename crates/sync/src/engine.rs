@@ -5,15 +5,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tracing::Instrument;
 use tributary_domain::BusinessId;
 use tributary_persistence::entities::*;
-use tributary_persistence::mirror::{self, Mirror};
+use tributary_persistence::mirror::{self, Mirror, Text};
 use tributary_persistence::{access, jobs};
-use tributary_stripe_connect::{AccountClient, Created, Item, ListRequest, RawOnly};
+use tributary_stripe_connect::{AccountClient, Created, ListRequest, RawOnly, StripeError};
 
 use crate::map::{self, Stamp};
 use crate::{ResourceProgress, SyncContext, SyncError, SyncReport, Trigger, apply, readmodel};
@@ -75,6 +76,38 @@ impl Resource {
             Resource::InvoicePayments => "invoice_payments",
             Resource::CheckoutSessions => "checkout_sessions",
             Resource::Subscriptions => "subscriptions",
+        }
+    }
+
+    /// Stripe's `object` of the resource's objects.
+    fn object(self) -> &'static str {
+        match self {
+            Resource::Products => "product",
+            Resource::Prices => "price",
+            Resource::Customers => "customer",
+            Resource::PaymentIntents => "payment_intent",
+            Resource::Charges => "charge",
+            Resource::Refunds => "refund",
+            Resource::Invoices => "invoice",
+            Resource::InvoicePayments => "invoice_payment",
+            Resource::CheckoutSessions => "checkout.session",
+            Resource::Subscriptions => "subscription",
+        }
+    }
+}
+
+/// A listed page: its objects as trees, or as text for the kinds whose mappers read a few
+/// fields ([`map::fields`]).
+enum Listed {
+    Trees(Vec<Value>),
+    Texts(Vec<Box<RawValue>>, map::FieldsOf),
+}
+
+impl Listed {
+    fn len(&self) -> usize {
+        match self {
+            Listed::Trees(t) => t.len(),
+            Listed::Texts(t, _) => t.len(),
         }
     }
 }
@@ -731,9 +764,20 @@ impl Run {
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
         let mut feeder = tokio::task::JoinSet::new();
         let ctx = self.ctx.clone();
+        let lean = map::fields_of(resource.object());
         feeder.spawn(
             async move {
-                let mut pages = req.pages();
+                let mut pages = if let Some(of) = lean {
+                    req.text_pages()
+                        .map_ok(move |page| Listed::Texts(page.objects, of))
+                        .boxed()
+                } else {
+                    req.pages()
+                        .map_ok(|page| {
+                            Listed::Trees(page.items.into_iter().map(|i| i.raw).collect())
+                        })
+                        .boxed()
+                };
                 // The slot is taken before the request: the page is fetched only once the one
                 // before it has been taken to be written, so at most one waits ahead.
                 while let Ok(slot) = tx.reserve().await {
@@ -759,12 +803,7 @@ impl Run {
             let Some(page) = next? else {
                 break;
             };
-            let fetched = page.items.len() as u64;
-            let raws: Vec<Value> = page
-                .items
-                .into_iter()
-                .map(|i: Item<RawOnly>| i.raw)
-                .collect();
+            let fetched = page.len() as u64;
             let stamp = Stamp {
                 business_id: self.business.as_str(),
                 at: sent,
@@ -772,10 +811,28 @@ impl Run {
             };
             let incremental = !self.full.load(Ordering::SeqCst);
             let mut touched = readmodel::Touched::default();
-            if incremental {
-                raws.iter().for_each(|r| readmodel::touch(&mut touched, r));
-            }
-            let write = self.step(self.build(resource, stamp, raws, client)).await?;
+            let write = match page {
+                Listed::Trees(raws) => {
+                    if incremental {
+                        raws.iter().for_each(|r| readmodel::touch(&mut touched, r));
+                    }
+                    self.step(self.build(resource, stamp, raws, client)).await?
+                }
+                Listed::Texts(objects, of) => {
+                    let lean = objects
+                        .into_iter()
+                        .map(|text| Ok((of.read(&text)?, String::from(Box::<str>::from(text)))))
+                        .collect::<Result<Vec<_>, serde_json::Error>>()
+                        .map_err(|e| {
+                            StripeError::Deserialize(format!("{} list: {e}", resource.key()))
+                        })?;
+                    if incremental {
+                        lean.iter()
+                            .for_each(|(f, _)| readmodel::touch(&mut touched, &f.0));
+                    }
+                    build_texts(resource, stamp, lean)
+                }
+            };
             let txn = self.begin_guarded().await?;
             // Spend moves with the page: the emails it takes money from (before) and gives
             // money to (after) are recomputed in the same transaction.
@@ -949,6 +1006,36 @@ impl Run {
         self.bump("events", 0, 0, true);
         Ok(newest)
     }
+}
+
+/// The rows of a page read as text: each row mapped from its object's fields, its `raw` the
+/// object's text.
+fn build_texts(resource: Resource, st: Stamp<'_>, lean: Vec<(map::Fields, String)>) -> apply::Rows {
+    fn rows<M>(
+        lean: Vec<(map::Fields, String)>,
+        f: impl Fn(map::Fields) -> Option<M>,
+    ) -> Vec<Text<M>> {
+        lean.into_iter()
+            .filter_map(|(fields, raw)| f(fields).map(|row| Text { row, raw }))
+            .collect()
+    }
+    let mut w = apply::Rows::default();
+    let t = &mut w.texts;
+    match resource {
+        Resource::Products => t.products = rows(lean, |f| Some(map::product(st, f))),
+        Resource::Prices => t.prices = rows(lean, |f| Some(map::price(st, f))),
+        Resource::Customers => t.customers = rows(lean, |f| Some(map::customer(st, f))),
+        Resource::PaymentIntents => t.orders = rows(lean, |f| Some(map::payment_intent(st, f))),
+        Resource::Charges => t.orders = rows(lean, |f| map::charge(st, f)),
+        Resource::Refunds => t.refunds = rows(lean, |f| Some(map::refund(st, f))),
+        Resource::InvoicePayments => {
+            t.invoice_payments = rows(lean, |f| Some(map::invoice_payment(st, f)))
+        }
+        Resource::Invoices | Resource::CheckoutSessions | Resource::Subscriptions => {
+            unreachable!("{} pages are read as trees", resource.key())
+        }
+    }
+    w
 }
 
 /// Runs `lists` (one future per parent, each giving its child rows) as the Stripe reads of an

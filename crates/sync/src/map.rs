@@ -1,7 +1,9 @@
 //! Stripe objects (raw JSON, any API version) → mirror rows. Pure functions: the typed columns
 //! are read leniently from the raw object, which is stored whole in `raw`.
 
-use serde_json::Value;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use tributary_domain::mrr::{self, Discount, Interval, RecurringItem};
 use tributary_domain::{Currency, Email};
 use tributary_persistence::entities::*;
@@ -81,6 +83,152 @@ impl Raw for &Value {
 
     fn into_value(self) -> Value {
         self.clone()
+    }
+}
+
+/// An object's fields that its mapper reads, for a row whose `raw` is written from the
+/// object's text ([`tributary_persistence::mirror::Text`]): the row's own `raw` is left `null`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fields(pub Value);
+
+impl Raw for Fields {
+    fn value(&self) -> &Value {
+        &self.0
+    }
+
+    fn into_value(self) -> Value {
+        Value::Null
+    }
+}
+
+/// The fields every mapper and [`crate::readmodel::touch`] read.
+const COMMON: [&str; 6] = ["id", "object", "livemode", "created", "deleted", "currency"];
+
+/// The top-level fields the mapper of `object` (Stripe's `object`, as the list returns it)
+/// and [`crate::readmodel::touch`] read, beside [`COMMON`]; `None` for kinds whose rows need
+/// the whole tree (an invoice's or a subscription's children, a session's line items).
+fn read_fields(object: &str) -> Option<&'static [&'static str]> {
+    Some(match object {
+        "product" => &["name", "active", "description"],
+        "price" => &[
+            "recurring",
+            "product",
+            "active",
+            "unit_amount",
+            "type",
+            "nickname",
+        ],
+        "customer" => &["email", "name"],
+        "payment_intent" => &[
+            "customer",
+            "receipt_email",
+            "status",
+            "amount",
+            "amount_received",
+            "invoice",
+        ],
+        "charge" => &[
+            "payment_intent",
+            "receipt_email",
+            "billing_details",
+            "status",
+            "paid",
+            "amount_captured",
+            "amount",
+            "customer",
+            "invoice",
+        ],
+        "refund" => &["payment_intent", "charge", "status", "amount", "reason"],
+        "invoice_payment" => &[
+            "payment",
+            "invoice",
+            "status",
+            "amount_paid",
+            "amount_requested",
+            "status_transitions",
+        ],
+        _ => return None,
+    })
+}
+
+/// The fields a mapper of one kind reads ([`fields_of`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FieldsOf(&'static [&'static str]);
+
+/// The fields the mapper of `object` reads, for kinds whose rows can be written from a few of
+/// them and the object's text; `None` for kinds that need the whole tree.
+pub fn fields_of(object: &str) -> Option<FieldsOf> {
+    read_fields(object).map(FieldsOf)
+}
+
+impl FieldsOf {
+    /// The fields parsed out of the object's text into a tree of those alone: the rest of the
+    /// object is scanned, not built (a first sync reads a handful of the hundreds of fields
+    /// of each object).
+    pub fn read(self, text: &RawValue) -> Result<Fields, serde_json::Error> {
+        let wanted = self.0;
+        let only = Only(|key: &str| COMMON.contains(&key) || wanted.contains(&key));
+        let mut de = serde_json::Deserializer::from_str(text.get());
+        let map = only.deserialize(&mut de)?;
+        de.end()?;
+        Ok(Fields(Value::Object(map)))
+    }
+}
+
+/// Reads a JSON object keeping the members whose key `.0` wants.
+struct Only<F>(F);
+
+impl<'de, F: Fn(&str) -> bool> DeserializeSeed<'de> for Only<F> {
+    type Value = Map<String, Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, F: Fn(&str) -> bool> Visitor<'de> for Only<F> {
+    type Value = Map<String, Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a Stripe object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key_seed(Key(&self.0))? {
+            match key {
+                Some(key) => {
+                    out.insert(key, map.next_value()?);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A member's key: owned when wanted, not copied otherwise.
+struct Key<'f, F>(&'f F);
+
+impl<'de, F: Fn(&str) -> bool> DeserializeSeed<'de> for Key<'_, F> {
+    type Value = Option<String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, F: Fn(&str) -> bool> Visitor<'de> for Key<'_, F> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok((self.0)(key).then(|| key.to_owned()))
     }
 }
 

@@ -202,6 +202,94 @@ db_test!(first_sync_mirrors_the_account_exactly, |t| {
     assert!(name.is_some(), "account display name refreshed");
 });
 
+db_test!(
+    rows_written_from_listed_text_are_whole_and_mapped_from_all_of_it,
+    |t| {
+        // Products, prices, customers, orders, refunds and invoice payments are written from
+        // each object's text with a few fields parsed (`map::fields_of`): each row's `raw` must be
+        // the whole object as listed, and its typed columns what the whole object maps to.
+        use tributary_sync::map::{self, Stamp};
+        let env = Env::new(&t, 23).await;
+        env.sync().await;
+        let db = t.db.conn();
+        let b = &env.business;
+        let listed = |path: &'static str| {
+            let client = env.client();
+            async move {
+                let items = client.list::<Value>(path).collect_all().await.unwrap();
+                let all: std::collections::HashMap<String, Value> =
+                    items.into_iter().map(|i| (i.id, i.raw)).collect();
+                assert!(!all.is_empty(), "{path} lists nothing");
+                all
+            }
+        };
+        let stamp = |at, now| Stamp {
+            business_id: b.as_str(),
+            at,
+            now,
+        };
+        macro_rules! check {
+            ($entity:ty, $path:literal, |$st:ident, $raw:ident| $map:expr) => {{
+                let want = listed($path).await;
+                let rows = mirror::all::<$entity, _>(db, b).await.unwrap();
+                assert!(!rows.is_empty(), "{} is empty", $path);
+                for row in &rows {
+                    assert_eq!(
+                        Some(&row.raw),
+                        want.get(&row.stripe_id),
+                        "raw of {}",
+                        row.stripe_id
+                    );
+                    let $st = stamp(row.last_event_at, row.synced_at);
+                    let $raw = &row.raw;
+                    assert_eq!(Some(row), $map.as_ref(), "columns of {}", row.stripe_id);
+                }
+                rows.len()
+            }};
+        }
+        check!(stripe_products::Entity, "/v1/products", |st, raw| Some(
+            map::product(st, raw)
+        ));
+        check!(stripe_prices::Entity, "/v1/prices", |st, raw| Some(
+            map::price(st, raw)
+        ));
+        check!(stripe_customers::Entity, "/v1/customers", |st, raw| Some(
+            map::customer(st, raw)
+        ));
+        check!(stripe_refunds::Entity, "/v1/refunds", |st, raw| Some(
+            map::refund(st, raw)
+        ));
+        check!(
+            stripe_invoice_payments::Entity,
+            "/v1/invoice_payments",
+            |st, raw| Some(map::invoice_payment(st, raw))
+        );
+        let mut want = listed("/v1/payment_intents").await;
+        want.extend(listed("/v1/charges").await);
+        let orders = mirror::all::<stripe_orders::Entity, _>(db, b)
+            .await
+            .unwrap();
+        assert!(
+            orders.iter().any(|o| o.stripe_type == "charge"),
+            "no charge without a payment intent"
+        );
+        for row in &orders {
+            assert_eq!(
+                Some(&row.raw),
+                want.get(&row.stripe_id),
+                "raw of {}",
+                row.stripe_id
+            );
+            let st = stamp(row.last_event_at, row.synced_at);
+            let mapped = match row.stripe_type.as_str() {
+                "charge" => map::charge(st, &row.raw),
+                _ => Some(map::payment_intent(st, &row.raw)),
+            };
+            assert_eq!(Some(row), mapped.as_ref(), "columns of {}", row.stripe_id);
+        }
+    }
+);
+
 db_test!(incremental_sync_after_random_changes_is_exact, |t| {
     let env = Env::new(&t, 22).await;
     env.sync().await;
