@@ -134,12 +134,13 @@ pub fn now() -> i64 {
 /// through a `bench`-scale first sync (peak RSS 255 → 218 MiB with 24).
 const SQLITE_STATEMENT_CACHE: usize = 24;
 
-/// Prepared statements kept per pooled PostgreSQL connection. PostgreSQL keeps the plans in
-/// its own processes, so a large cache costs this process little; a small one costs round
-/// trips: a webhook turn writes each table in one statement whose text depends on its row
-/// count, and with 24 kept those evicted the read paths' statements too, so nearly every
-/// statement was parsed and planned again (webhook ingest 104 events/s with 24, 173/s with
-/// 400, same run otherwise).
+/// Prepared statements kept per pooled PostgreSQL connection. A small cache costs round trips:
+/// with 24 kept, a webhook turn's writes (then a statement per table and row count) evicted the
+/// read paths' statements and nearly every statement was parsed and planned again (webhook
+/// ingest 104 events/s with 24, 173/s with 400). Mirror pages are now one statement per table
+/// whatever their size (`mirror::upsert_text`), which also keeps the cache small: sqlx keeps
+/// each statement's parameter types, and a `VALUES` list of a parameter per cell made those
+/// 31 MB of a `bench`-scale first sync's heap.
 const POSTGRES_STATEMENT_CACHE: usize = 256;
 
 /// Connections in a PostgreSQL pool.

@@ -183,6 +183,71 @@ db_test!(
     }
 );
 
+db_test!(mirror_rows_round_trip_every_value_exactly, |t| {
+    // Strings JSON must escape, nulls, the extremes of i64, raw given as a tree or as text:
+    // what is written is what is read, whichever way the page was sent.
+    let db = &t.db;
+    let b = biz("biz_1");
+    let awkward = "quote \" backslash \\ tab \t newline \n é 中 😀 \u{7f} </script>";
+    let mut tree = customer("biz_1", "cus_tree", "a@x.io", i64::MAX);
+    tree.name = Some(awkward.into());
+    tree.currency = None;
+    tree.created = i64::MIN;
+    tree.raw = json!({"id": "cus_tree", "name": awkward, "n": 1.5, "big": 9_007_199_254_740_993_i64,
+        "nested": {"list": [1, null, "x"], "empty": {}}});
+    let written = mirror::upsert::<stripe_customers::Entity, _>(db.conn(), &b, vec![tree.clone()])
+        .await
+        .unwrap();
+    assert_eq!(written, 1);
+    let back = mirror::find::<stripe_customers::Entity, _>(db.conn(), &b, "cus_tree")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, tree);
+
+    let mut text = customer("biz_1", "cus_text", "b@x.io", 7);
+    text.email = None;
+    text.name = Some(awkward.into());
+    let raw = r#"{"id": "cus_text",  "name": "as \"sent\"", "deleted": false}"#;
+    let row = mirror::Text {
+        row: text.clone(),
+        raw: raw.to_owned(),
+    };
+    mirror::upsert_text::<stripe_customers::Entity, _>(db.conn(), &b, vec![row])
+        .await
+        .unwrap();
+    let back = mirror::find::<stripe_customers::Entity, _>(db.conn(), &b, "cus_text")
+        .await
+        .unwrap()
+        .unwrap();
+    text.raw = serde_json::from_str(raw).unwrap();
+    assert_eq!(back, text);
+
+    // A row's raw that is not JSON is refused, and nothing of the page is written.
+    let bad = mirror::Text {
+        row: customer("biz_1", "cus_bad", "c@x.io", 1),
+        raw: "{not json".to_owned(),
+    };
+    let good = mirror::Text {
+        row: customer("biz_1", "cus_good", "d@x.io", 1),
+        raw: r#"{"id": "cus_good"}"#.to_owned(),
+    };
+    assert!(
+        mirror::upsert_text::<stripe_customers::Entity, _>(db.conn(), &b, vec![good, bad])
+            .await
+            .is_err()
+            || t.backend == Backend::Sqlite
+    );
+    if t.backend == Backend::Postgres {
+        assert!(
+            mirror::find::<stripe_customers::Entity, _>(db.conn(), &b, "cus_good")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+});
+
 db_test!(deletions_respect_newer_versions_and_reconciliation, |t| {
     let db = &t.db;
     let b = biz("biz_1");
