@@ -2,11 +2,12 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, OnConflict, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, IdenStatic, Iterable, ModelTrait,
     PaginatorTrait, QueryFilter,
 };
+use serde_json::Value;
 use tributary_domain::BusinessId;
 
 use crate::PersistenceError;
@@ -35,10 +36,10 @@ pub struct Text<M> {
     pub raw: String,
 }
 
-impl<M: MirrorModel> Text<M> {
+impl<M: MirrorModel> From<M> for Text<M> {
     /// A row with its `raw` taken out and serialised: the write copies one string, where the
     /// query builder and the driver each deep-copied the tree of a `raw` bound as JSON.
-    pub fn from_row(mut row: M) -> Self {
+    fn from(mut row: M) -> Self {
         let raw = row.take_raw().to_string();
         Text { row, raw }
     }
@@ -57,7 +58,7 @@ where
     E::Model: MirrorModel,
     C: ConnectionTrait,
 {
-    let rows = rows.into_iter().map(Text::from_row).collect();
+    let rows = rows.into_iter().map(Text::from).collect();
     upsert_text::<E, C>(conn, business, rows).await
 }
 
@@ -108,26 +109,40 @@ where
         .position(|c| c.as_str() == "raw")
         .ok_or_else(|| PersistenceError::Corrupt(format!("{} has no column raw", E::TABLE)))?;
     let rows = order.iter().filter_map(|id| newest.remove(id));
-    if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
-        return upsert_postgres::<E, C>(conn, &columns, raw_at, rows).await;
-    }
+    let corrupt = |what: String| PersistenceError::Corrupt(format!("{}: {what}", E::TABLE));
     let mut insert = Query::insert();
     insert
         .into_table(E::default())
         .columns(columns.iter().copied());
-    for Text { row, raw } in rows {
-        let mut values: Vec<Expr> = columns
-            .iter()
-            .enumerate()
-            .filter(|(at, _)| *at != raw_at)
-            .map(|(_, c)| Expr::val(row.get(*c)))
-            .collect();
-        values.insert(raw_at, Expr::val(raw));
+    if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        // The page as one JSON array of rows that `jsonb_populate_recordset` reads into the
+        // table's row type: one parameter, and one statement per table whatever the page's
+        // size. A `VALUES` list of a parameter per cell was a statement per table and row
+        // count, each kept in every pooled connection's statement cache with its parameters'
+        // types (31 MB of a `bench`-scale first sync's 88 MB heap).
+        let page = Func::cust("jsonb_populate_recordset")
+            .arg(Expr::cust(format!("NULL::\"{}\"", E::TABLE)))
+            .arg(Expr::val(page_json(&columns, raw_at, rows).map_err(corrupt)?).cast_as("jsonb"));
+        let mut select = Query::select();
+        select
+            .columns(columns.iter().copied())
+            .from_function(page, Alias::new("page"));
         insert
-            .values(values)
-            .map_err(|e| PersistenceError::Corrupt(format!("{}: {e}", E::TABLE)))?;
+            .select_from(select)
+            .map_err(|e| corrupt(e.to_string()))?;
+    } else {
+        // SQLite binds in process and stores `raw` as text.
+        for Text { row, raw } in rows {
+            let mut values: Vec<Expr> = columns
+                .iter()
+                .enumerate()
+                .filter(|(at, _)| *at != raw_at)
+                .map(|(_, c)| Expr::val(row.get(*c)))
+                .collect();
+            values.insert(raw_at, Expr::val(raw));
+            insert.values(values).map_err(|e| corrupt(e.to_string()))?;
+        }
     }
-
     let mut on_conflict =
         OnConflict::columns([column::<E>("business_id")?, column::<E>("stripe_id")?]);
     on_conflict.update_columns(
@@ -141,82 +156,40 @@ where
     Ok(conn.execute(&insert).await?.rows_affected())
 }
 
-/// PostgreSQL: the page goes as one JSON array of rows (`raw` spliced in as its text) that
-/// `jsonb_populate_recordset` reads into the table's row type. One parameter, and one statement
-/// text per table whatever the page's size: a `VALUES` list of a parameter per cell was a
-/// statement per table and row count, each planned anew and each kept in every pooled
-/// connection's statement cache with its parameters' types (31 MB of a `bench`-scale first
-/// sync's 88 MB heap).
-async fn upsert_postgres<E, C>(
-    conn: &C,
-    columns: &[E::Column],
+/// Rows as a JSON array of objects keyed by column, each row's `raw` spliced in as its text.
+fn page_json<M: ModelTrait>(
+    columns: &[<M::Entity as EntityTrait>::Column],
     raw_at: usize,
-    rows: impl Iterator<Item = Text<E::Model>>,
-) -> Result<u64, PersistenceError>
-where
-    E: Mirror,
-    E::Model: MirrorModel,
-    C: ConnectionTrait,
-{
-    let corrupt = |what: String| PersistenceError::Corrupt(format!("{}: {what}", E::TABLE));
-    let mut page = Vec::with_capacity(64 * 1024);
-    page.push(b'[');
+    rows: impl Iterator<Item = Text<M>>,
+) -> Result<String, String> {
+    let mut page = String::with_capacity(64 * 1024);
+    page.push('[');
     for (n, Text { row, raw }) in rows.enumerate() {
-        if n > 0 {
-            page.push(b',');
-        }
-        page.push(b'{');
+        page.push_str(if n == 0 { "{" } else { ",{" });
         for (at, c) in columns.iter().enumerate() {
             if at > 0 {
-                page.push(b',');
+                page.push(',');
             }
-            page.push(b'"');
-            page.extend_from_slice(c.as_str().as_bytes());
-            page.extend_from_slice(b"\":");
+            page.push('"');
+            page.push_str(c.as_str());
+            page.push_str("\":");
             if at == raw_at {
-                page.extend_from_slice(raw.as_bytes());
+                page.push_str(&raw);
                 continue;
             }
+            // The mirror's columns hold text, integers and booleans besides `raw`.
             match row.get(*c) {
-                sea_orm::Value::String(Some(v)) => serde_json::to_writer(&mut page, &v),
-                sea_orm::Value::BigInt(Some(v)) => serde_json::to_writer(&mut page, &v),
-                sea_orm::Value::Int(Some(v)) => serde_json::to_writer(&mut page, &v),
-                sea_orm::Value::Bool(Some(v)) => serde_json::to_writer(&mut page, &v),
-                sea_orm::Value::Double(Some(v)) => serde_json::to_writer(&mut page, &v),
-                sea_orm::Value::Json(Some(v)) => serde_json::to_writer(&mut page, &v),
-                v if !v.is_some() => {
-                    page.extend_from_slice(b"null");
-                    Ok(())
-                }
-                other => return Err(corrupt(format!("column {} holds {other:?}", c.as_str()))),
+                sea_orm::Value::String(Some(v)) => page.push_str(&Value::String(v).to_string()),
+                sea_orm::Value::BigInt(Some(v)) => page.push_str(&v.to_string()),
+                sea_orm::Value::Bool(Some(v)) => page.push_str(if v { "true" } else { "false" }),
+                v if !v.is_some() => page.push_str("null"),
+                other => return Err(format!("column {} holds {other:?}", c.as_str())),
             }
-            .map_err(|e| corrupt(e.to_string()))?;
         }
-        page.push(b'}');
+        page.push('}');
     }
-    page.push(b']');
-    let page = String::from_utf8(page).map_err(|e| corrupt(e.to_string()))?;
-    let quoted = |c: &E::Column| format!("\"{}\"", c.as_str());
-    let list = columns.iter().map(quoted).collect::<Vec<_>>().join(", ");
-    let set = columns
-        .iter()
-        .filter(|c| !matches!(c.as_str(), "business_id" | "stripe_id"))
-        .map(|c| format!("{q} = excluded.{q}", q = quoted(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "INSERT INTO \"{t}\" ({list}) SELECT {list} FROM \
-         jsonb_populate_recordset(NULL::\"{t}\", CAST($1 AS jsonb)) \
-         ON CONFLICT (\"business_id\", \"stripe_id\") DO UPDATE SET {set} \
-         WHERE \"{t}\".\"last_event_at\" <= excluded.\"last_event_at\"",
-        t = E::TABLE
-    );
-    let statement = sea_orm::Statement::from_sql_and_values(
-        sea_orm::DbBackend::Postgres,
-        sql,
-        [sea_orm::Value::from(page)],
-    );
-    Ok(conn.execute_raw(statement).await?.rows_affected())
+    page.push(']');
+    Ok(page)
 }
 
 /// Marks objects deleted (a `*.deleted` event, or gone from Stripe) unless a newer version is

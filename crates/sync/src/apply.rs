@@ -160,12 +160,13 @@ async fn object_rows(
     let id = object.get("id").and_then(Value::as_str).unwrap_or_default();
     let mut rows = Rows::default();
     match kind {
-        "product" => rows.products.push(map::product(stamp, object)),
-        "price" => rows.prices.push(map::price(stamp, object)),
-        "customer" => rows.customers.push(map::customer(stamp, object)),
-        "payment_intent" => rows.orders.push(map::payment_intent(stamp, object)),
+        "product" => rows.products.push(map::product(stamp, object).into()),
+        "price" => rows.prices.push(map::price(stamp, object).into()),
+        "customer" => rows.customers.push(map::customer(stamp, object).into()),
+        "payment_intent" => rows.orders.push(map::payment_intent(stamp, object).into()),
         "charge" => {
-            rows.orders.extend(map::charge(stamp, object));
+            rows.orders
+                .extend(map::charge(stamp, object).map(Text::from));
             // A refunded charge (`charge.refunded`) names its refunds only by amount, and Stripe
             // does not always send a `refund.*` event beside it: read the charge's refunds.
             let refunded = object
@@ -182,44 +183,51 @@ async fn object_rows(
                     .collect_all()
                     .await?;
                 rows.refunds
-                    .extend(refunds.iter().map(|r| map::refund(stamp, &r.raw)));
+                    .extend(refunds.iter().map(|r| map::refund(stamp, &r.raw).into()));
             }
         }
-        "refund" => rows.refunds.push(map::refund(stamp, object)),
+        "refund" => rows.refunds.push(map::refund(stamp, object).into()),
         "invoice" => {
             let row = map::invoice(stamp, object);
             let lines = invoice_lines(object, client).await?;
             rows.invoice_lines.extend(
                 lines
                     .iter()
-                    .map(|l| map::invoice_line(stamp, id, row.created, l)),
+                    .map(|l| map::invoice_line(stamp, id, row.created, l).into()),
             );
-            rows.invoices.push(row);
+            rows.invoices.push(row.into());
             // A change to an invoice (voided, paid, retried) changes its invoice payments too,
             // and Stripe sends no event of theirs for most of those changes: re-read them.
             if let Some(client) = client {
                 let payments = client.invoice_payments_of(id).collect_all().await?;
-                rows.invoice_payments
-                    .extend(payments.iter().map(|p| map::invoice_payment(stamp, &p.raw)));
+                rows.invoice_payments.extend(
+                    payments
+                        .iter()
+                        .map(|p| map::invoice_payment(stamp, &p.raw).into()),
+                );
             }
         }
         "invoice_payment" => rows
             .invoice_payments
-            .push(map::invoice_payment(stamp, object)),
+            .push(map::invoice_payment(stamp, object).into()),
         "checkout.session" => {
             let row = map::checkout_session(stamp, object);
             let lines = session_lines(object, client).await?;
             rows.session_lines.extend(
                 lines
                     .iter()
-                    .map(|l| map::checkout_line(stamp, id, row.created, l)),
+                    .map(|l| map::checkout_line(stamp, id, row.created, l).into()),
             );
-            rows.sessions.push(row);
+            rows.sessions.push(row.into());
         }
         "subscription" => {
-            rows.subscriptions.push(map::subscription(stamp, object));
-            rows.subscription_items
-                .extend(map::subscription_items(stamp, object));
+            rows.subscriptions
+                .push(map::subscription(stamp, object).into());
+            rows.subscription_items.extend(
+                map::subscription_items(stamp, object)
+                    .into_iter()
+                    .map(Text::from),
+            );
         }
         _ => {}
     }
@@ -227,42 +235,23 @@ async fn object_rows(
 }
 
 /// Mirror rows to write in one transaction: a page of the sync, or one object with its
-/// children. The one place rows reach the mirror tables.
+/// children. The one place rows reach the mirror tables. Each row carries its `raw` as JSON
+/// text: serialised from its tree, or the object's text as it was listed
+/// ([`map::fields_of`]).
 #[derive(Default)]
 pub(crate) struct Rows {
-    pub(crate) products: Vec<stripe_products::Model>,
-    pub(crate) prices: Vec<stripe_prices::Model>,
-    pub(crate) customers: Vec<stripe_customers::Model>,
-    pub(crate) orders: Vec<stripe_orders::Model>,
-    pub(crate) refunds: Vec<stripe_refunds::Model>,
-    pub(crate) invoices: Vec<stripe_invoices::Model>,
-    pub(crate) invoice_lines: Vec<stripe_invoice_line_items::Model>,
-    pub(crate) invoice_payments: Vec<stripe_invoice_payments::Model>,
-    pub(crate) sessions: Vec<stripe_checkout_sessions::Model>,
-    pub(crate) session_lines: Vec<stripe_checkout_line_items::Model>,
-    pub(crate) subscriptions: Vec<stripe_subscriptions::Model>,
-    pub(crate) subscription_items: Vec<stripe_subscription_items::Model>,
-    /// Rows whose `raw` is their object's text as it was listed (a sync's pages of the kinds
-    /// whose mappers read a few fields, see [`map::fields`]); written with the rows above.
-    pub(crate) texts: TextRows,
-}
-
-/// The rows of [`Rows::texts`], by table.
-#[derive(Default)]
-pub(crate) struct TextRows {
     pub(crate) products: Vec<Text<stripe_products::Model>>,
     pub(crate) prices: Vec<Text<stripe_prices::Model>>,
     pub(crate) customers: Vec<Text<stripe_customers::Model>>,
     pub(crate) orders: Vec<Text<stripe_orders::Model>>,
     pub(crate) refunds: Vec<Text<stripe_refunds::Model>>,
+    pub(crate) invoices: Vec<Text<stripe_invoices::Model>>,
+    pub(crate) invoice_lines: Vec<Text<stripe_invoice_line_items::Model>>,
     pub(crate) invoice_payments: Vec<Text<stripe_invoice_payments::Model>>,
-}
-
-/// `rows` as text rows (their `raw` serialised), then `texts`: one statement writes both.
-fn with_texts<M: MirrorModel>(rows: Vec<M>, texts: Vec<Text<M>>) -> Vec<Text<M>> {
-    let mut all: Vec<Text<M>> = rows.into_iter().map(Text::from_row).collect();
-    all.extend(texts);
-    all
+    pub(crate) sessions: Vec<Text<stripe_checkout_sessions::Model>>,
+    pub(crate) session_lines: Vec<Text<stripe_checkout_line_items::Model>>,
+    pub(crate) subscriptions: Vec<Text<stripe_subscriptions::Model>>,
+    pub(crate) subscription_items: Vec<Text<stripe_subscription_items::Model>>,
 }
 
 impl Rows {
@@ -281,13 +270,6 @@ impl Rows {
         self.subscriptions.append(&mut other.subscriptions);
         self.subscription_items
             .append(&mut other.subscription_items);
-        let (t, o) = (&mut self.texts, &mut other.texts);
-        t.products.append(&mut o.products);
-        t.prices.append(&mut o.prices);
-        t.customers.append(&mut o.customers);
-        t.orders.append(&mut o.orders);
-        t.refunds.append(&mut o.refunds);
-        t.invoice_payments.append(&mut o.invoice_payments);
     }
 
     /// Upserts every row; returns the parent rows written (line items are not counted).
@@ -296,26 +278,33 @@ impl Rows {
         txn: &C,
         b: &BusinessId,
     ) -> Result<u64, SyncError> {
-        let (t, mut n) = (self.texts, 0);
-        let products = with_texts(self.products, t.products);
-        n += mirror::upsert_text::<stripe_products::Entity, _>(txn, b, products).await?;
-        let prices = with_texts(self.prices, t.prices);
-        n += mirror::upsert_text::<stripe_prices::Entity, _>(txn, b, prices).await?;
-        let customers = with_texts(self.customers, t.customers);
-        n += mirror::upsert_text::<stripe_customers::Entity, _>(txn, b, customers).await?;
-        let orders = with_texts(self.orders, t.orders);
-        n += mirror::upsert_text::<stripe_orders::Entity, _>(txn, b, orders).await?;
-        let refunds = with_texts(self.refunds, t.refunds);
-        n += mirror::upsert_text::<stripe_refunds::Entity, _>(txn, b, refunds).await?;
-        n += mirror::upsert::<stripe_invoices::Entity, _>(txn, b, self.invoices).await?;
-        mirror::upsert::<stripe_invoice_line_items::Entity, _>(txn, b, self.invoice_lines).await?;
-        let payments = with_texts(self.invoice_payments, t.invoice_payments);
-        n += mirror::upsert_text::<stripe_invoice_payments::Entity, _>(txn, b, payments).await?;
-        n += mirror::upsert::<stripe_checkout_sessions::Entity, _>(txn, b, self.sessions).await?;
-        mirror::upsert::<stripe_checkout_line_items::Entity, _>(txn, b, self.session_lines).await?;
-        n += mirror::upsert::<stripe_subscriptions::Entity, _>(txn, b, self.subscriptions).await?;
-        mirror::upsert::<stripe_subscription_items::Entity, _>(txn, b, self.subscription_items)
+        let mut n = 0;
+        n += mirror::upsert_text::<stripe_products::Entity, _>(txn, b, self.products).await?;
+        n += mirror::upsert_text::<stripe_prices::Entity, _>(txn, b, self.prices).await?;
+        n += mirror::upsert_text::<stripe_customers::Entity, _>(txn, b, self.customers).await?;
+        n += mirror::upsert_text::<stripe_orders::Entity, _>(txn, b, self.orders).await?;
+        n += mirror::upsert_text::<stripe_refunds::Entity, _>(txn, b, self.refunds).await?;
+        n += mirror::upsert_text::<stripe_invoices::Entity, _>(txn, b, self.invoices).await?;
+        mirror::upsert_text::<stripe_invoice_line_items::Entity, _>(txn, b, self.invoice_lines)
             .await?;
+        n += mirror::upsert_text::<stripe_invoice_payments::Entity, _>(
+            txn,
+            b,
+            self.invoice_payments,
+        )
+        .await?;
+        n += mirror::upsert_text::<stripe_checkout_sessions::Entity, _>(txn, b, self.sessions)
+            .await?;
+        mirror::upsert_text::<stripe_checkout_line_items::Entity, _>(txn, b, self.session_lines)
+            .await?;
+        n += mirror::upsert_text::<stripe_subscriptions::Entity, _>(txn, b, self.subscriptions)
+            .await?;
+        mirror::upsert_text::<stripe_subscription_items::Entity, _>(
+            txn,
+            b,
+            self.subscription_items,
+        )
+        .await?;
         Ok(n)
     }
 }

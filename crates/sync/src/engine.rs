@@ -97,7 +97,7 @@ impl Resource {
 }
 
 /// A listed page: its objects as trees, or as text for the kinds whose mappers read a few
-/// fields ([`map::fields`]).
+/// fields ([`map::fields_of`]).
 enum Listed {
     Trees(Vec<Value>),
     Texts(Vec<Box<RawValue>>, map::FieldsOf),
@@ -891,36 +891,12 @@ impl Run {
     ) -> Result<apply::Rows, SyncError> {
         let mut w = apply::Rows::default();
         match resource {
-            Resource::Products => {
-                w.products = raws.into_iter().map(|r| map::product(st, r)).collect()
-            }
-            Resource::Prices => w.prices = raws.into_iter().map(|r| map::price(st, r)).collect(),
-            Resource::Customers => {
-                w.customers = raws.into_iter().map(|r| map::customer(st, r)).collect()
-            }
-            Resource::PaymentIntents => {
-                w.orders = raws
-                    .into_iter()
-                    .map(|r| map::payment_intent(st, r))
-                    .collect()
-            }
-            Resource::Charges => {
-                w.orders = raws
-                    .into_iter()
-                    .filter_map(|r| map::charge(st, r))
-                    .collect()
-            }
-            Resource::Refunds => w.refunds = raws.into_iter().map(|r| map::refund(st, r)).collect(),
-            Resource::InvoicePayments => {
-                w.invoice_payments = raws
-                    .into_iter()
-                    .map(|r| map::invoice_payment(st, r))
-                    .collect()
-            }
             Resource::Subscriptions => {
                 for r in raws {
-                    w.subscription_items.extend(map::subscription_items(st, &r));
-                    w.subscriptions.push(map::subscription(st, r));
+                    let items = map::subscription_items(st, &r);
+                    w.subscription_items
+                        .extend(items.into_iter().map(Text::from));
+                    w.subscriptions.push(map::subscription(st, r).into());
                 }
             }
             Resource::Invoices => {
@@ -936,13 +912,15 @@ impl Run {
                             let items = apply::invoice_lines(&row.raw, Some(client)).await?;
                             Ok(items
                                 .into_iter()
-                                .map(|l| map::invoice_line(st, &row.stripe_id, row.created, l))
+                                .map(|l| {
+                                    map::invoice_line(st, &row.stripe_id, row.created, l).into()
+                                })
                                 .collect())
                         }),
                 )
                 .await?;
                 w.invoice_lines = lines;
-                w.invoices = rows;
+                w.invoices = rows.into_iter().map(Text::from).collect();
             }
             Resource::CheckoutSessions => {
                 let ids: Vec<String> = raws.iter().filter_map(|r| map::id_of(r, "id")).collect();
@@ -958,14 +936,17 @@ impl Run {
                             let items = apply::session_lines(r, Some(client)).await?;
                             Ok(items
                                 .into_iter()
-                                .map(|l| map::checkout_line(st, &row.stripe_id, row.created, l))
+                                .map(|l| {
+                                    map::checkout_line(st, &row.stripe_id, row.created, l).into()
+                                })
                                 .collect())
                         }),
                 )
                 .await?;
                 w.session_lines = lines;
-                w.sessions = rows;
+                w.sessions = rows.into_iter().map(Text::from).collect();
             }
+            _ => unreachable!("{} pages are read as text", resource.key()),
         }
         Ok(w)
     }
@@ -1020,16 +1001,15 @@ fn build_texts(resource: Resource, st: Stamp<'_>, lean: Vec<(map::Fields, String
             .collect()
     }
     let mut w = apply::Rows::default();
-    let t = &mut w.texts;
     match resource {
-        Resource::Products => t.products = rows(lean, |f| Some(map::product(st, f))),
-        Resource::Prices => t.prices = rows(lean, |f| Some(map::price(st, f))),
-        Resource::Customers => t.customers = rows(lean, |f| Some(map::customer(st, f))),
-        Resource::PaymentIntents => t.orders = rows(lean, |f| Some(map::payment_intent(st, f))),
-        Resource::Charges => t.orders = rows(lean, |f| map::charge(st, f)),
-        Resource::Refunds => t.refunds = rows(lean, |f| Some(map::refund(st, f))),
+        Resource::Products => w.products = rows(lean, |f| Some(map::product(st, f))),
+        Resource::Prices => w.prices = rows(lean, |f| Some(map::price(st, f))),
+        Resource::Customers => w.customers = rows(lean, |f| Some(map::customer(st, f))),
+        Resource::PaymentIntents => w.orders = rows(lean, |f| Some(map::payment_intent(st, f))),
+        Resource::Charges => w.orders = rows(lean, |f| map::charge(st, f)),
+        Resource::Refunds => w.refunds = rows(lean, |f| Some(map::refund(st, f))),
         Resource::InvoicePayments => {
-            t.invoice_payments = rows(lean, |f| Some(map::invoice_payment(st, f)))
+            w.invoice_payments = rows(lean, |f| Some(map::invoice_payment(st, f)))
         }
         Resource::Invoices | Resource::CheckoutSessions | Resource::Subscriptions => {
             unreachable!("{} pages are read as trees", resource.key())
