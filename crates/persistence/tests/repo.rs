@@ -8,7 +8,8 @@ use tributary_domain::{BusinessId, Slug, StripeAccountId};
 use tributary_persistence::entities::{stripe_customers, stripe_invoices, webhook_events};
 use tributary_persistence::testing::Backend;
 use tributary_persistence::{
-    Database, PersistenceError, access, businesses, db_test, jobs, mirror, oauth_states, webhooks,
+    Database, PersistenceError, Statistics, access, businesses, db_test, jobs, mirror,
+    oauth_states, webhooks,
 };
 
 fn biz(id: &str) -> BusinessId {
@@ -996,7 +997,7 @@ db_test!(a_snapshot_reads_one_view_across_statements, |t| {
     }
 });
 
-db_test!(refresh_statistics_analyses_the_mirror, |t| {
+db_test!(refresh_statistics_analyses_the_tables_asked_for, |t| {
     use sea_orm::{ConnectionTrait, Statement};
     let db = &t.db;
     let b = biz("biz_stats");
@@ -1006,17 +1007,17 @@ db_test!(refresh_statistics_analyses_the_mirror, |t| {
     mirror::upsert::<stripe_customers::Entity, _>(db.conn(), &b, rows)
         .await
         .unwrap();
-    // Whether stripe_customers was analysed: PostgreSQL counts the analyses of each table,
-    // SQLite keeps its statistics in a table of their own.
-    let sql = match t.backend {
-        Backend::Postgres => {
-            // Manual analyses only: autovacuum's are counted apart.
-            "SELECT analyze_count AS n FROM pg_stat_user_tables \
-             WHERE relname = 'stripe_customers'"
-        }
-        Backend::Sqlite => "SELECT COUNT(*) AS n FROM sqlite_schema WHERE name = 'sqlite_stat1'",
-    };
-    let known = |sql: &'static str| async move {
+    // How often a table was analysed: PostgreSQL counts the analyses of each table (manual
+    // ones apart from autovacuum's), SQLite keeps its statistics in a table of their own.
+    let analyses = |table: &'static str| async move {
+        let sql = match t.backend {
+            Backend::Postgres => format!(
+                "SELECT analyze_count AS n FROM pg_stat_user_tables WHERE relname = '{table}'"
+            ),
+            Backend::Sqlite => {
+                "SELECT COUNT(*) AS n FROM sqlite_schema WHERE name = 'sqlite_stat1'".to_owned()
+            }
+        };
         let row = db
             .conn()
             .query_one_raw(Statement::from_string(
@@ -1028,22 +1029,54 @@ db_test!(refresh_statistics_analyses_the_mirror, |t| {
             .unwrap();
         row.try_get::<i64>("", "n").unwrap()
     };
-    assert_eq!(known(sql).await, 0, "analysed before the refresh");
-    db.refresh_statistics().await.unwrap();
-    if t.backend == Backend::Postgres {
-        // The statistics collector reports the ANALYZE asynchronously.
+    // The statistics collector reports an ANALYZE asynchronously.
+    let settled = |table: &'static str, n: i64| async move {
         for _ in 0..50 {
-            if known(sql).await == 1 {
+            if analyses(table).await == n {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-    }
-    assert_eq!(known(sql).await, 1, "not analysed by the refresh");
+        analyses(table).await
+    };
+    assert_eq!(analyses("stripe_customers").await, 0, "analysed before");
+    db.refresh_statistics(Statistics::Mirror).await.unwrap();
+    assert_eq!(
+        settled("stripe_customers", 1).await,
+        1,
+        "mirror not analysed"
+    );
     if t.backend == Backend::Sqlite {
         let stat = "SELECT COUNT(*) AS n FROM sqlite_stat1 WHERE tbl = 'stripe_customers'";
-        assert!(known(stat).await > 0, "no statistics of stripe_customers");
+        let row = db
+            .conn()
+            .query_one_raw(Statement::from_string(
+                db.conn().get_database_backend(),
+                stat,
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            row.try_get::<i64>("", "n").unwrap() > 0,
+            "no statistics of stripe_customers"
+        );
+        return;
     }
+    // PostgreSQL analyses exactly the tables asked for: the mirror's refresh left the spend
+    // read model alone, the spend's leaves the mirror alone.
+    assert_eq!(
+        analyses("customer_spend").await,
+        0,
+        "spend analysed with the mirror"
+    );
+    db.refresh_statistics(Statistics::Spend).await.unwrap();
+    assert_eq!(settled("customer_spend", 1).await, 1, "spend not analysed");
+    assert_eq!(
+        analyses("stripe_customers").await,
+        1,
+        "mirror analysed with the spend"
+    );
 });
 
 // More writers that read beside their transaction than the pool has connections: each holds a
@@ -1075,4 +1108,57 @@ db_test!(transactions_reading_beside_never_starve_the_pool, |t| {
         failed.len(),
         failed[0]
     );
+});
+
+// The lookups' pool plans each statement once on PostgreSQL; the main pool, whose writes are
+// planned better with their values seen, keeps the default; `plan_once` switches a
+// transaction over for its own remainder only. On SQLite the lookups share the one pool.
+db_test!(lookups_plan_once_and_writes_keep_the_default, |t| {
+    use sea_orm::TransactionTrait;
+    let db = &t.db;
+    async fn mode<C: ConnectionTrait>(conn: &C) -> String {
+        let row = conn
+            .query_one_raw(Statement::from_string(
+                conn.get_database_backend(),
+                "SELECT current_setting('plan_cache_mode') AS m",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<String>("", "m").unwrap()
+    }
+    if t.backend == Backend::Sqlite {
+        // The same database: what the pool writes, the lookups read; `plan_once` changes
+        // nothing and does not fail.
+        let b = biz("biz_lookups");
+        let txn = db.begin_write().await.unwrap();
+        tributary_persistence::plan_once(&txn).await.unwrap();
+        mirror::upsert::<stripe_customers::Entity, _>(
+            &txn,
+            &b,
+            vec![customer("biz_lookups", "cus_1", "l@x.io", 1)],
+        )
+        .await
+        .unwrap();
+        txn.commit().await.unwrap();
+        let read = mirror::find::<stripe_customers::Entity, _>(db.lookups(), &b, "cus_1").await;
+        assert_eq!(read.unwrap().unwrap().email.as_deref(), Some("l@x.io"));
+        return;
+    }
+    assert_eq!(mode(db.lookups()).await, "force_generic_plan");
+    assert_eq!(mode(db.conn()).await, "auto");
+    let txn = db.conn().begin().await.unwrap();
+    assert_eq!(mode(&txn).await, "auto");
+    tributary_persistence::plan_once(&txn).await.unwrap();
+    assert_eq!(mode(&txn).await, "force_generic_plan");
+    txn.commit().await.unwrap();
+    // Every pooled connection is back to the default (the one the transaction used among them).
+    let back = futures::future::join_all((0..4).map(|_| async {
+        let txn = db.conn().begin().await.unwrap();
+        let m = mode(&txn).await;
+        txn.commit().await.unwrap();
+        m
+    }))
+    .await;
+    assert!(back.iter().all(|m| m == "auto"), "{back:?}");
 });

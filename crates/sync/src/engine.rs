@@ -13,7 +13,7 @@ use tracing::Instrument;
 use tributary_domain::BusinessId;
 use tributary_persistence::entities::*;
 use tributary_persistence::mirror::{self, Mirror, Text};
-use tributary_persistence::{access, jobs};
+use tributary_persistence::{Statistics, access, jobs};
 use tributary_stripe_connect::{AccountClient, Created, ListRequest, RawOnly, StripeError};
 
 use crate::map::{self, Stamp};
@@ -524,6 +524,13 @@ impl Run {
             );
         }
 
+        if full {
+            // A full run may have loaded most of the tables' rows: plans made from the old
+            // statistics would scan whole businesses, and the facts read below take half as
+            // long again. Best effort (another process analysing the same table at once is the
+            // usual failure); autovacuum gets there later anyway.
+            self.refresh_statistics(Statistics::Mirror).await;
+        }
         // A full run reads its facts beside the transaction where it can (below).
         let beside = if full {
             self.ctx.db().reading_beside().await
@@ -619,14 +626,17 @@ impl Run {
             .await?;
         txn.commit().await?;
         if full {
-            // A full run may have loaded most of the tables' rows: plans made from the old
-            // statistics would scan whole businesses. Best effort (another process analysing
-            // the same table at once is the usual failure); autovacuum gets there later anyway.
-            if let Err(e) = self.ctx.db().refresh_statistics().await {
-                tracing::warn!(error = %e, "planner statistics not refreshed after a full run");
-            }
+            // The spend read model was rebuilt, the grids' plans come from its statistics.
+            self.refresh_statistics(Statistics::Spend).await;
         }
         Ok(())
+    }
+
+    /// [`tributary_persistence::Database::refresh_statistics`], logged when it fails.
+    async fn refresh_statistics(&self, tables: Statistics) {
+        if let Err(e) = self.ctx.db().refresh_statistics(tables).await {
+            tracing::warn!(error = %e, ?tables, "planner statistics not refreshed after a full run");
+        }
     }
 
     /// Begins a transaction after checking the run may still write: the lease renewal has not
@@ -968,6 +978,7 @@ impl Run {
                 .collect();
             events.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
             let txn = self.begin_guarded().await?;
+            tributary_persistence::plan_once(&txn).await?;
             let now = self.ctx.now();
             newest = events.iter().map(|e| e.created).fold(newest, i64::max);
             let (mut batch, _) = apply::EventBatch::begin(&txn, &self.business, &events).await?;

@@ -506,7 +506,8 @@ pub async fn stripe_info(
     let email = Email::parse(raw).map_err(|e| {
         ApiError::bad_request("invalid_email", format!("email {raw:?} is not valid: {e}"))
     })?;
-    let conn = state.db.conn();
+    // Index lookups of a few shapes, planned once per pooled connection.
+    let conn = state.db.lookups();
     let business = &auth.business;
     let emails = [email.as_str().to_owned()];
     // The walk and the summary's row side by side, on two pooled connections.

@@ -676,6 +676,9 @@ async fn write(
 ) -> Result<Vec<Applied>, Interrupt> {
     let beside = state.db.reading_beside().await;
     let txn = state.db.begin_write().await.map_err(ApiError::internal)?;
+    tributary_persistence::plan_once(&txn)
+        .await
+        .map_err(ApiError::internal)?;
     let (mut batch, connection) = EventBatch::lock(&txn, business, items.iter().map(|p| &p.event))
         .await
         .map_err(ApiError::internal)?;
@@ -692,7 +695,7 @@ async fn write(
     let before = async {
         match early {
             Some(emails) => Ok(emails),
-            None => readmodel::affected_emails(state.db.conn(), business, &touched)
+            None => readmodel::affected_emails(state.db.lookups(), business, &touched)
                 .await
                 .map_err(|e| Interrupt::Database(ApiError::internal(e))),
         }
