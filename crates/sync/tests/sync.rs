@@ -206,23 +206,25 @@ db_test!(
     rows_written_from_listed_text_are_whole_and_mapped_from_all_of_it,
     |t| {
         // Products, prices, customers, orders, refunds and invoice payments are written from
-        // each object's text with a few fields parsed (`map::fields_of`): each row's `raw` must be
-        // the whole object as listed, and its typed columns what the whole object maps to.
+        // each object's text with a few fields parsed (`map::fields_of`); invoices, sessions and
+        // subscriptions from the whole tree, parsed for their children. Either way each row's
+        // `raw` must be the whole object as listed, and its typed columns what the whole object
+        // maps to.
+        use tributary_stripe_connect::{Created, ListRequest};
         use tributary_sync::map::{self, Stamp};
         let env = Env::new(&t, 23).await;
         env.sync().await;
         let db = t.db.conn();
         let b = &env.business;
-        let listed = |path: &'static str| {
-            let client = env.client();
-            async move {
-                let items = client.list::<Value>(path).collect_all().await.unwrap();
-                let all: std::collections::HashMap<String, Value> =
-                    items.into_iter().map(|i| (i.id, i.raw)).collect();
-                assert!(!all.is_empty(), "{path} lists nothing");
-                all
-            }
+        let client = env.client();
+        let listed = |req: ListRequest<Value>| async move {
+            let items = req.collect_all().await.unwrap();
+            let all: std::collections::HashMap<String, Value> =
+                items.into_iter().map(|i| (i.id, i.raw)).collect();
+            assert!(!all.is_empty(), "a list is empty");
+            all
         };
+        let listed_at = |path: &'static str| listed(client.list::<Value>(path));
         let stamp = |at, now| Stamp {
             business_id: b.as_str(),
             at,
@@ -247,30 +249,30 @@ db_test!(
         }
         check!(
             stripe_products::Entity,
-            listed("/v1/products").await,
+            listed_at("/v1/products").await,
             |st, raw| { Some(map::product(st, raw)) }
         );
         check!(
             stripe_prices::Entity,
-            listed("/v1/prices").await,
+            listed_at("/v1/prices").await,
             |st, raw| { Some(map::price(st, raw)) }
         );
         check!(
             stripe_customers::Entity,
-            listed("/v1/customers").await,
+            listed_at("/v1/customers").await,
             |st, raw| { Some(map::customer(st, raw)) }
         );
         check!(
             stripe_refunds::Entity,
-            listed("/v1/refunds").await,
+            listed_at("/v1/refunds").await,
             |st, raw| { Some(map::refund(st, raw)) }
         );
-        let payments = listed("/v1/invoice_payments").await;
+        let payments = listed_at("/v1/invoice_payments").await;
         check!(stripe_invoice_payments::Entity, payments, |st, raw| {
             Some(map::invoice_payment(st, raw))
         });
-        let mut intents_and_charges = listed("/v1/payment_intents").await;
-        intents_and_charges.extend(listed("/v1/charges").await);
+        let mut intents_and_charges = listed_at("/v1/payment_intents").await;
+        intents_and_charges.extend(listed_at("/v1/charges").await);
         let orders = check!(stripe_orders::Entity, intents_and_charges, |st, raw| {
             match raw["object"].as_str() {
                 Some("charge") => map::charge(st, raw),
@@ -280,6 +282,29 @@ db_test!(
         assert!(
             orders.iter().any(|o| o.stripe_type == "charge"),
             "no charge without a payment intent"
+        );
+        let all = Created::all();
+        check!(
+            stripe_invoices::Entity,
+            listed(client.invoices(all).retype()).await,
+            |st, raw| { Some(map::invoice(st, raw)) }
+        );
+        // A session's line items are rows of their own, and its `raw` is kept without them.
+        let mut sessions = listed(client.checkout_sessions(all).retype()).await;
+        for s in sessions.values_mut() {
+            assert!(
+                s["line_items"].is_object(),
+                "sessions are listed with their items"
+            );
+            s.as_object_mut().unwrap().remove("line_items");
+        }
+        check!(stripe_checkout_sessions::Entity, sessions, |st, raw| {
+            Some(map::checkout_session(st, raw))
+        });
+        check!(
+            stripe_subscriptions::Entity,
+            listed(client.subscriptions(all).retype()).await,
+            |st, raw| { Some(map::subscription(st, raw)) }
         );
     }
 );
