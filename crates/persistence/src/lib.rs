@@ -239,16 +239,16 @@ impl Database {
         &self.conn
     }
 
-    /// A pool for the link graph's lookups outside a transaction (`stripe-info`, a webhook
-    /// turn's emails before): many small statements of a few shapes, each a handful of index
-    /// lookups. On PostgreSQL its connections plan each statement once and keep the plan
-    /// (`plan_cache_mode = force_generic_plan`): by default a statement whose parameters are
-    /// arrays is planned again at every execution, and planning was most of PostgreSQL's
-    /// work for such a read (`stripe-info` at 16 connections: p95 30.3 → 22.9 ms). The
-    /// writes keep the default: their pages are planned better with their values seen
-    /// (a first sync measured 20 % slower with every statement planned generically, when
-    /// the tables' statistics are those of empty tables). A plan kept is made again when
-    /// `ANALYZE` changes its tables' statistics. On SQLite, the one pool.
+    /// A pool for reads outside a transaction of many statements of a few shapes, each along an
+    /// index (`stripe-info`'s and a webhook turn's link-graph walks, a full run's facts in
+    /// 2,000-row chunks). On PostgreSQL its connections plan each statement once and keep the plan
+    /// (`plan_cache_mode = force_generic_plan`): by default a statement whose parameters are arrays
+    /// is planned again at every execution, and planning was most of PostgreSQL's work for such a
+    /// read (`stripe-info` at 16 connections: p95 30.3 → 22.9 ms). The writes keep the default:
+    /// their pages are planned better with their values seen (a first sync measured 20 % slower
+    /// with every statement planned generically, when the tables' statistics are those of empty
+    /// tables). A plan kept is made again when `ANALYZE` changes its tables' statistics. On SQLite,
+    /// the one pool.
     pub fn lookups(&self) -> &DatabaseConnection {
         &self.lookups
     }

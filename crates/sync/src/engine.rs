@@ -524,17 +524,27 @@ impl Run {
             );
         }
 
-        if full {
-            // A full run may have loaded most of the tables' rows: plans made from the old
-            // statistics would scan whole businesses, and the facts read below take half as
-            // long again. Best effort (another process analysing the same table at once is the
-            // usual failure); autovacuum gets there later anyway.
-            self.refresh_statistics(Statistics::Mirror).await;
-        }
         // A full run reads its facts beside the transaction where it can (below).
         let beside = if full {
             self.ctx.db().reading_beside().await
         } else {
+            None
+        };
+        // A full run may have loaded most of the tables' rows: plans made from the old
+        // statistics would scan whole businesses. Best effort (another process analysing the
+        // same table at once is the usual failure); autovacuum gets there later anyway. Where
+        // the facts are read beside (PostgreSQL), the analysis runs beside them, below; on
+        // SQLite it comes first (it writes, and the transaction will hold the one write lock).
+        let analyse = async {
+            if full {
+                self.refresh_statistics(Statistics::Mirror).await;
+            }
+            Ok::<_, SyncError>(())
+        };
+        let analyse = if beside.is_some() {
+            Some(analyse)
+        } else {
+            analyse.await?;
             None
         };
         let txn = self.begin_guarded().await?;
@@ -570,9 +580,13 @@ impl Run {
             // load leaves out exactly the rows it marks (`seen_since`). Elsewhere (SQLite) it
             // reads in the transaction, after the marks.
             let seen_since = (!bounded_backfill).then_some(self.started);
-            let loaded = if beside.is_some() {
-                let pool = self.ctx.db().conn();
-                futures::try_join!(reconcile, readmodel::load_facts_seen(pool, b, seen_since))?.1
+            let loaded = if let Some(analyse) = analyse {
+                // Through the lookups' pool: 2,000-row chunks in Stripe id order, each planned
+                // once (along the primary key whatever the statistics say, so it needs not wait
+                // for the analysis beside it).
+                let pool = self.ctx.db().lookups();
+                let facts = readmodel::load_facts_seen(pool, b, seen_since);
+                futures::try_join!(reconcile, facts, analyse)?.1
             } else {
                 reconcile.await?;
                 readmodel::load_facts_seen(&txn, b, seen_since).await?
