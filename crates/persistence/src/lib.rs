@@ -239,16 +239,15 @@ impl Database {
         &self.conn
     }
 
-    /// A pool for reads outside a transaction of many statements of a few shapes, each along an
-    /// index (`stripe-info`'s and a webhook turn's link-graph walks, a full run's facts in
-    /// 2,000-row chunks). On PostgreSQL its connections plan each statement once and keep the plan
-    /// (`plan_cache_mode = force_generic_plan`): by default a statement whose parameters are arrays
-    /// is planned again at every execution, and planning was most of PostgreSQL's work for such a
-    /// read (`stripe-info` at 16 connections: p95 30.3 → 22.9 ms). The writes keep the default:
-    /// their pages are planned better with their values seen (a first sync measured 20 % slower
-    /// with every statement planned generically, when the tables' statistics are those of empty
-    /// tables). A plan kept is made again when `ANALYZE` changes its tables' statistics. On SQLite,
-    /// the one pool.
+    /// A pool for reads made outside a transaction of many statements of a few shapes, each
+    /// along an index (`stripe-info`'s and a webhook turn's link-graph walks, a full run's facts
+    /// in 2,000-row chunks). On PostgreSQL its connections plan each statement once and keep the
+    /// plan (`plan_cache_mode = force_generic_plan`): by default a statement whose parameters are
+    /// arrays is planned again at every execution, a large part of PostgreSQL's work for such a
+    /// read (`stripe-info` at 16 connections: p95 30.6–31.3 → 22.4–24.5 ms). The writes keep the
+    /// default: a first sync measured 20 % slower with every statement planned generically, its
+    /// reads planned without their values against the statistics of empty tables. A kept plan
+    /// is made again when `ANALYZE` changes its tables' statistics. On SQLite, the one pool.
     pub fn lookups(&self) -> &DatabaseConnection {
         &self.lookups
     }
@@ -299,8 +298,7 @@ impl Database {
     /// were before it: PostgreSQL then believes a business has a few hundred rows and answers
     /// a graph walk's `stripe_id = ANY(…)` by filtering every row of the business (seen with
     /// `auto_explain` during webhook ingest: 5–140 ms statements that take under a millisecond
-    /// with fresh statistics), and the full run's own reading of every row's facts takes half
-    /// as long again (2,000-row chunks planned as if the tables were empty).
+    /// with fresh statistics).
     /// `ANALYZE` samples a fixed number of rows per table (3,000 here), so its cost does not
     /// grow with the tables; on SQLite `PRAGMA optimize` with a bounded analysis does the same
     /// (for every table that needs it, whichever `tables` asks for).
