@@ -143,13 +143,13 @@ const SQLITE_STATEMENT_CACHE: usize = 24;
 /// 31 MB of a `bench`-scale first sync's heap.
 const POSTGRES_STATEMENT_CACHE: usize = 256;
 
-/// Connections in a PostgreSQL pool.
-const POSTGRES_POOL: u32 = 16;
+/// Connections in a PostgreSQL pool (each of [`Database::conn`] and [`Database::lookups`]).
+pub const POSTGRES_POOL: u32 = 16;
 
 /// The tables whose planner statistics [`Database::refresh_statistics`] refreshes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Statistics {
-    /// Every mirror table: after a full run's pages, before it reads the facts back.
+    /// Every mirror table: after a full run's pages.
     Mirror,
     /// `customer_spend`: after a full run rebuilt it.
     Spend,

@@ -519,7 +519,10 @@ impl<'a> EventBatch<'a> {
         Ok((batch, connection))
     }
 
-    /// [`EventBatch::begin`] without noting the emails: the caller reads them with
+    /// [`EventBatch::begin`] without noting the emails. The rest of the transaction plans
+    /// each statement once ([`tributary_persistence::plan_once`]): a batch is many small
+    /// lookups by arrays of ids (stored versions, link-graph walks, the spend refresh). The
+    /// caller reads the emails with
     /// [`crate::readmodel::affected_emails`] of [`EventBatch::touched`] and hands them to
     /// [`EventBatch::before`] before [`EventBatch::finish`]. While the lock is held no other
     /// writer of the business commits, so that read may run on another connection, beside
@@ -530,6 +533,7 @@ impl<'a> EventBatch<'a> {
         business: &'a BusinessId,
         events: impl IntoIterator<Item = &'e EventEnvelope>,
     ) -> Result<(Self, Option<stripe_access::Model>), SyncError> {
+        tributary_persistence::plan_once(conn).await?;
         // Writers of one business take turns (PostgreSQL; SQLite serialises writers anyway).
         let connection =
             tributary_persistence::access::lock_for_write(conn, business, true).await?;

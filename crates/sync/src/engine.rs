@@ -531,22 +531,12 @@ impl Run {
             None
         };
         // A full run may have loaded most of the tables' rows: plans made from the old
-        // statistics would scan whole businesses. Best effort (another process analysing the
-        // same table at once is the usual failure); autovacuum gets there later anyway. Where
-        // the facts are read beside (PostgreSQL), the analysis runs beside them, below; on
-        // SQLite it comes first (it writes, and the transaction will hold the one write lock).
-        let analyse = async {
-            if full {
-                self.refresh_statistics(Statistics::Mirror).await;
-            }
-            Ok::<_, SyncError>(())
-        };
-        let analyse = if beside.is_some() {
-            Some(analyse)
-        } else {
-            analyse.await?;
-            None
-        };
+        // statistics would scan whole businesses. Where the facts are read beside (PostgreSQL)
+        // the mirror is analysed beside them, below; on SQLite first (the analysis writes, and
+        // the transaction will hold the one write lock).
+        if full && beside.is_none() {
+            self.refresh_statistics(Statistics::Mirror).await;
+        }
         let txn = self.begin_guarded().await?;
         if !jobs::canary_alive(&txn, &self.job_id, &self.ctx.config().worker_id).await? {
             // Pages commit without waiting for their WAL flush, and a crash loses the newest
@@ -580,12 +570,16 @@ impl Run {
             // load leaves out exactly the rows it marks (`seen_since`). Elsewhere (SQLite) it
             // reads in the transaction, after the marks.
             let seen_since = (!bounded_backfill).then_some(self.started);
-            let loaded = if let Some(analyse) = analyse {
+            let loaded = if beside.is_some() {
                 // Through the lookups' pool: 2,000-row chunks in Stripe id order, each planned
                 // once (along the primary key whatever the statistics say, so it needs not wait
                 // for the analysis beside it).
                 let pool = self.ctx.db().lookups();
                 let facts = readmodel::load_facts_seen(pool, b, seen_since);
+                let analyse = async {
+                    self.refresh_statistics(Statistics::Mirror).await;
+                    Ok::<_, SyncError>(())
+                };
                 futures::try_join!(reconcile, facts, analyse)?.1
             } else {
                 reconcile.await?;
@@ -646,10 +640,12 @@ impl Run {
         Ok(())
     }
 
-    /// [`tributary_persistence::Database::refresh_statistics`], logged when it fails.
+    /// [`tributary_persistence::Database::refresh_statistics`], best effort: a failure
+    /// (another process analysing the same table at once, usually) is logged, and autovacuum
+    /// gets there later anyway.
     async fn refresh_statistics(&self, tables: Statistics) {
         if let Err(e) = self.ctx.db().refresh_statistics(tables).await {
-            tracing::warn!(error = %e, ?tables, "planner statistics not refreshed after a full run");
+            tracing::warn!(error = %e, ?tables, "planner statistics not refreshed in a full run");
         }
     }
 
@@ -992,7 +988,6 @@ impl Run {
                 .collect();
             events.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
             let txn = self.begin_guarded().await?;
-            tributary_persistence::plan_once(&txn).await?;
             let now = self.ctx.now();
             newest = events.iter().map(|e| e.created).fold(newest, i64::max);
             let (mut batch, _) = apply::EventBatch::begin(&txn, &self.business, &events).await?;

@@ -157,6 +157,23 @@ async fn batch_equals_one_at_a_time(backend: Backend) {
                         let txn = t.db.begin_write().await.unwrap();
                         let (mut batch, _) =
                             EventBatch::begin(&txn, &all, &batch_events).await.unwrap();
+                        if t.backend == Backend::Postgres {
+                            // The batch's lookups by arrays of ids are planned once.
+                            use sea_orm::{ConnectionTrait, Statement};
+                            let sql = "SELECT current_setting('plan_cache_mode') AS m";
+                            let row = txn
+                                .query_one_raw(Statement::from_string(
+                                    txn.get_database_backend(),
+                                    sql,
+                                ))
+                                .await
+                                .unwrap()
+                                .unwrap();
+                            assert_eq!(
+                                row.try_get::<String>("", "m").unwrap(),
+                                "force_generic_plan"
+                            );
+                        }
                         let together = batch.apply(&txn, &received, None).await.unwrap();
                         batch.finish(&txn, T + 9).await.unwrap();
                         txn.commit().await.unwrap();

@@ -676,9 +676,6 @@ async fn write(
 ) -> Result<Vec<Applied>, Interrupt> {
     let beside = state.db.reading_beside().await;
     let txn = state.db.begin_write().await.map_err(ApiError::internal)?;
-    tributary_persistence::plan_once(&txn)
-        .await
-        .map_err(ApiError::internal)?;
     let (mut batch, connection) = EventBatch::lock(&txn, business, items.iter().map(|p| &p.event))
         .await
         .map_err(ApiError::internal)?;
