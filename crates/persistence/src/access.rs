@@ -124,7 +124,7 @@ pub async fn mark_revoked(
         .col_expr(Column::RevokedAt, Expr::value(now))
         .filter(Column::BusinessId.eq(business.as_str()))
         .filter(Column::Status.eq(CONNECTED))
-        .exec(db.conn())
+        .exec(db.writer())
         .await?;
     Ok(res.rows_affected == 1)
 }
@@ -138,7 +138,7 @@ pub async fn set_account_name(
     Entity::update_many()
         .col_expr(Column::AccountName, Expr::value(name.map(str::to_owned)))
         .filter(Column::BusinessId.eq(business.as_str()))
-        .exec(db.conn())
+        .exec(db.writer())
         .await?;
     Ok(())
 }

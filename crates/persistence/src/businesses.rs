@@ -35,7 +35,7 @@ pub async fn upsert(
                 ])
                 .to_owned(),
         )
-        .exec_without_returning(db.conn())
+        .exec_without_returning(db.writer())
         .await
         .map_err(|e| PersistenceError::unique(e, "slug"))?;
     get(db, id)

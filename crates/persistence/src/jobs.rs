@@ -72,7 +72,7 @@ pub async fn enqueue(
             lease_expires_at: Set(None),
         };
         match Entity::insert(model.clone())
-            .exec_without_returning(db.conn())
+            .exec_without_returning(db.writer())
             .await
         {
             Ok(_) => {
@@ -122,7 +122,7 @@ pub async fn claim(
                 .add(Column::LeaseExpiresAt.lt(now))
                 .add(Column::LeaseOwner.eq(owner)),
         )
-        .exec(db.conn())
+        .exec(db.writer())
         .await?;
     Ok(res.rows_affected == 1)
 }
@@ -231,7 +231,7 @@ pub async fn renew(
 ) -> Result<bool, PersistenceError> {
     let res = held(job_id, owner)
         .col_expr(Column::LeaseExpiresAt, Expr::value(now + lease_secs))
-        .exec(db.conn())
+        .exec(db.writer())
         .await?;
     Ok(res.rows_affected == 1)
 }
@@ -247,7 +247,7 @@ pub async fn set_progress(
         .col_expr(Column::Progress, Expr::value(progress))
         .filter(Column::Id.eq(job_id))
         .filter(Column::LeaseOwner.eq(owner))
-        .exec(db.conn())
+        .exec(db.writer())
         .await?;
     Ok(res.rows_affected == 1)
 }
@@ -272,7 +272,7 @@ pub async fn finish(
             Column::ErrorMessage,
             Expr::value(error.map(|e| e.1.to_owned())),
         )
-        .exec(db.conn())
+        .exec(db.writer())
         .await?;
     Ok(res.rows_affected == 1)
 }
@@ -284,7 +284,7 @@ pub async fn release(db: &Database, job_id: &str, owner: &str) -> Result<bool, P
     let res = unleased(held(job_id, owner))
         .col_expr(Column::Status, Expr::value(QUEUED))
         .col_expr(Column::StartedAt, Expr::value(Option::<i64>::None))
-        .exec(db.conn())
+        .exec(db.writer())
         .await?;
     Ok(res.rows_affected == 1)
 }
@@ -361,7 +361,7 @@ pub async fn fail_active(
         .col_expr(Column::ErrorMessage, Expr::value(message))
         .filter(Column::BusinessId.eq(business.as_str()))
         .filter(active())
-        .exec(db.conn())
+        .exec(db.writer())
         .await?;
     Ok(res.rows_affected)
 }

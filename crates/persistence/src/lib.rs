@@ -131,8 +131,18 @@ pub fn now() -> i64 {
 /// Prepared statements kept per pooled SQLite connection (sqlx's default is 100). Page
 /// `INSERT`s of up to 100 rows are large statements, one per table and row count; SQLite
 /// prepares in process, and 100 of them on each of 8 connections showed as memory growing
-/// through a `bench`-scale first sync (peak RSS 255 → 218 MiB with 24).
+/// through a `bench`-scale first sync (peak RSS 255 → 218 MiB with 24). Since the writes have
+/// their own two connections ([`Database::writer`]), only those hold them.
 const SQLITE_STATEMENT_CACHE: usize = 24;
+
+/// Connections of a SQLite file's pool for everything but writes.
+const SQLITE_POOL: u32 = 8;
+
+/// Connections of a SQLite file's pool for writes ([`Database::writer`]). SQLite has one writer
+/// at a time; the second connection waits for the file's lock, so it begins as soon as the
+/// transaction before it commits (with one, each transaction waited for the pool to hand the
+/// connection over: a `bench`-scale first sync took 8.6–9.1 s instead of 6.9–7.5).
+const SQLITE_WRITERS: u32 = 2;
 
 /// Prepared statements kept per pooled PostgreSQL connection. A small cache costs round trips:
 /// with 24 kept, a webhook turn's writes (then a statement per table and row count) evicted the
@@ -161,6 +171,8 @@ pub struct Database {
     conn: DatabaseConnection,
     /// The pool of [`Database::lookups`]: its own on PostgreSQL, `conn` again on SQLite.
     lookups: DatabaseConnection,
+    /// [`Database::writer`] when not `conn`: on a SQLite file, a pool of its own.
+    writer: Option<DatabaseConnection>,
     /// Permits of transactions that read on other pooled connections while they are open
     /// (see [`Database::reading_beside`]): half the pool (PostgreSQL).
     beside: std::sync::Arc<tokio::sync::Semaphore>,
@@ -175,10 +187,8 @@ impl Database {
             .connect_timeout(Duration::from_secs(10))
             .acquire_timeout(Duration::from_secs(30));
         if url.starts_with("sqlite:") {
-            // One writer at a time in SQLite: a small pool avoids lock convoys. Every pooled
-            // connection gets WAL and a busy timeout, so the API and the scheduler can share
-            // one file.
-            opts.max_connections(if url.contains(":memory:") { 1 } else { 8 });
+            // Every pooled connection gets WAL and a busy timeout, so the API and the
+            // scheduler can share one file.
             opts.map_sqlx_sqlite_opts(|o| {
                 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
                 o.journal_mode(SqliteJournalMode::Wal)
@@ -187,9 +197,27 @@ impl Database {
                     .foreign_keys(true)
                     .statement_cache_capacity(SQLITE_STATEMENT_CACHE)
             });
-            let pool = opts.get_max_connections().unwrap_or(1);
+            if url.contains(":memory:") {
+                // Each connection would be a database of its own.
+                opts.max_connections(1);
+                let conn = sea_orm::Database::connect(opts).await?;
+                return Ok(Self::with_pools(conn.clone(), conn, None, 1));
+            }
+            // SQLite has one writer at a time: the writes queue for two connections of their
+            // own, and only those keep the pages' large prepared `INSERT`s (a `bench`-scale
+            // first sync peaked at 171–189 MiB when they were spread over the pool's eight,
+            // 121–129 with two).
+            let mut writer = opts.clone();
+            writer.max_connections(SQLITE_WRITERS);
+            opts.max_connections(SQLITE_POOL);
             let conn = sea_orm::Database::connect(opts).await?;
-            return Ok(Self::with_pools(conn.clone(), conn, pool));
+            let writer = sea_orm::Database::connect(writer).await?;
+            return Ok(Self::with_pools(
+                conn.clone(),
+                conn,
+                Some(writer),
+                SQLITE_POOL,
+            ));
         }
         opts.max_connections(POSTGRES_POOL);
         let mut lookups = opts.clone();
@@ -200,13 +228,19 @@ impl Database {
         });
         let conn = sea_orm::Database::connect(opts).await?;
         let lookups = sea_orm::Database::connect(lookups).await?;
-        Ok(Self::with_pools(conn, lookups, POSTGRES_POOL))
+        Ok(Self::with_pools(conn, lookups, None, POSTGRES_POOL))
     }
 
-    fn with_pools(conn: DatabaseConnection, lookups: DatabaseConnection, pool: u32) -> Self {
+    fn with_pools(
+        conn: DatabaseConnection,
+        lookups: DatabaseConnection,
+        writer: Option<DatabaseConnection>,
+        pool: u32,
+    ) -> Self {
         Self {
             conn,
             lookups,
+            writer,
             beside: std::sync::Arc::new(tokio::sync::Semaphore::new((pool as usize / 2).max(1))),
         }
     }
@@ -252,6 +286,15 @@ impl Database {
         &self.lookups
     }
 
+    /// The pool for writes: [`Database::begin_write`]'s transactions, and the statements that
+    /// write outside one (a job's progress and lease, a record, a setting). On a SQLite file it
+    /// is a pool of its own of two connections, so writers waiting for the
+    /// file's one write lock wait there, never on connections the reads need, and only its
+    /// connections prepare the pages' large `INSERT`s; otherwise [`Database::conn`].
+    pub fn writer(&self) -> &DatabaseConnection {
+        self.writer.as_ref().unwrap_or(&self.conn)
+    }
+
     /// `true` when the database answers a trivial query (readiness).
     pub async fn ping(&self) -> bool {
         self.conn.ping().await.is_ok()
@@ -262,15 +305,19 @@ impl Database {
         if self.conn.get_database_backend() == DbBackend::Postgres {
             self.lookups.close().await?;
         }
+        if let Some(writer) = self.writer {
+            writer.close().await?;
+        }
         self.conn.close().await?;
         Ok(())
     }
 
     /// Begins a transaction that will write. On SQLite it takes the write lock at `BEGIN`
     /// (`BEGIN IMMEDIATE`), so it waits on the busy timeout instead of failing when it later
-    /// upgrades from reading to writing; on PostgreSQL it is an ordinary transaction.
+    /// upgrades from reading to writing, on a connection of [`Database::writer`]; on PostgreSQL
+    /// it is an ordinary transaction.
     pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
-        begin_write(&self.conn).await
+        begin_write(self.writer()).await
     }
 
     /// Begins a read-only transaction whose statements all see one snapshot, for a reader
@@ -319,7 +366,7 @@ impl Database {
                 txn.commit().await?;
             }
             _ => {
-                self.conn
+                self.writer()
                     .execute_unprepared("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002")
                     .await?;
             }
@@ -415,6 +462,65 @@ pub async fn purge_business_rows<C: ConnectionTrait>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On a SQLite file, writers waiting for the write lock wait on the writer pool's
+    /// connections, so the reads still find theirs: with a write transaction open and more
+    /// writes waiting than the read pool has connections, a read answers at once.
+    #[tokio::test]
+    async fn sqlite_writers_waiting_leave_the_reads_their_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = std::sync::Arc::new(Database::connect(&url).await.unwrap());
+        db.conn()
+            .execute_unprepared("CREATE TABLE t (n INTEGER)")
+            .await
+            .unwrap();
+        let held = db.begin_write().await.unwrap();
+        held.execute_unprepared("INSERT INTO t VALUES (1)")
+            .await
+            .unwrap();
+        let waiting: Vec<_> = (0..2 * SQLITE_POOL)
+            .map(|_| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.writer()
+                        .execute_unprepared("INSERT INTO t VALUES (2)")
+                        .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            db.conn().query_one_raw(sea_orm::Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT count(*) FROM t",
+            )),
+        )
+        .await
+        .expect("a read waited behind the writers")
+        .unwrap()
+        .unwrap();
+        // The open transaction's row is not visible yet.
+        assert_eq!(read.try_get_by_index::<i64>(0).unwrap(), 0);
+        held.commit().await.unwrap();
+        for w in waiting {
+            w.await.unwrap().unwrap();
+        }
+        let n = db
+            .conn()
+            .query_one_raw(sea_orm::Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT count(*) FROM t",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            n.try_get_by_index::<i64>(0).unwrap(),
+            1 + 2 * i64::from(SQLITE_POOL)
+        );
+    }
 
     /// A lock held past the busy timeout and an exhausted pool are "unavailable" (a retry may
     /// succeed); a broken statement is not.

@@ -26,7 +26,7 @@ pub async fn create(
         expires_at: Set(now + ttl_secs),
         used_at: Set(None),
     })
-    .exec_without_returning(db.conn())
+    .exec_without_returning(db.writer())
     .await?;
     Ok(())
 }
@@ -43,7 +43,7 @@ pub async fn consume(
         .filter(Column::Nonce.eq(nonce))
         .filter(Column::UsedAt.is_null())
         .filter(Column::ExpiresAt.gt(now))
-        .exec(db.conn())
+        .exec(db.writer())
         .await?;
     if res.rows_affected != 1 {
         return Ok(None);
@@ -55,7 +55,7 @@ pub async fn consume(
 pub async fn prune(db: &Database, before: i64) -> Result<u64, PersistenceError> {
     Ok(Entity::delete_many()
         .filter(Column::ExpiresAt.lt(before))
-        .exec(db.conn())
+        .exec(db.writer())
         .await?
         .rows_affected)
 }

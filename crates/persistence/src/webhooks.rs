@@ -28,7 +28,7 @@ pub async fn set_secret(
             ])
             .to_owned(),
     )
-    .exec_without_returning(db.conn())
+    .exec_without_returning(db.writer())
     .await?;
     Ok(())
 }

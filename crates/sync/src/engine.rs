@@ -338,7 +338,7 @@ async fn run_claimed(
             tracing::warn!(error = %e, code = e.code(), "sync failed");
             // A successful run bumps the data version in its final transaction; the pages a
             // failed one wrote are data too (best effort: the next run bumps again).
-            let _ = access::bump_version(db.conn(), &business).await;
+            let _ = access::bump_version(db.writer(), &business).await;
             (jobs::FAILED, Some((e.code().to_owned(), e.to_string())))
         }
     };
@@ -385,7 +385,7 @@ impl Run {
     /// Hands an interrupted run's job back to the queue, with the progress so far.
     async fn release(&self, job: &sync_jobs::Model, owner: &str) -> SyncReport {
         let db = self.ctx.db();
-        let _ = access::bump_version(db.conn(), &self.business).await;
+        let _ = access::bump_version(db.writer(), &self.business).await;
         let _ = jobs::set_progress(db, &job.id, owner, self.progress_json()).await;
         match jobs::release(db, &job.id, owner).await {
             Ok(true) => tracing::info!("sync interrupted by shutdown; job released"),
