@@ -161,8 +161,11 @@ pub const POSTGRES_POOL: u32 = 16;
 pub enum Statistics {
     /// Every mirror table: after a full run's pages.
     Mirror,
-    /// `customer_spend`: after a full run rebuilt it.
-    Spend,
+    /// The read models a full run rebuilds, `customer_spend` and `mrr_snapshots`: after it
+    /// committed. A webhook turn plans its statements once and deletes the day's snapshots of
+    /// its subscriptions by `subscription_id = ANY(…)`; planned against the statistics of the
+    /// table before the first sync, that filtered every snapshot of the business's day.
+    ReadModels,
 }
 
 /// A connection pool to the Tributary database.
@@ -354,7 +357,7 @@ impl Database {
             DbBackend::Postgres => {
                 let tables = match tables {
                     Statistics::Mirror => tributary_migrations::MIRROR_TABLES.join(", "),
-                    Statistics::Spend => "customer_spend".to_owned(),
+                    Statistics::ReadModels => "customer_spend, mrr_snapshots".to_owned(),
                 };
                 // A tenth of the default sample: row counts and distinct values for choosing
                 // an index are what matters here, and the default sample took 2 s at `bench`

@@ -1049,15 +1049,25 @@ db_test!(refresh_statistics_analyses_the_tables_asked_for, |t| {
         );
         return;
     }
-    // PostgreSQL analyses exactly the tables asked for: the mirror's refresh left the spend
-    // read model alone, the spend's leaves the mirror alone.
+    // PostgreSQL analyses exactly the tables asked for: the mirror's refresh left the read
+    // models alone, theirs leaves the mirror alone.
     assert_eq!(
         analyses("customer_spend").await,
         0,
         "spend analysed with the mirror"
     );
-    db.refresh_statistics(Statistics::Spend).await.unwrap();
+    assert_eq!(
+        analyses("mrr_snapshots").await,
+        0,
+        "snapshots analysed with the mirror"
+    );
+    db.refresh_statistics(Statistics::ReadModels).await.unwrap();
     assert_eq!(settled("customer_spend", 1).await, 1, "spend not analysed");
+    assert_eq!(
+        settled("mrr_snapshots", 1).await,
+        1,
+        "snapshots not analysed"
+    );
     assert_eq!(
         analyses("stripe_customers").await,
         1,

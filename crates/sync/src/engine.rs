@@ -634,8 +634,9 @@ impl Run {
             .await?;
         txn.commit().await?;
         if full {
-            // The spend read model was rebuilt, the grids' plans come from its statistics.
-            self.refresh_statistics(Statistics::Spend).await;
+            // The read models were rebuilt: the grids' and the webhook turns' plans come from
+            // their statistics.
+            self.refresh_statistics(Statistics::ReadModels).await;
         }
         Ok(())
     }

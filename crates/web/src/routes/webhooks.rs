@@ -6,7 +6,7 @@
 //! Events are applied within the request (see `docs/decisions.md`, "Webhooks"): a failure rolls
 //! the record back and answers `5xx`, and Stripe delivers again.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,9 +21,9 @@ use tributary_domain::BusinessId;
 use tributary_persistence::entities::{stripe_access, webhook_events};
 use tributary_persistence::sea_orm::sea_query::Expr;
 use tributary_persistence::sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
 };
-use tributary_persistence::{Database, access, billing, businesses, jobs, reads, webhooks};
+use tributary_persistence::{Database, access, billing, businesses, jobs, webhooks};
 use tributary_stripe_connect::{
     DEFAULT_TOLERANCE, EventEnvelope, SigningSecret, StripeError, WebhookError,
     account_display_name, construct_event,
@@ -146,6 +146,10 @@ fn received(event: &EventEnvelope, outcome: &str, duplicate: bool) -> HttpRespon
     });
     res
 }
+
+/// The outcome a turn's record has between its claim and its settling, in the turn's
+/// transaction (never committed).
+const CLAIMED: &str = "claimed";
 
 /// The idempotency record of `event` at `endpoint`.
 fn record(
@@ -724,8 +728,9 @@ async fn write(
     Ok(out)
 }
 
-/// Inside a turn's transaction: finds the duplicates, applies the other deliveries' events,
-/// and records every delivery that is not a duplicate; each delivery's answer.
+/// Inside a turn's transaction: records every delivery not recorded before (the others are
+/// duplicates), applies their events, and writes each record's outcome; each delivery's
+/// answer.
 async fn apply_and_record(
     state: &AppState,
     business: &BusinessId,
@@ -735,15 +740,26 @@ async fn apply_and_record(
     batch: &mut EventBatch<'_>,
     connection: Option<&stripe_access::Model>,
 ) -> Result<Vec<Applied>, Interrupt> {
-    let mut recorded = recorded_in(txn, items).await?;
+    // Whether a delivery's event goes to the business the turn locked, not "unrouted".
+    let routed = |p: &Pending| connection.is_some_and(|c| c.stripe_account_id == p.account);
+    let claims = items
+        .iter()
+        .map(|p| {
+            let to = routed(p).then_some(business);
+            record(&p.endpoint, &p.event, to, Some(&p.account), CLAIMED, p.now)
+        })
+        .collect();
+    let mut claimed = webhooks::claim_events(txn, claims)
+        .await
+        .map_err(ApiError::from)?;
     // Each delivery's outcome, or the position of its event among those the mirror applies.
     let mut out: Vec<Result<Applied, usize>> = Vec::with_capacity(items.len());
     let mut events = Vec::new();
     // The delivery of each of those events.
     let mut delivery = Vec::new();
     for (i, p) in items.iter().enumerate() {
-        let key = (p.endpoint.clone(), p.event.id.clone());
-        if !recorded.insert(key) {
+        // Claimed by this turn, once: a second delivery of the event in it is a duplicate too.
+        if !claimed.remove(&(p.endpoint.clone(), p.event.id.clone())) {
             out.push(Ok(Ok(None)));
             continue;
         }
@@ -791,61 +807,26 @@ async fn apply_and_record(
         .into_iter()
         .map(|o| o.unwrap_or_else(|k| Ok(Some(applied[k].as_str()))))
         .collect();
-    let rows: Vec<_> = items
+    let settled: Vec<_> = items
         .iter()
         .zip(&out)
         .filter_map(|(p, o)| {
             let outcome = (*o.as_ref().ok()?)?;
-            let routed = (outcome != "unrouted").then_some(business);
+            let to = routed(p).then_some(business);
             Some(record(
                 &p.endpoint,
                 &p.event,
-                routed,
+                to,
                 Some(&p.account),
                 outcome,
                 p.now,
             ))
         })
         .collect();
-    let expected = rows.len() as u64;
-    let fresh = webhooks::record_events(txn, rows)
+    webhooks::settle_events(txn, settled)
         .await
         .map_err(ApiError::from)?;
-    if fresh != expected {
-        // Recorded meanwhile without this business's lock (by an unrouted delivery of another
-        // process): applying an event twice changes nothing, so the answers stand.
-        tracing::warn!(
-            expected,
-            fresh,
-            "some webhook events were recorded meanwhile"
-        );
-    }
     Ok(out)
-}
-
-/// Which of the deliveries' (endpoint, event id) pairs are recorded already.
-async fn recorded_in<C: ConnectionTrait>(
-    conn: &C,
-    items: &[Pending],
-) -> Result<HashSet<(String, String)>, ApiError> {
-    let ids: Vec<&str> = items.iter().map(|p| p.event.id.as_str()).collect();
-    // Both key columns, so the lookup is a walk of the primary key, not a scan of every record.
-    let endpoints: BTreeSet<&str> = items.iter().map(|p| p.endpoint.as_str()).collect();
-    let rows: Vec<(String, String)> = webhook_events::Entity::find()
-        .select_only()
-        .column(webhook_events::Column::Endpoint)
-        .column(webhook_events::Column::EventId)
-        .filter(webhook_events::Column::Endpoint.is_in(endpoints))
-        .filter(reads::one_of(
-            conn.get_database_backend(),
-            webhook_events::Column::EventId,
-            &ids,
-        ))
-        .into_tuple()
-        .all(conn)
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(rows.into_iter().collect())
 }
 
 /// `account.updated` of the linked account refreshes the connection's display name (the order

@@ -344,6 +344,44 @@ db_test!(signatures_are_verified_and_failures_store_nothing, |t| {
     assert_eq!(recorded[0].account.as_deref(), Some(acct.as_str()));
     assert_eq!(recorded[0].outcome, "applied");
 
+    // The same new event delivered eight times in one turn: while the business's lock is held
+    // elsewhere, another event's turn waits for it and the eight copies queue behind that turn,
+    // so the next turn holds all of them. One copy applies the event, the seven others are
+    // duplicates, and it is recorded once, applied.
+    let mut other = e.clone();
+    other["id"] = json!("evt_wh_before_burst");
+    other["created"] = json!(created + 10);
+    let mut burst = e.clone();
+    burst["id"] = json!("evt_wh_burst");
+    burst["created"] = json!(created + 20);
+    burst["data"]["object"]["email"] = json!("burst@example.com");
+    let hold = app.db.begin_write().await.unwrap();
+    tributary_persistence::access::lock_for_write(&hold, &biz("biz-a"), true)
+        .await
+        .unwrap();
+    let deliveries = futures::future::join(app.deliver(CONNECT, &other, CONNECT_SECRET), async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        futures::future::join_all((0..8).map(|_| app.deliver(CONNECT, &burst, CONNECT_SECRET)))
+            .await
+    });
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        hold.commit().await.unwrap();
+    };
+    let ((before, answers), ()) = futures::future::join(deliveries, release).await;
+    assert_eq!(before["duplicate"], false, "{before:?}");
+    let first: Vec<_> = answers.iter().filter(|a| a["duplicate"] == false).collect();
+    assert_eq!(first.len(), 1, "{answers:?}");
+    assert_eq!(first[0]["outcome"], "applied");
+    let recorded = events_recorded(&app.db).await;
+    assert_eq!(recorded.len(), 3, "{recorded:?}");
+    assert!(
+        recorded.iter().all(|r| r.outcome == "applied"),
+        "{recorded:?}"
+    );
+    let row = customer_row(&app.db, "biz-a", "cus_wh_1").await.unwrap();
+    assert_eq!(row.email.as_deref(), Some("burst@example.com"));
+
     // Not an event at all, correctly signed: 400 and nothing stored.
     let res = app
         .hook(
@@ -354,7 +392,7 @@ db_test!(signatures_are_verified_and_failures_store_nothing, |t| {
         .await;
     assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.text);
     assert_eq!(res.error_code(), "invalid_event");
-    assert_eq!(event_count(&app.db).await, 1);
+    assert_eq!(event_count(&app.db).await, 3);
     app.stop().await;
 });
 
