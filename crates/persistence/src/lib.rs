@@ -141,7 +141,7 @@ const SQLITE_POOL: u32 = 8;
 /// Connections of a SQLite file's pool for writes ([`Database::writer`]). SQLite has one writer
 /// at a time; the second connection waits for the file's lock, so it begins as soon as the
 /// transaction before it commits (with one, each transaction waited for the pool to hand the
-/// connection over: a `bench`-scale first sync took 8.6–9.1 s instead of 6.9–7.5).
+/// connection over: a `bench`-scale first sync took 8.6–9.1 s instead of 7.1–7.2).
 const SQLITE_WRITERS: u32 = 2;
 
 /// Prepared statements kept per pooled PostgreSQL connection. A small cache costs round trips:
@@ -206,10 +206,7 @@ impl Database {
                 let conn = sea_orm::Database::connect(opts).await?;
                 return Ok(Self::with_pools(conn.clone(), conn, None, 1));
             }
-            // SQLite has one writer at a time: the writes queue for two connections of their
-            // own, and only those keep the pages' large prepared `INSERT`s (a `bench`-scale
-            // first sync peaked at 171–189 MiB when they were spread over the pool's eight,
-            // 121–129 with two).
+            // The writes get a pool of their own (see `Database::writer`).
             let mut writer = opts.clone();
             writer.max_connections(SQLITE_WRITERS);
             opts.max_connections(SQLITE_POOL);
@@ -284,16 +281,18 @@ impl Database {
     /// read (`stripe-info` at 16 connections: p95 30.6–31.3 → 22.4–24.5 ms). The writes keep the
     /// default: a first sync measured 20 % slower with every statement planned generically, its
     /// reads planned without their values against the statistics of empty tables. A kept plan
-    /// is made again when `ANALYZE` changes its tables' statistics. On SQLite, the one pool.
+    /// is made again when `ANALYZE` changes its tables' statistics. On SQLite,
+    /// [`Database::conn`].
     pub fn lookups(&self) -> &DatabaseConnection {
         &self.lookups
     }
 
     /// The pool for writes: [`Database::begin_write`]'s transactions, and the statements that
     /// write outside one (a job's progress and lease, a record, a setting). On a SQLite file it
-    /// is a pool of its own of two connections, so writers waiting for the
-    /// file's one write lock wait there, never on connections the reads need, and only its
-    /// connections prepare the pages' large `INSERT`s; otherwise [`Database::conn`].
+    /// is a pool of its own of two connections: writers waiting for the file's one write lock
+    /// wait there, never on connections the reads need, and only its connections keep the
+    /// pages' large prepared `INSERT`s (a `bench`-scale first sync peaked at 170–189 MiB when
+    /// they were spread over the eight, 121–129 with two). Otherwise [`Database::conn`].
     pub fn writer(&self) -> &DatabaseConnection {
         self.writer.as_ref().unwrap_or(&self.conn)
     }

@@ -58,7 +58,7 @@ pub async fn secret(
 /// every record of the endpoint, and grew slower with each event recorded.
 pub async fn claim_events<C: ConnectionTrait>(
     conn: &C,
-    events: Vec<webhook_events::Model>,
+    events: &[webhook_events::Model],
 ) -> Result<HashSet<(String, String)>, PersistenceError> {
     let mut claimed = HashSet::with_capacity(events.len());
     // Well under the bind-parameter limits (10 columns a row).
@@ -83,7 +83,7 @@ pub async fn claim_events<C: ConnectionTrait>(
 /// the same reason as the claim.
 pub async fn settle_events<C: ConnectionTrait>(
     conn: &C,
-    events: Vec<webhook_events::Model>,
+    events: &[webhook_events::Model],
 ) -> Result<(), PersistenceError> {
     for chunk in events.chunks(500) {
         let rows = chunk.iter().cloned().map(webhook_events::ActiveModel::from);

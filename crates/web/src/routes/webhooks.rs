@@ -742,14 +742,14 @@ async fn apply_and_record(
 ) -> Result<Vec<Applied>, Interrupt> {
     // Whether a delivery's event goes to the business the turn locked, not "unrouted".
     let routed = |p: &Pending| connection.is_some_and(|c| c.stripe_account_id == p.account);
-    let claims = items
+    let claims: Vec<_> = items
         .iter()
         .map(|p| {
             let to = routed(p).then_some(business);
             record(&p.endpoint, &p.event, to, Some(&p.account), CLAIMED, p.now)
         })
         .collect();
-    let mut claimed = webhooks::claim_events(txn, claims)
+    let mut claimed = webhooks::claim_events(txn, &claims)
         .await
         .map_err(ApiError::from)?;
     // Each delivery's outcome, or the position of its event among those the mirror applies.
@@ -807,23 +807,16 @@ async fn apply_and_record(
         .into_iter()
         .map(|o| o.unwrap_or_else(|k| Ok(Some(applied[k].as_str()))))
         .collect();
-    let settled: Vec<_> = items
-        .iter()
+    // The claimed records (duplicates answer `None`), each with its outcome.
+    let settled: Vec<_> = claims
+        .into_iter()
         .zip(&out)
-        .filter_map(|(p, o)| {
-            let outcome = (*o.as_ref().ok()?)?;
-            let to = routed(p).then_some(business);
-            Some(record(
-                &p.endpoint,
-                &p.event,
-                to,
-                Some(&p.account),
-                outcome,
-                p.now,
-            ))
+        .filter_map(|(mut record, o)| {
+            record.outcome = (*o.as_ref().ok()?)?.to_owned();
+            Some(record)
         })
         .collect();
-    webhooks::settle_events(txn, settled)
+    webhooks::settle_events(txn, &settled)
         .await
         .map_err(ApiError::from)?;
     Ok(out)
