@@ -260,27 +260,6 @@ where
         .await?)
 }
 
-/// The stored `last_event_at` of several objects of one table, by Stripe id (objects not
-/// stored are absent), in one statement.
-pub async fn last_events_at<E, C>(
-    conn: &C,
-    business: &BusinessId,
-    stripe_ids: &[&str],
-) -> Result<HashMap<String, i64>, PersistenceError>
-where
-    E: Mirror,
-    C: ConnectionTrait,
-{
-    let mut versions = StoredVersions::default();
-    versions.ask::<E>(conn.get_database_backend(), business, E::TABLE, stripe_ids)?;
-    Ok(versions
-        .read(conn)
-        .await?
-        .into_iter()
-        .map(|((_, id), at)| (id, at))
-        .collect())
-}
-
 /// The stored `last_event_at` of objects of several tables, read in one statement (the
 /// `UNION ALL` of one select per table): an event batch's versions cost one round trip, not
 /// one per table. Objects not stored are absent.

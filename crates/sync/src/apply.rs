@@ -7,7 +7,7 @@
 //! from the API instead of guessed.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 use tributary_domain::BusinessId;
@@ -51,22 +51,16 @@ impl Outcome {
     }
 }
 
-/// The stored `last_event_at` of objects of one type, by id (objects not stored are absent), in
-/// one statement.
-async fn stored_last_events_at<C: sea_orm::ConnectionTrait>(
+/// Whether the mirror holds the object `id` of type `object` (deleted or not).
+async fn is_stored<C: sea_orm::ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
     object: &str,
-    ids: &[&str],
-) -> Result<HashMap<String, i64>, SyncError> {
+    id: &str,
+) -> Result<bool, SyncError> {
     let mut versions = mirror::StoredVersions::default();
-    ask_versions(&mut versions, conn, business, object, ids)?;
-    Ok(versions
-        .read(conn)
-        .await?
-        .into_iter()
-        .map(|((_, id), at)| (id, at))
-        .collect())
+    ask_versions(&mut versions, conn, business, object, &[id])?;
+    Ok(!versions.read(conn).await?.is_empty())
 }
 
 /// Adds the objects `ids` of one type to `versions`, tagged with the type (nothing for a type
@@ -146,11 +140,7 @@ pub async fn write_object<C: sea_orm::ConnectionTrait>(
         .unwrap_or(false);
     if deleted {
         let n = mark_deleted(conn, business, kind, &id, stamp.at).await?;
-        if n > 0
-            || !stored_last_events_at(conn, business, kind, &[id.as_str()])
-                .await?
-                .is_empty()
-        {
+        if n > 0 || is_stored(conn, business, kind, &id).await? {
             return Ok(n);
         }
         // Nothing stored yet: the object is written as a tombstone (it says `deleted`), so an
@@ -745,19 +735,15 @@ async fn plan<C: sea_orm::ConnectionTrait>(
     for (kind, list) in &ids {
         ask_versions(&mut versions, conn, business, kind, list)?;
     }
-    let mut known: HashMap<(&str, String), i64> = HashMap::new();
-    for ((tag, id), at) in versions.read(conn).await? {
-        if let Some(kind) = ids.keys().find(|k| **k == tag) {
-            known.insert((*kind, id), at);
-        }
-    }
+    // Keyed by (table kind, id), as asked.
+    let mut known = versions.read(conn).await?;
     Ok(events
         .iter()
         .map(|&(event, now)| {
             let Some((kind, id)) = objects(event) else {
                 return Step::Done(Outcome::Ignored);
             };
-            let key = (table_kind(kind), id.to_owned());
+            let key = (table_kind(kind).to_owned(), id.to_owned());
             let stored = known.get(&key).copied();
             if stored.is_some_and(|at| at > event.created) {
                 return Step::Done(Outcome::Stale);
