@@ -221,10 +221,17 @@ impl Database {
         }
         opts.max_connections(POSTGRES_POOL);
         let mut lookups = opts.clone();
-        opts.map_sqlx_postgres_opts(|o| o.statement_cache_capacity(POSTGRES_STATEMENT_CACHE));
+        // No JIT compilation: the statements here are short, and the generic plans the
+        // lookups and `plan_once` keep are costed without their values. A plan guessed costly
+        // is compiled again at every execution: a recursive walk of the link graph (tried,
+        // not kept: docs/performance.md) compiled for 3.1 s to run for 1 ms.
+        opts.map_sqlx_postgres_opts(|o| {
+            o.statement_cache_capacity(POSTGRES_STATEMENT_CACHE)
+                .options([("jit", "off")])
+        });
         lookups.map_sqlx_postgres_opts(|o| {
             o.statement_cache_capacity(POSTGRES_STATEMENT_CACHE)
-                .options([("plan_cache_mode", "force_generic_plan")])
+                .options([("plan_cache_mode", "force_generic_plan"), ("jit", "off")])
         });
         let conn = sea_orm::Database::connect(opts).await?;
         let lookups = sea_orm::Database::connect(lookups).await?;

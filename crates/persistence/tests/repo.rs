@@ -1108,7 +1108,8 @@ db_test!(transactions_reading_beside_never_starve_the_pool, |t| {
 
 // The lookups' pool plans each statement once on PostgreSQL; the main pool, whose writes are
 // planned better with their values seen, keeps the default; `plan_once` switches a
-// transaction over for its own remainder only. On SQLite the lookups share the one pool.
+// transaction over for its own remainder only; no pool JIT-compiles. On SQLite the lookups
+// share the one pool.
 db_test!(lookups_plan_once_and_writes_keep_the_default, |t| {
     use sea_orm::TransactionTrait;
     let db = &t.db;
@@ -1135,6 +1136,12 @@ db_test!(lookups_plan_once_and_writes_keep_the_default, |t| {
     }
     assert_eq!(mode(db.lookups()).await, "force_generic_plan");
     assert_eq!(mode(db.conn()).await, "auto");
+    // Neither pool compiles plans (a generic plan whose cost is guessed high would be
+    // compiled at every execution).
+    for conn in [db.lookups(), db.conn(), db.writer()] {
+        let jit = scalar_on(conn, "SELECT current_setting('jit')").await[0].clone();
+        assert_eq!(jit, "off");
+    }
     let txn = db.conn().begin().await.unwrap();
     assert_eq!(mode(&txn).await, "auto");
     tributary_persistence::plan_once(&txn).await.unwrap();
