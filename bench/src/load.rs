@@ -112,6 +112,11 @@ pub struct LoadArgs {
     /// Concurrent webhook deliveries.
     #[arg(long, default_value_t = 16)]
     webhook_concurrency: usize,
+    /// Milliseconds of latency in front of the simulator while the webhooks are delivered:
+    /// the Stripe reads some events need (a refunded charge's refunds, a session's line
+    /// items, a re-fetch on a tie) then take as long as they would from a real Stripe.
+    #[arg(long, default_value_t = 0)]
+    stripe_latency_ms: u64,
 }
 
 /// The synced business, the API serving it and what the runs need to call it.
@@ -892,6 +897,14 @@ async fn run_webhooks(bench: &Bench, args: &LoadArgs) -> anyhow::Result<()> {
     let url = Arc::new(format!("{}/api/webhooks/stripe/connect", bench.base));
     let next = Arc::new(AtomicUsize::new(0));
     quiesce(bench).await?;
+    let latency = args.stripe_latency_ms;
+    if latency > 0 {
+        http.post(format!("{}/_sim/faults", bench.sim.base))
+            .json(&json!({ "latency_ms": latency }))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
 
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
@@ -996,9 +1009,14 @@ async fn run_webhooks(bench: &Bench, args: &LoadArgs) -> anyhow::Result<()> {
     let row = Row {
         key: "webhooks_connect",
         route: format!(
-            "POST /api/webhooks/stripe/connect ({} events + {} re-deliveries, signed)",
+            "POST /api/webhooks/stripe/connect ({} events + {} re-deliveries, signed{})",
             ids.len(),
-            redeliveries
+            redeliveries,
+            if latency > 0 {
+                format!("; Stripe reads behind {latency} ms")
+            } else {
+                String::new()
+            }
         ),
         concurrency,
         requests: samples.len() as u64,
@@ -1013,6 +1031,7 @@ async fn run_webhooks(bench: &Bench, args: &LoadArgs) -> anyhow::Result<()> {
             "failed": failed, "duplicate_answers": duplicate_answers,
             "webhook_events_rows": rows, "missing": missing, "unexpected": unexpected,
             "recorded_once": once, "outcomes": outcomes, "event_types": types,
+            "stripe_latency_ms": latency,
         }),
     };
     row.print();

@@ -28,7 +28,7 @@ fn column<E: EntityTrait>(name: &str) -> Result<E::Column, PersistenceError> {
 /// A row to write with its `raw` given as JSON text (the row's own `raw` is not written): an
 /// object kept as the text Stripe sent is stored without being parsed into a tree and
 /// serialised again.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Text<M> {
     /// The row; its `raw` field is ignored.
     pub row: M,

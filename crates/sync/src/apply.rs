@@ -245,7 +245,7 @@ async fn object_rows(
 /// children. The one place rows reach the mirror tables. Each row carries its `raw` as JSON
 /// text: serialised from its tree, or the object's text as it was listed
 /// ([`map::fields_of`]).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Rows {
     pub(crate) products: Vec<Text<stripe_products::Model>>,
     pub(crate) prices: Vec<Text<stripe_prices::Model>>,
@@ -394,6 +394,23 @@ async fn mark_deleted<C: sea_orm::ConnectionTrait>(
 
 /// Whether an event payload lacks what the mirror needs: subscriptions list with their
 /// discounts expanded (MRR subtracts them), event payloads name them by id only.
+/// Whether the event deletes its object (written as deleted, not from its payload).
+fn deletes(event: &EventEnvelope, kind: &str) -> bool {
+    let deleted_event = event.event_type.ends_with(".deleted")
+        && matches!(kind, "product" | "price" | "customer" | "invoice");
+    deleted_event || event.object.get("deleted").and_then(Value::as_bool) == Some(true)
+}
+
+/// Whether the payload can be written as it is (rendered in our API version, nothing left
+/// unexpanded): otherwise, with a client, the object is re-fetched.
+fn payload_complete(event: &EventEnvelope, kind: &str) -> bool {
+    let foreign_version = event
+        .api_version
+        .as_deref()
+        .is_some_and(|v| v != STRIPE_VERSION);
+    !foreign_version && !incomplete(kind, &event.object)
+}
+
 fn incomplete(kind: &str, object: &Value) -> bool {
     kind == "subscription"
         && object
@@ -431,7 +448,7 @@ pub async fn apply_event<C: sea_orm::ConnectionTrait>(
 ) -> Result<Outcome, SyncError> {
     let (mut batch, _) = EventBatch::begin(conn, business, [event]).await?;
     let outcomes = batch
-        .apply(conn, &[(event, now)], client)
+        .apply(conn, &[(event, now)], &[], client)
         .await
         .map_err(|f| *f.error)?;
     batch.finish(conn, now).await?;
@@ -512,6 +529,60 @@ enum Built {
     Gone { refetched: bool },
 }
 
+/// An event's rows as [`EventBatch::apply`] would build them from its payload (with the
+/// children it reads from Stripe: a refunded charge's refunds, a session's line items, an
+/// invoice's payments and long lists of lines), made by [`prefetch`] before the event's turn.
+/// The batch uses them when it writes the event from its payload (a stale event's are
+/// dropped; an event tied with the stored version is re-fetched in its turn as ever).
+#[derive(Clone)]
+pub struct Prefetched(Ahead);
+
+#[derive(Clone)]
+enum Ahead {
+    Rows(Box<Rows>),
+    /// Stripe answered `404` for the object's children (see [`Built::Gone`]).
+    Gone,
+}
+
+impl std::fmt::Debug for Prefetched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Ahead::Rows(_) => "Prefetched(rows)",
+            Ahead::Gone => "Prefetched(gone)",
+        })
+    }
+}
+
+/// Reads from Stripe what writing `event` (received at `now`) from its payload needs, and
+/// builds its rows, writing nothing and holding no lock: a webhook delivery does it while it
+/// waits for its turn, so the turn that holds the business's lock neither waits on Stripe nor
+/// maps payloads for it. `None` when the event is not written from its payload (a deletion, a
+/// foreign API version, an incomplete payload: the turn decides) or Stripe failed (the turn
+/// reads again, and answers that failure as it would have).
+pub async fn prefetch(
+    business: &BusinessId,
+    event: &EventEnvelope,
+    now: i64,
+    client: Option<&AccountClient>,
+) -> Option<Prefetched> {
+    let kind = event.object_type().filter(|k| mirrored(k))?;
+    if deletes(event, kind) || !payload_complete(event, kind) {
+        return None;
+    }
+    let stamp = Stamp {
+        business_id: business.as_str(),
+        at: event.created,
+        now,
+    };
+    match object_rows(&event.object, stamp, client).await {
+        Ok(rows) => Some(Prefetched(Ahead::Rows(Box::new(rows)))),
+        Err(SyncError::Stripe(tributary_stripe_connect::StripeError::NotFound { .. })) => {
+            Some(Prefetched(Ahead::Gone))
+        }
+        Err(_) => None,
+    }
+}
+
 impl<'a> EventBatch<'a> {
     /// Locks the business for writing (exclusively: bumping its data version) and notes the
     /// emails the `events` may take money from. Returns the connection row the lock read
@@ -572,12 +643,15 @@ impl<'a> EventBatch<'a> {
     /// [`EventBatch::begin`]) in order, as if one after another: the stored versions of their
     /// objects are read in one statement ([`mirror::StoredVersions`]), the Stripe reads they
     /// need run eight at a time before anything is written, and the rows of all of them are
-    /// written in one statement per table (deletions in their place in the order).
+    /// written in one statement per table (deletions in their place in the order). `ahead`
+    /// holds, by position, what [`prefetch`] made of events before their turn (it may be
+    /// shorter than `events`): their Stripe reads are not made again.
     /// Returns each event's outcome.
     pub async fn apply<C: sea_orm::ConnectionTrait>(
         &mut self,
         conn: &C,
         events: &[(&EventEnvelope, i64)],
+        ahead: &[Option<&Prefetched>],
         client: Option<&AccountClient>,
     ) -> Result<Vec<Outcome>, Failed> {
         let business = self.business;
@@ -587,19 +661,21 @@ impl<'a> EventBatch<'a> {
                 index: 0,
                 error: Box::new(error),
             })?;
-        let built = at_once(
-            events
-                .iter()
-                .zip(&steps)
-                .map(|(&(event, now), step)| async move {
-                    match *step {
-                        Step::Write { refetch, at } => {
-                            Some(build(business, event, now, refetch, at, client).await)
-                        }
-                        _ => None,
-                    }
-                }),
-        )
+        let built = at_once(events.iter().zip(&steps).enumerate().map(
+            |(i, (&(event, now), step))| async move {
+                let Step::Write { refetch, at } = *step else {
+                    return None;
+                };
+                Some(match ahead.get(i).copied().flatten() {
+                    // Built from the payload, stamped with the event's `created`, as here.
+                    Some(Prefetched(made)) if !refetch => Ok(match made {
+                        Ahead::Rows(rows) => Built::Rows(rows.clone(), Outcome::Applied),
+                        Ahead::Gone => Built::Gone { refetched: false },
+                    }),
+                    _ => build(business, event, now, refetch, at, client).await,
+                })
+            },
+        ))
         .await;
         // A Stripe failure is answered before anything of the batch is written.
         let mut built: Vec<Option<Built>> = built
@@ -748,19 +824,12 @@ async fn plan<C: sea_orm::ConnectionTrait>(
             if stored.is_some_and(|at| at > event.created) {
                 return Step::Done(Outcome::Stale);
             }
-            let deleted_event = event.event_type.ends_with(".deleted")
-                && matches!(kind, "product" | "price" | "customer" | "invoice");
-            if deleted_event || event.object.get("deleted").and_then(Value::as_bool) == Some(true) {
+            if deletes(event, kind) {
                 known.insert(key, event.created);
                 return Step::Delete { at: event.created };
             }
             let tie = stored == Some(event.created);
-            let foreign_version = event
-                .api_version
-                .as_deref()
-                .is_some_and(|v| v != STRIPE_VERSION);
-            let refetch =
-                client.is_some() && (tie || foreign_version || incomplete(kind, &event.object));
+            let refetch = client.is_some() && (tie || !payload_complete(event, kind));
             // A re-fetched object is stamped with the moment the read was sent.
             let at = if refetch { now } else { event.created };
             known.insert(key, stored.map_or(at, |s| s.max(at)));

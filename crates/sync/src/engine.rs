@@ -999,7 +999,7 @@ impl Run {
             let (mut batch, _) = apply::EventBatch::begin(&txn, &self.business, &events).await?;
             let received: Vec<_> = events.iter().map(|e| (e, now)).collect();
             let outcomes = batch
-                .apply(&txn, &received, Some(client))
+                .apply(&txn, &received, &[], Some(client))
                 .await
                 .map_err(|f| *f.error)?;
             batch.finish(&txn, now).await?;

@@ -14,7 +14,7 @@ use tributary_persistence::entities::*;
 use tributary_persistence::mirror::{self, Mirror};
 use tributary_persistence::testing::{Backend, TestDbRef, run};
 use tributary_stripe_connect::{EventEnvelope, STRIPE_VERSION};
-use tributary_sync::apply::{EventBatch, Outcome, apply_event};
+use tributary_sync::apply::{EventBatch, Outcome, apply_event, prefetch};
 
 const T: i64 = 1_700_000_000;
 
@@ -143,53 +143,80 @@ async fn batch_equals_one_at_a_time(backend: Backend) {
                 case.set(case.get() + 1);
                 let one = BusinessId::parse(&format!("biz_one_{}", case.get())).unwrap();
                 let all = BusinessId::parse(&format!("biz_all_{}", case.get())).unwrap();
-                let (singly, together, before, after) = tokio::task::block_in_place(|| {
-                    handle.block_on(async {
-                        let singly_events = envelopes(&events, "one");
-                        let mut singly = Vec::new();
-                        for e in &singly_events {
+                let ahead = BusinessId::parse(&format!("biz_ahead_{}", case.get())).unwrap();
+                let (singly, together, made_ahead, before, after, after_ahead) =
+                    tokio::task::block_in_place(|| {
+                        handle.block_on(async {
+                            let singly_events = envelopes(&events, "one");
+                            let mut singly = Vec::new();
+                            for e in &singly_events {
+                                let txn = t.db.begin_write().await.unwrap();
+                                singly.push(apply_event(&txn, &one, e, T + 9, None).await.unwrap());
+                                txn.commit().await.unwrap();
+                            }
+                            let batch_events = envelopes(&events, "all");
+                            let received: Vec<_> =
+                                batch_events.iter().map(|e| (e, T + 9)).collect();
                             let txn = t.db.begin_write().await.unwrap();
-                            singly.push(apply_event(&txn, &one, e, T + 9, None).await.unwrap());
+                            let (mut batch, _) =
+                                EventBatch::begin(&txn, &all, &batch_events).await.unwrap();
+                            if t.backend == Backend::Postgres {
+                                // The batch's lookups by arrays of ids are planned once.
+                                use sea_orm::{ConnectionTrait, Statement};
+                                let sql = "SELECT current_setting('plan_cache_mode') AS m";
+                                let row = txn
+                                    .query_one_raw(Statement::from_string(
+                                        txn.get_database_backend(),
+                                        sql,
+                                    ))
+                                    .await
+                                    .unwrap()
+                                    .unwrap();
+                                assert_eq!(
+                                    row.try_get::<String>("", "m").unwrap(),
+                                    "force_generic_plan"
+                                );
+                            }
+                            let together = batch.apply(&txn, &received, &[], None).await.unwrap();
+                            batch.finish(&txn, T + 9).await.unwrap();
                             txn.commit().await.unwrap();
-                        }
-                        let batch_events = envelopes(&events, "all");
-                        let received: Vec<_> = batch_events.iter().map(|e| (e, T + 9)).collect();
-                        let txn = t.db.begin_write().await.unwrap();
-                        let (mut batch, _) =
-                            EventBatch::begin(&txn, &all, &batch_events).await.unwrap();
-                        if t.backend == Backend::Postgres {
-                            // The batch's lookups by arrays of ids are planned once.
-                            use sea_orm::{ConnectionTrait, Statement};
-                            let sql = "SELECT current_setting('plan_cache_mode') AS m";
-                            let row = txn
-                                .query_one_raw(Statement::from_string(
-                                    txn.get_database_backend(),
-                                    sql,
-                                ))
+                            // The same batch with every event's rows made before its turn, as a
+                            // webhook delivery makes them while it waits.
+                            let ahead_events = envelopes(&events, "ahead");
+                            let received: Vec<_> =
+                                ahead_events.iter().map(|e| (e, T + 9)).collect();
+                            let mut made = Vec::new();
+                            for e in &ahead_events {
+                                made.push(prefetch(&ahead, e, T + 9, None).await);
+                            }
+                            let made_refs: Vec<_> = made.iter().map(Option::as_ref).collect();
+                            let txn = t.db.begin_write().await.unwrap();
+                            let (mut batch, _) = EventBatch::begin(&txn, &ahead, &ahead_events)
                                 .await
-                                .unwrap()
                                 .unwrap();
-                            assert_eq!(
-                                row.try_get::<String>("", "m").unwrap(),
-                                "force_generic_plan"
-                            );
-                        }
-                        let together = batch.apply(&txn, &received, None).await.unwrap();
-                        batch.finish(&txn, T + 9).await.unwrap();
-                        txn.commit().await.unwrap();
-                        (
-                            singly,
-                            together,
-                            state(&t, &one).await,
-                            state(&t, &all).await,
-                        )
-                    })
-                });
+                            let made_ahead = batch
+                                .apply(&txn, &received, &made_refs, None)
+                                .await
+                                .unwrap();
+                            batch.finish(&txn, T + 9).await.unwrap();
+                            txn.commit().await.unwrap();
+                            (
+                                singly,
+                                together,
+                                made_ahead,
+                                state(&t, &one).await,
+                                state(&t, &all).await,
+                                state(&t, &ahead).await,
+                            )
+                        })
+                    });
                 for o in &singly {
                     seen.borrow_mut().insert(o.as_str());
                 }
                 prop_assert_eq!(&singly, &together, "outcomes of {:?}", events);
-                prop_assert_eq!(before, after, "rows after {:?}", events);
+                prop_assert_eq!(&singly, &made_ahead, "outcomes ahead of {:?}", events);
+                prop_assert_eq!(&before, &after, "rows after {:?}", events);
+                prop_assert_eq!(&before, &after_ahead, "rows ahead of {:?}", events);
                 Ok(())
             })
             .unwrap();

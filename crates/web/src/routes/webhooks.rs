@@ -29,7 +29,7 @@ use tributary_stripe_connect::{
     account_display_name, construct_event,
 };
 use tributary_sync::SyncError;
-use tributary_sync::apply::{EventBatch, Failed};
+use tributary_sync::apply::{EventBatch, Failed, Prefetched};
 use tributary_sync::readmodel;
 
 use crate::error::ApiError;
@@ -473,6 +473,8 @@ struct Pending {
     event: EventEnvelope,
     now: i64,
     deadline: Instant,
+    /// The event's Stripe reads and rows, made while it waited (see [`ahead_of_turn`]).
+    ahead: Option<Prefetched>,
     answer: tokio::sync::oneshot::Sender<Applied>,
 }
 
@@ -508,6 +510,7 @@ async fn apply(
     deadline: Instant,
 ) -> Result<HttpResponse, ApiError> {
     crate::telemetry::record_business(&route.business);
+    let ahead = ahead_of_turn(state, route, event, now, deadline).await;
     let queue = state.ingest.queue(&route.business);
     let (answer, mut answered) = tokio::sync::oneshot::channel();
     queue
@@ -520,6 +523,7 @@ async fn apply(
             event: event.clone(),
             now,
             deadline,
+            ahead,
             answer,
         });
     let result = loop {
@@ -582,6 +586,23 @@ async fn apply(
             record_only(&state.db, event, row).await
         }
     }
+}
+
+/// What the turn would read from Stripe and build for `event`, made before the delivery joins
+/// its business's queue ([`tributary_sync::apply::prefetch`]): beside the turn in progress
+/// instead of inside the next one, which holds the business's lock. Given at most half the
+/// time left, so that the turn can still read again itself when Stripe stalls or fails here.
+async fn ahead_of_turn(
+    state: &AppState,
+    route: &Route<'_>,
+    event: &EventEnvelope,
+    now: i64,
+    deadline: Instant,
+) -> Option<Prefetched> {
+    let client = state.stripe.account(&route.account).ok()?;
+    let budget = deadline.saturating_duration_since(Instant::now()) / 2;
+    let made = tributary_sync::apply::prefetch(&route.business, event, now, Some(&client));
+    tokio::time::timeout(budget, made).await.ok().flatten()
 }
 
 /// Writes one turn's deliveries and answers each; within the earliest deadline among them
@@ -755,7 +776,8 @@ async fn apply_and_record(
     // Each delivery's outcome, or the position of its event among those the mirror applies.
     let mut out: Vec<Result<Applied, usize>> = Vec::with_capacity(items.len());
     let mut events = Vec::new();
-    // The delivery of each of those events.
+    // What was made of each of those events before the turn, and its delivery.
+    let mut ahead = Vec::new();
     let mut delivery = Vec::new();
     for (i, p) in items.iter().enumerate() {
         // Claimed by this turn, once: a second delivery of the event in it is a duplicate too.
@@ -773,6 +795,7 @@ async fn apply_and_record(
             Some(_) => {
                 out.push(Err(events.len()));
                 events.push((&p.event, p.now));
+                ahead.push(p.ahead.as_ref());
                 delivery.push(i);
                 continue;
             }
@@ -787,7 +810,7 @@ async fn apply_and_record(
                 .map_err(ApiError::internal)?;
             // Applying may re-fetch from Stripe: a stall from here on is Stripe's.
             on_stripe.store(true, Ordering::Relaxed);
-            let applied = batch.apply(txn, &events, Some(&client)).await;
+            let applied = batch.apply(txn, &events, &ahead, Some(&client)).await;
             on_stripe.store(false, Ordering::Relaxed);
             match applied {
                 Ok(outcomes) => outcomes,
