@@ -392,8 +392,6 @@ async fn mark_deleted<C: sea_orm::ConnectionTrait>(
     Ok(n)
 }
 
-/// Whether an event payload lacks what the mirror needs: subscriptions list with their
-/// discounts expanded (MRR subtracts them), event payloads name them by id only.
 /// Whether the event deletes its object (written as deleted, not from its payload).
 fn deletes(event: &EventEnvelope, kind: &str) -> bool {
     let deleted_event = event.event_type.ends_with(".deleted")
@@ -411,6 +409,8 @@ fn payload_complete(event: &EventEnvelope, kind: &str) -> bool {
     !foreign_version && !incomplete(kind, &event.object)
 }
 
+/// Whether an event payload lacks what the mirror needs: subscriptions list with their
+/// discounts expanded (MRR subtracts them), event payloads name them by id only.
 fn incomplete(kind: &str, object: &Value) -> bool {
     kind == "subscription"
         && object
