@@ -153,6 +153,14 @@ const SQLITE_WRITERS: u32 = 2;
 /// 31 MB of a `bench`-scale first sync's heap.
 const POSTGRES_STATEMENT_CACHE: usize = 256;
 
+/// A pooled connection idle at least this long is pinged before it is handed out; a busier one
+/// is not. sqlx's default pings at every acquire: a round trip (and a wake-up of PostgreSQL's
+/// backend) before every statement run on the pool, on top of the one sqlx always makes when
+/// the connection comes back. A connection the server dropped while it sat idle (a restart, an
+/// idle timeout) is still found out and replaced before use; one that breaks under load fails
+/// its statement, as it would have a moment later, and is not returned to the pool.
+pub const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// Connections in a PostgreSQL pool (each of [`Database::conn`] and [`Database::lookups`]).
 pub const POSTGRES_POOL: u32 = 16;
 
@@ -188,7 +196,8 @@ impl Database {
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.sqlx_logging(false)
             .connect_timeout(Duration::from_secs(10))
-            .acquire_timeout(Duration::from_secs(30));
+            .acquire_timeout(Duration::from_secs(30))
+            .test_before_acquire_if_idle_for(PING_AFTER_IDLE);
         if url.starts_with("sqlite:") {
             // Every pooled connection gets WAL and a busy timeout, so the API and the
             // scheduler can share one file.

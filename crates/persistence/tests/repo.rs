@@ -4,9 +4,11 @@
 
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
+use std::time::Duration;
 use tributary_domain::{BusinessId, Slug, StripeAccountId};
 use tributary_persistence::entities::{stripe_customers, stripe_invoices, webhook_events};
-use tributary_persistence::testing::Backend;
+
+use tributary_persistence::testing::{Backend, TestDb};
 use tributary_persistence::{
     Database, PersistenceError, Statistics, access, businesses, db_test, jobs, mirror,
     oauth_states, webhooks,
@@ -1156,3 +1158,57 @@ db_test!(lookups_plan_once_and_writes_keep_the_default, |t| {
         txn.commit().await.unwrap();
     }
 });
+
+// A busy pooled connection is handed out without a ping (sqlx's default pings at every
+// acquire: a round trip before each statement), and a connection the server dropped while it
+// sat idle is still found out and replaced before use: PostgreSQL ends every other backend
+// of the database, and after a second of rest each pool answers on every connection it holds.
+db_test!(idle_connections_are_pinged_and_busy_ones_are_not, |t| {
+    use sea_orm::TransactionTrait;
+    let db = &t.db;
+    if t.backend == Backend::Sqlite {
+        for conn in [db.conn(), db.writer()] {
+            let options = conn.get_sqlite_connection_pool().options();
+            assert!(!options.get_test_before_acquire());
+        }
+        return;
+    }
+    for conn in [db.conn(), db.lookups()] {
+        let options = conn.get_postgres_connection_pool().options();
+        assert!(!options.get_test_before_acquire());
+    }
+    // Every connection of both pools opened and idle.
+    for conn in [db.conn(), db.lookups()] {
+        let all = (0..tributary_persistence::POSTGRES_POOL).map(|_| conn.begin());
+        for txn in futures::future::try_join_all(all).await.unwrap() {
+            txn.commit().await.unwrap();
+        }
+    }
+    let admin = TestDb::postgres().await.expect("PostgreSQL is configured");
+    let ended = scalar_on(
+        admin.db.conn(),
+        &format!(
+            "WITH mine AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE datname = '{}') \
+             SELECT count(*)::text FROM mine WHERE pg_terminate_backend(pid)",
+            db_name(db).await
+        ),
+    )
+    .await;
+    assert_eq!(
+        ended,
+        [(2 * tributary_persistence::POSTGRES_POOL).to_string()]
+    );
+    tokio::time::sleep(tributary_persistence::PING_AFTER_IDLE + Duration::from_millis(200)).await;
+    for conn in [db.conn(), db.lookups()] {
+        let all = (0..tributary_persistence::POSTGRES_POOL).map(|_| conn.begin());
+        for txn in futures::future::try_join_all(all).await.unwrap() {
+            assert_eq!(scalar_on(&txn, "SELECT 'up'").await, ["up"]);
+            txn.commit().await.unwrap();
+        }
+    }
+    admin.cleanup().await;
+});
+
+async fn db_name(db: &Database) -> String {
+    scalar_on(db.conn(), "SELECT current_database()::text").await[0].clone()
+}
