@@ -39,7 +39,8 @@ ci:
 # 50 ms and 25 req/s (wall ÷ rate-limit floor) and unthrottled (objects/s into SQLite and
 # PostgreSQL, peak RSS); on a bench account synced into PostgreSQL, the read paths under wrk
 # load and signed webhook ingest (see bench-reads, bench-webhooks), the ingest again with its
-# Stripe reads behind 50 ms of latency (5,000 events); then the peer
+# Stripe reads behind 50 ms of latency (5,000 events) and at 128 concurrent deliveries (20,000
+# events); then the peer
 # (@supabase/stripe-sync-engine) side by side at medium scale (see bench-peer). Prints the wall
 # time of the whole run; output in target/bench.md, results in target/bench.jsonl.
 bench:
@@ -54,10 +55,11 @@ bench-reads scale="bench":
 
 # Webhook ingest (release build): the simulator's events of a synced account, signed, with 10 %
 # re-deliveries, into the Connect endpoint on PostgreSQL; events/s, latency, recorded-once check.
-# latency: milliseconds in front of the simulator's Stripe reads during the ingest (0: none).
-bench-webhooks scale="bench" latency="0":
+# latency: milliseconds in front of the simulator's Stripe reads during the ingest (0: none);
+# concurrency: deliveries in flight at once.
+bench-webhooks scale="bench" latency="0" concurrency="16":
     cargo build --release -p tributary-bench -p tributary-stripe-sim
-    target/release/tributary-bench webhooks --scale {{scale}} --db postgres --stripe-latency-ms {{latency}} --json target/bench.jsonl
+    target/release/tributary-bench webhooks --scale {{scale}} --db postgres --stripe-latency-ms {{latency}} --webhook-concurrency {{concurrency}} --json target/bench.jsonl
 
 # A short benchmark (small account, debug build) that CI can afford.
 bench-smoke:
