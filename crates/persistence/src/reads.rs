@@ -872,40 +872,16 @@ pub fn graph_facts(g: &EmailGraph) -> SpendFacts {
     facts
 }
 
-/// Live subscriptions of the customers whose email is `email` (deleted customers included),
-/// newest first: one statement, which needs nothing read before it (`stripe-info` runs it
-/// beside the walk of the email's graph).
-pub async fn subscriptions_of_email<C: ConnectionTrait>(
+/// Live subscriptions of the given customers, newest first.
+pub async fn subscriptions_of_customers<C: ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
-    email: &Email,
+    customers: &[String],
 ) -> Result<Vec<stripe_subscriptions::Model>, PersistenceError> {
-    let mut subs = subscriptions_of_email_select(conn.get_database_backend(), business, email)
-        .all(conn)
-        .await?;
+    let b = business;
+    let mut subs = fetch_in!(conn, b, stripe_subscriptions, Customer, customers, true).await?;
     subs.sort_by(|a, b| (b.created, &b.stripe_id).cmp(&(a.created, &a.stripe_id)));
     Ok(subs)
-}
-
-/// The statement of [`subscriptions_of_email`] (public for the query-plan test).
-pub fn subscriptions_of_email_select(
-    backend: sea_orm::DbBackend,
-    business: &BusinessId,
-    email: &Email,
-) -> sea_orm::Select<stripe_subscriptions::Entity> {
-    use sea_orm::{QuerySelect, QueryTrait};
-    let b = business.as_str();
-    let customers = stripe_customers::Entity::find()
-        .select_only()
-        .column(stripe_customers::Column::StripeId)
-        .filter(stripe_customers::Column::BusinessId.eq(b))
-        .filter(stripe_customers::Column::Email.eq(email.as_str()))
-        .as_query()
-        .to_owned();
-    lean::<stripe_subscriptions::Entity>(backend)
-        .filter(stripe_subscriptions::Column::BusinessId.eq(b))
-        .filter(stripe_subscriptions::Column::Deleted.eq(false))
-        .filter(stripe_subscriptions::Column::Customer.in_subquery(customers))
 }
 
 /// Live items of the given subscriptions.

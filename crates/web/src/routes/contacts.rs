@@ -510,19 +510,10 @@ pub async fn stripe_info(
     let conn = state.db.lookups();
     let business = &auth.business;
     let emails = [email.as_str().to_owned()];
-    // The subscriptions of the email's customers and their items (two statements, the second
-    // needing the first), which need nothing the walk finds.
-    let subscriptions = async {
-        let subs = reads::subscriptions_of_email(conn, business, &email).await?;
-        let ids: Vec<String> = subs.iter().map(|s| s.stripe_id.clone()).collect();
-        let items = reads::subscription_items(conn, business, &ids).await?;
-        Ok::<_, tributary_persistence::PersistenceError>((subs, items))
-    };
-    // The walk, the summary's row and the subscriptions side by side, on pooled connections.
-    let (graph, spend, (subs, sub_items)) = futures::try_join!(
+    // The walk and the summary's row side by side, on two pooled connections.
+    let (graph, spend) = futures::try_join!(
         reads::email_graph(conn, business, &email),
         reads::spend_of_emails(conn, business, &emails),
-        subscriptions,
     )?;
     let movements: Vec<spend::Movement> = spend::movements(&reads::graph_facts(&graph))
         .into_iter()
@@ -641,9 +632,11 @@ pub async fn stripe_info(
         })
         .collect();
 
+    let subs = reads::subscriptions_of_customers(conn, business, &customer_ids).await?;
+    let sub_ids: Vec<String> = subs.iter().map(|s| s.stripe_id.clone()).collect();
     let mut items: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut per_period: BTreeMap<String, i64> = BTreeMap::new();
-    for it in sub_items {
+    for it in reads::subscription_items(conn, business, &sub_ids).await? {
         *per_period.entry(it.subscription.clone()).or_default() +=
             it.unit_amount.unwrap_or(0) * it.quantity;
         items

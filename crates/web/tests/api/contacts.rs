@@ -1331,14 +1331,8 @@ db_test!(contacts_read_paths_use_indexes, |t| {
             ),
         ),
         (
-            "stripe-info: subscriptions of the email's customers",
-            reads::subscriptions_of_email_select(
-                DbBackend::Postgres,
-                &b,
-                &tributary_domain::Email::parse(&email[0]).unwrap(),
-            )
-            .build(DbBackend::Postgres)
-            .to_string(),
+            "stripe-info: subscriptions by customer",
+            lookup!(stripe_subscriptions, [(Customer, ids("cus_"))]),
         ),
         (
             "stripe-info: subscription items",
