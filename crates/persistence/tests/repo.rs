@@ -2,12 +2,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::time::Duration;
+
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
-use std::time::Duration;
 use tributary_domain::{BusinessId, Slug, StripeAccountId};
 use tributary_persistence::entities::{stripe_customers, stripe_invoices, webhook_events};
-
 use tributary_persistence::testing::{Backend, TestDb};
 use tributary_persistence::{
     Database, PersistenceError, Statistics, access, businesses, db_test, jobs, mirror,
@@ -1190,7 +1190,7 @@ db_test!(idle_connections_are_pinged_and_busy_ones_are_not, |t| {
         &format!(
             "WITH mine AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE datname = '{}') \
              SELECT count(*)::text FROM mine WHERE pg_terminate_backend(pid)",
-            db_name(db).await
+            scalar(db, "SELECT current_database()::text").await[0]
         ),
     )
     .await;
@@ -1208,7 +1208,3 @@ db_test!(idle_connections_are_pinged_and_busy_ones_are_not, |t| {
     }
     admin.cleanup().await;
 });
-
-async fn db_name(db: &Database) -> String {
-    scalar_on(db.conn(), "SELECT current_database()::text").await[0].clone()
-}
