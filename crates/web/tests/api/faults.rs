@@ -173,10 +173,9 @@ pub(crate) fn written(job: &Value) -> u64 {
 }
 
 /// PostgreSQL killed (`-m immediate`, as a crash) while the API's worker pool runs a first
-/// sync, and webhooks arriving while it is down: the deliveries answer `503`, the job fails
-/// with `database` once the server is back (never left running, never `succeeded` over pages
-/// the crash may have lost), the next sync is exact, and the redelivered events are each
-/// recorded once.
+/// sync, and webhooks arriving while it is down: the deliveries answer `503`, the job ends
+/// once the server is back (never left running, never `succeeded` over pages the crash may
+/// have lost), the next sync is exact, and the redelivered events are each recorded once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_killed_mid_sync_then_restarted() {
     let Some(private) = Private::start().await else {
@@ -229,6 +228,7 @@ async fn postgres_killed_mid_sync_then_restarted() {
         ready.text
     );
     let outage = down.elapsed();
+    let restarted_at = unix_now();
     private.cluster.start_server();
 
     // The interrupted job ends on its own: never left running.
@@ -236,14 +236,24 @@ async fn postgres_killed_mid_sync_then_restarted() {
         j["id"] == job["id"] && (j["status"] == "succeeded" || j["status"] == "failed")
     })
     .await;
-    // Failed, whether a statement was cut off or the run went on after the restart: pages it
-    // committed just before the crash (without waiting for their WAL flush) may be lost, so
-    // the run must not advance its cursors (the unlogged `sync_canaries` row is gone).
-    assert_eq!(
-        (ended["status"].as_str(), ended["error_code"].as_str()),
-        (Some("failed"), Some("database")),
-        "{ended}"
-    );
+    // Pages committed just before the crash (without waiting for their WAL flush) may be
+    // lost, so the interrupted run must not advance its cursors. It fails with `database`,
+    // whether a statement was cut off or it reconnected and went on (its unlogged
+    // `sync_canaries` row is gone). When its end could not be recorded either (the server
+    // was down), the job stays leased until the lease expires and a worker takes it over: a
+    // run from the start, whose canary was planted after the restart.
+    match (ended["status"].as_str(), ended["error_code"].as_str()) {
+        (Some("failed"), Some("database")) => {}
+        (Some("succeeded"), None) => {
+            let planted = canary_planted_at(&t.db, ended["id"].as_str().unwrap()).await;
+            assert!(
+                planted.is_some_and(|at| at >= restarted_at),
+                "a job may succeed only by a run started after the restart: canary {planted:?}, \
+                 restarted at {restarted_at}: {ended}"
+            );
+        }
+        _ => panic!("the interrupted job must fail with `database` or be run again: {ended}"),
+    }
     assert!(
         jobs::active_job(&t.db, &biz("biz-a"))
             .await
@@ -278,6 +288,76 @@ async fn postgres_killed_mid_sync_then_restarted() {
     ));
     app.stop().await;
     private.cleanup().await;
+}
+
+/// The canary a run plants survives a clean restart (`-m fast`) and is gone after a crash
+/// (`-m immediate`): the check that fails a run which reconnected and went on over pages the
+/// crash may have lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_kills_the_canary_and_a_clean_restart_keeps_it() {
+    let Some(private) = Private::start().await else {
+        return;
+    };
+    let db = &private.db.db;
+    let (job, owner) = ("job-canary", "worker-canary");
+    jobs::plant_canary(db, &biz("biz-a"), job, owner, unix_now())
+        .await
+        .unwrap();
+    assert!(jobs::canary_alive(db.conn(), job, owner).await.unwrap());
+    assert!(
+        !jobs::canary_alive(db.conn(), job, "worker-other")
+            .await
+            .unwrap(),
+        "a canary is its owner's"
+    );
+
+    let alive_after = |mode: StopMode| {
+        let cluster = &private.cluster;
+        async move {
+            tokio::task::block_in_place(|| {
+                cluster.stop(mode);
+                cluster.start_server();
+            });
+            // The pool's connections died with the server: the first statements may fail
+            // before the pool has replaced them.
+            for _ in 0..50 {
+                if let Ok(alive) = jobs::canary_alive(db.conn(), job, owner).await {
+                    return alive;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("the server did not come back")
+        }
+    };
+    assert!(
+        alive_after(StopMode::Fast).await,
+        "a clean restart keeps it"
+    );
+    assert!(
+        !alive_after(StopMode::Immediate).await,
+        "a crash empties it"
+    );
+    private.cleanup().await;
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// When the run of `job_id` planted its canary, if the row is there.
+async fn canary_planted_at(db: &Database, job_id: &str) -> Option<i64> {
+    let row = db
+        .conn()
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT created_at FROM sync_canaries WHERE job_id = $1",
+            [job_id.into()],
+        ))
+        .await
+        .unwrap()?;
+    Some(row.try_get::<i64>("", "created_at").unwrap())
 }
 
 pub(crate) fn writeln_notice(msg: &str) -> std::io::Result<()> {
