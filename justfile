@@ -56,10 +56,11 @@ bench-reads scale="bench":
 # Webhook ingest (release build): the simulator's events of a synced account, signed, with 10 %
 # re-deliveries, into the Connect endpoint on PostgreSQL; events/s, latency, recorded-once check.
 # latency: milliseconds in front of the simulator's Stripe reads during the ingest (0: none);
-# concurrency: deliveries in flight at once.
-bench-webhooks scale="bench" latency="0" concurrency="16":
+# concurrency: deliveries in flight at once; accounts: connected accounts (businesses) the
+# events come from, each synced at `scale`.
+bench-webhooks scale="bench" latency="0" concurrency="16" accounts="1":
     cargo build --release -p tributary-bench -p tributary-stripe-sim
-    target/release/tributary-bench webhooks --scale {{scale}} --db postgres --stripe-latency-ms {{latency}} --webhook-concurrency {{concurrency}} --json target/bench.jsonl
+    target/release/tributary-bench webhooks --scale {{scale}} --db postgres --stripe-latency-ms {{latency}} --webhook-concurrency {{concurrency}} --webhook-accounts {{accounts}} --json target/bench.jsonl
 
 # A short benchmark (small account, debug build) that CI can afford.
 bench-smoke:

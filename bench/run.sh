@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything `just bench` runs, in order, on this machine: the release build, the first syncs
 # (items 1 and 2 of issue #10), the read paths under wrk and the webhook ingest (items 4 and 5;
-# the ingest again with its Stripe reads behind 50 ms, and at 128 concurrent deliveries), and
+# the ingest again with its Stripe reads behind 50 ms, at 128 concurrent deliveries, and from
+# four accounts at once), and
 # the peer side by side (item 3). Prints markdown tables and the wall time of the whole run
 # (release build included); the output is also kept in target/bench.md, the JSON lines in
 # target/bench.jsonl and target/bench-peer.jsonl.
@@ -25,6 +26,7 @@ command -v wrk >/dev/null || apt-get install -y wrk
 "$bench" load --scale bench --db postgres --json target/bench.jsonl
 "$bench" webhooks --scale bench --db postgres --events 5000 --stripe-latency-ms 50 --json target/bench.jsonl
 "$bench" webhooks --scale bench --db postgres --events 20000 --webhook-concurrency 128 --json target/bench.jsonl
+"$bench" webhooks --scale bench --db postgres --events 20000 --webhook-accounts 4 --json target/bench.jsonl
 npm ci --prefix bench/peer --no-audit --no-fund
 bash bench/peer/compare.sh medium
 echo

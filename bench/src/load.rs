@@ -12,6 +12,8 @@
 //!   endpoint, signed at send time, plus re-deliveries of earlier events. `wrk` is not used
 //!   here: a fixed set of deliveries (each sent exactly once) is what lets the run check that
 //!   every event id was recorded exactly once, and wrk runs for a duration, not a count.
+//!   With `--webhook-accounts K` the events come from K synced accounts (businesses),
+//!   interleaved, as one platform's Connect endpoint receives its tenants' events.
 //! - `load`: both on one synced business (what `just bench` runs).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -117,11 +119,17 @@ pub struct LoadArgs {
     /// items, a re-fetch on a tie) then take as long as they would from a real Stripe.
     #[arg(long, default_value_t = 0)]
     stripe_latency_ms: u64,
+    /// Connected accounts the webhook events come from, each a business synced at `--scale`
+    /// (a platform's Connect endpoint receives every tenant's events); the reads use the first.
+    #[arg(long, default_value_t = 1)]
+    webhook_accounts: usize,
 }
 
 /// The synced business, the API serving it and what the runs need to call it.
 struct Bench {
     sim: Sim,
+    /// The synced businesses and their accounts: `BUSINESS` first, then `bench-2`, ….
+    tenants: Vec<(BusinessId, String)>,
     test_db: TestDb,
     db_kind: String,
     scale: String,
@@ -264,43 +272,50 @@ impl Bench {
             "sqlite" => TestDb::sqlite().await,
             other => bail!("--db must be postgres or sqlite, not {other}"),
         };
-        let sim = start_sim(&sim_bin, &args.scale)?;
-        let business = BusinessId::parse(BUSINESS)?;
+        let sim = start_sim(&sim_bin, &args.scale, args.webhook_accounts)?;
         let stripe = Stripe::new(StripeConfig {
             max_requests_per_second: 10_000,
             ..StripeConfig::new(SecretString::from(PLATFORM_KEY)).with_base(sim.base.clone())
         })?;
         let ctx = SyncContext::new(test_db.db.clone(), stripe, SyncConfig::default());
-        let now = ctx.now();
-        businesses::upsert(
-            &test_db.db,
-            &business,
-            &Slug::parse(BUSINESS)?,
-            "Bench",
-            None,
-            now,
-        )
-        .await?;
-        let account = StripeAccountId::parse(&sim.account)?;
-        let conn = access::NewConnection {
-            account: &account,
-            account_name: None,
-            livemode: false,
-            scope: "read_write",
-        };
-        access::connect(&test_db.db, &business, conn, now).await?;
-        let started = Instant::now();
-        let report = fetch_stripe_data(&ctx, &business, Trigger::Backfill).await?;
-        if !report.succeeded() {
-            bail!("sync failed: {:?}", report.error);
+        let mut tenants = Vec::with_capacity(sim.accounts.len());
+        for (i, account) in sim.accounts.iter().enumerate() {
+            let id = match i {
+                0 => BUSINESS.to_owned(),
+                i => format!("{BUSINESS}-{}", i + 1),
+            };
+            let business = BusinessId::parse(&id)?;
+            let now = ctx.now();
+            businesses::upsert(
+                &test_db.db,
+                &business,
+                &Slug::parse(&id)?,
+                "Bench",
+                None,
+                now,
+            )
+            .await?;
+            let conn = access::NewConnection {
+                account: &StripeAccountId::parse(account)?,
+                account_name: None,
+                livemode: false,
+                scope: "read_write",
+            };
+            access::connect(&test_db.db, &business, conn, now).await?;
+            let started = Instant::now();
+            let report = fetch_stripe_data(&ctx, &business, Trigger::Backfill).await?;
+            if !report.succeeded() {
+                bail!("sync of {id} failed: {:?}", report.error);
+            }
+            let objects: u64 = report.progress.values().map(|p| p.fetched).sum();
+            eprintln!(
+                "synced {objects} objects ({} scale) into {} for {id} in {:.1} s",
+                args.scale,
+                args.db,
+                started.elapsed().as_secs_f64()
+            );
+            tenants.push((business, account.clone()));
         }
-        let objects: u64 = report.progress.values().map(|p| p.fetched).sum();
-        eprintln!(
-            "synced {objects} objects ({} scale) into {} in {:.1} s",
-            args.scale,
-            args.db,
-            started.elapsed().as_secs_f64()
-        );
 
         let mut settings = Settings::load_from(None, &HashMap::new())?;
         settings.database.url.clone_from(&test_db.url);
@@ -337,6 +352,7 @@ impl Bench {
         .sign(&jwt_secret)?;
         Ok(Bench {
             sim,
+            tenants,
             test_db,
             db_kind: args.db.clone(),
             scale: args.scale.clone(),
@@ -742,9 +758,29 @@ async fn wrk(
 // Webhook ingest (item 5)
 // ---------------------------------------------------------------------------------------
 
-/// Makes realistic changes to the synced account until they produced `n` events, and returns
-/// those events as the Connect endpoint receives them (with `account`), oldest first.
+/// About `n` events of realistic changes, shared out over the synced accounts and interleaved
+/// (each account's events oldest first), as the Connect endpoint receives them.
 async fn simulated_events(bench: &Bench, n: usize) -> anyhow::Result<Vec<Value>> {
+    let k = bench.tenants.len().max(1);
+    let mut per_account = Vec::with_capacity(k);
+    for (i, (_, account)) in bench.tenants.iter().enumerate() {
+        let share = n / k + usize::from(i < n % k);
+        per_account.push(account_events(bench, account, share).await?.into_iter());
+    }
+    let mut events = Vec::with_capacity(n);
+    while events.len() < n {
+        let before = events.len();
+        events.extend(per_account.iter_mut().filter_map(Iterator::next));
+        if events.len() == before {
+            break;
+        }
+    }
+    Ok(events)
+}
+
+/// Makes realistic changes to `account` until they produced `n` events, and returns those
+/// events as the Connect endpoint receives them (with `account`), oldest first.
+async fn account_events(bench: &Bench, account: &str, n: usize) -> anyhow::Result<Vec<Value>> {
     let http = reqwest::Client::new();
     let sim = &bench.sim;
     let clock: Value = http
@@ -761,7 +797,7 @@ async fn simulated_events(bench: &Bench, n: usize) -> anyhow::Result<Vec<Value>>
         // A change makes about three events (a new payment: session, intent, charge, …).
         let count = ((n - ids.len()) / 3).clamp(1, 1000);
         let res: Value = http
-            .post(format!("{}/_sim/accounts/{}/mutate", sim.base, sim.account))
+            .post(format!("{}/_sim/accounts/{account}/mutate", sim.base))
             .json(&json!({"count": count, "seed": seed}))
             .send()
             .await?
@@ -781,7 +817,7 @@ async fn simulated_events(bench: &Bench, n: usize) -> anyhow::Result<Vec<Value>>
         let mut req = http
             .get(format!("{}/v1/events", sim.base))
             .bearer_auth(PLATFORM_KEY)
-            .header("Stripe-Account", &sim.account)
+            .header("Stripe-Account", account)
             .query(&[
                 ("limit", "100".to_owned()),
                 ("created[gte]", since.to_string()),
@@ -814,7 +850,7 @@ async fn simulated_events(bench: &Bench, n: usize) -> anyhow::Result<Vec<Value>>
     events.truncate(n);
     for event in &mut events {
         if event["account"].is_null() {
-            event["account"] = json!(sim.account);
+            event["account"] = json!(account);
         }
     }
     Ok(events)
@@ -1009,8 +1045,12 @@ async fn run_webhooks(bench: &Bench, args: &LoadArgs) -> anyhow::Result<()> {
     let row = Row {
         key: "webhooks_connect",
         route: format!(
-            "POST /api/webhooks/stripe/connect ({} events + {} re-deliveries, signed{})",
+            "POST /api/webhooks/stripe/connect ({} events{} + {} re-deliveries, signed{})",
             ids.len(),
+            match bench.tenants.len() {
+                1 => String::new(),
+                k => format!(" of {k} accounts"),
+            },
             redeliveries,
             if latency > 0 {
                 format!("; Stripe reads behind {latency} ms")
@@ -1031,7 +1071,7 @@ async fn run_webhooks(bench: &Bench, args: &LoadArgs) -> anyhow::Result<()> {
             "failed": failed, "duplicate_answers": duplicate_answers,
             "webhook_events_rows": rows, "missing": missing, "unexpected": unexpected,
             "recorded_once": once, "outcomes": outcomes, "event_types": types,
-            "stripe_latency_ms": latency,
+            "stripe_latency_ms": latency, "accounts": bench.tenants.len(),
         }),
     };
     row.print();

@@ -65,7 +65,10 @@ struct Args {
 struct Sim {
     child: Child,
     base: String,
+    /// The first account.
     account: String,
+    /// Every account, the first one first.
+    accounts: Vec<String>,
 }
 
 impl Drop for Sim {
@@ -75,7 +78,8 @@ impl Drop for Sim {
     }
 }
 
-fn start_sim(bin: &PathBuf, scale: &str) -> anyhow::Result<Sim> {
+fn start_sim(bin: &PathBuf, scale: &str, accounts: usize) -> anyhow::Result<Sim> {
+    let accounts = accounts.max(1).to_string();
     let mut child = Command::new(bin)
         .args([
             "--addr",
@@ -83,7 +87,7 @@ fn start_sim(bin: &PathBuf, scale: &str) -> anyhow::Result<Sim> {
             "--seed",
             "42",
             "--accounts",
-            "1",
+            accounts.as_str(),
             "--scale",
             scale,
         ])
@@ -97,11 +101,17 @@ fn start_sim(bin: &PathBuf, scale: &str) -> anyhow::Result<Sim> {
     let ready: Value =
         serde_json::from_str(&line).with_context(|| format!("ready line: {line}"))?;
     let addr = ready["addr"].as_str().context("addr")?.to_owned();
-    let account = ready["accounts"][0].as_str().context("account")?.to_owned();
+    let accounts: Vec<String> = ready["accounts"]
+        .as_array()
+        .context("accounts")?
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
     Ok(Sim {
         child,
         base: format!("http://{addr}"),
-        account,
+        account: accounts.first().context("account")?.clone(),
+        accounts,
     })
 }
 
@@ -161,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for db_kind in dbs {
-        let sim = start_sim(&sim_bin, &args.scale)?;
+        let sim = start_sim(&sim_bin, &args.scale, 1)?;
         let http = reqwest::Client::new();
         let accounts: Value = http
             .get(format!("{}/_sim/accounts", sim.base))
