@@ -228,7 +228,7 @@ async fn postgres_killed_mid_sync_then_restarted() {
         ready.text
     );
     let outage = down.elapsed();
-    let restarted_at = unix_now();
+    let restarted_at = tributary_persistence::now();
     private.cluster.start_server();
 
     // The interrupted job ends on its own: never left running.
@@ -300,7 +300,7 @@ async fn a_crash_kills_the_canary_and_a_clean_restart_keeps_it() {
     };
     let db = &private.db.db;
     let (job, owner) = ("job-canary", "worker-canary");
-    jobs::plant_canary(db, &biz("biz-a"), job, owner, unix_now())
+    jobs::plant_canary(db, &biz("biz-a"), job, owner, tributary_persistence::now())
         .await
         .unwrap();
     assert!(jobs::canary_alive(db.conn(), job, owner).await.unwrap());
@@ -340,10 +340,58 @@ async fn a_crash_kills_the_canary_and_a_clean_restart_keeps_it() {
     private.cleanup().await;
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+/// A run whose canary disappears while it runs (as a crash empties the unlogged table while
+/// the run, reconnected, goes on) fails with `database` in its last transaction instead of
+/// advancing its cursors, and the next sync is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_canary_is_gone_fails_and_keeps_its_cursors() {
+    let Some(private) = Private::start().await else {
+        return;
+    };
+    let t = private.handle();
+    let app = spawn_app(&t, 1).await;
+    let acct = app.account(0);
+    // Slow enough that the run is still listing when its canary goes.
+    app.sim_control("/_sim/faults", json!({"latency_ms": 500}))
+        .await;
+    assert_eq!(app.connect("biz-a", &acct).await["stripe"], "connected");
+    let job = wait_job(&t.db, "biz-a", "first pages written", |j| {
+        j["status"] == "running" && written(j) > 0
+    })
+    .await;
+    let gone =
+        t.db.conn()
+            .execute_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "DELETE FROM sync_canaries",
+            ))
+            .await
+            .unwrap();
+    assert_eq!(gone.rows_affected(), 1, "the running job's canary: {job}");
+    app.sim_control("/_sim/faults", json!({})).await;
+    let ended = wait_job(&t.db, "biz-a", "the job ends", |j| {
+        j["id"] == job["id"] && (j["status"] == "succeeded" || j["status"] == "failed")
+    })
+    .await;
+    assert_eq!(
+        (ended["status"].as_str(), ended["error_code"].as_str()),
+        (Some("failed"), Some("database")),
+        "{ended}"
+    );
+    let cursors = tributary_persistence::entities::sync_cursors::Entity::find()
+        .all(t.db.conn())
+        .await
+        .unwrap();
+    assert!(
+        cursors.iter().all(|c| c.last_successful_date.is_none()),
+        "no cursor may advance: {cursors:?}"
+    );
+
+    let next = app.sync_and_wait("biz-a", "").await;
+    let audit = app.audit("biz-a", &acct).await;
+    assert!(audit.is_exact(), "after {next}: {:#?}", audit.differences);
+    app.stop().await;
+    private.cleanup().await;
 }
 
 /// When the run of `job_id` planted its canary, if the row is there.
