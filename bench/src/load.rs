@@ -128,8 +128,6 @@ pub struct LoadArgs {
 /// The synced business, the API serving it and what the runs need to call it.
 struct Bench {
     sim: Sim,
-    /// The synced businesses and their accounts: `BUSINESS` first, then `bench-2`, ….
-    tenants: Vec<(BusinessId, String)>,
     test_db: TestDb,
     db_kind: String,
     scale: String,
@@ -278,7 +276,7 @@ impl Bench {
             ..StripeConfig::new(SecretString::from(PLATFORM_KEY)).with_base(sim.base.clone())
         })?;
         let ctx = SyncContext::new(test_db.db.clone(), stripe, SyncConfig::default());
-        let mut tenants = Vec::with_capacity(sim.accounts.len());
+        // One business per account: `BUSINESS` first, then `bench-2`, ….
         for (i, account) in sim.accounts.iter().enumerate() {
             let id = match i {
                 0 => BUSINESS.to_owned(),
@@ -314,7 +312,6 @@ impl Bench {
                 args.db,
                 started.elapsed().as_secs_f64()
             );
-            tenants.push((business, account.clone()));
         }
 
         let mut settings = Settings::load_from(None, &HashMap::new())?;
@@ -352,7 +349,6 @@ impl Bench {
         .sign(&jwt_secret)?;
         Ok(Bench {
             sim,
-            tenants,
             test_db,
             db_kind: args.db.clone(),
             scale: args.scale.clone(),
@@ -427,7 +423,7 @@ async fn account_currency(bench: &Bench) -> anyhow::Result<String> {
     let account: Value = reqwest::Client::new()
         .get(format!("{}/v1/account", bench.sim.base))
         .bearer_auth(PLATFORM_KEY)
-        .header("Stripe-Account", &bench.sim.account)
+        .header("Stripe-Account", bench.sim.account())
         .send()
         .await?
         .error_for_status()?
@@ -761,9 +757,9 @@ async fn wrk(
 /// About `n` events of realistic changes, shared out over the synced accounts and interleaved
 /// (each account's events oldest first), as the Connect endpoint receives them.
 async fn simulated_events(bench: &Bench, n: usize) -> anyhow::Result<Vec<Value>> {
-    let k = bench.tenants.len().max(1);
+    let k = bench.sim.accounts.len();
     let mut per_account = Vec::with_capacity(k);
-    for (i, (_, account)) in bench.tenants.iter().enumerate() {
+    for (i, account) in bench.sim.accounts.iter().enumerate() {
         let share = n / k + usize::from(i < n % k);
         per_account.push(account_events(bench, account, share).await?.into_iter());
     }
@@ -1047,7 +1043,7 @@ async fn run_webhooks(bench: &Bench, args: &LoadArgs) -> anyhow::Result<()> {
         route: format!(
             "POST /api/webhooks/stripe/connect ({} events{} + {} re-deliveries, signed{})",
             ids.len(),
-            match bench.tenants.len() {
+            match bench.sim.accounts.len() {
                 1 => String::new(),
                 k => format!(" of {k} accounts"),
             },
@@ -1071,7 +1067,7 @@ async fn run_webhooks(bench: &Bench, args: &LoadArgs) -> anyhow::Result<()> {
             "failed": failed, "duplicate_answers": duplicate_answers,
             "webhook_events_rows": rows, "missing": missing, "unexpected": unexpected,
             "recorded_once": once, "outcomes": outcomes, "event_types": types,
-            "stripe_latency_ms": latency, "accounts": bench.tenants.len(),
+            "stripe_latency_ms": latency, "accounts": bench.sim.accounts.len(),
         }),
     };
     row.print();

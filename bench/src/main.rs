@@ -65,10 +65,15 @@ struct Args {
 struct Sim {
     child: Child,
     base: String,
-    /// The first account.
-    account: String,
-    /// Every account, the first one first.
+    /// Every account (at least one).
     accounts: Vec<String>,
+}
+
+impl Sim {
+    /// The first account.
+    fn account(&self) -> &str {
+        &self.accounts[0]
+    }
 }
 
 impl Drop for Sim {
@@ -107,10 +112,12 @@ fn start_sim(bin: &PathBuf, scale: &str, accounts: usize) -> anyhow::Result<Sim>
         .iter()
         .filter_map(|a| a.as_str().map(str::to_owned))
         .collect();
+    if accounts.is_empty() {
+        bail!("the simulator named no account: {line}");
+    }
     Ok(Sim {
         child,
         base: format!("http://{addr}"),
-        account: accounts.first().context("account")?.clone(),
         accounts,
     })
 }
@@ -198,7 +205,7 @@ async fn main() -> anyhow::Result<()> {
         })?;
         let ctx = SyncContext::new(test_db.db.clone(), stripe, SyncConfig::default());
         let business = BusinessId::parse("bench")?;
-        let account = StripeAccountId::parse(&sim.account)?;
+        let account = StripeAccountId::parse(sim.account())?;
         let conn = access::NewConnection {
             account: &account,
             account_name: None,

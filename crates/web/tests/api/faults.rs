@@ -165,6 +165,26 @@ pub(crate) async fn wait_job(
     }
 }
 
+/// Connects `biz-a` to `acct` behind `latency_ms` of Stripe latency, so that its first sync
+/// is still running once its first pages are written; returns the job as it is then.
+async fn first_sync_under_way(app: &TestApp, db: &Database, acct: &str, latency_ms: u64) -> Value {
+    app.sim_control("/_sim/faults", json!({ "latency_ms": latency_ms }))
+        .await;
+    assert_eq!(app.connect("biz-a", acct).await["stripe"], "connected");
+    wait_job(db, "biz-a", "first pages written", |j| {
+        j["status"] == "running" && written(j) > 0
+    })
+    .await
+}
+
+/// `job` once it has ended, `succeeded` or `failed`.
+async fn job_ended(db: &Database, job: &Value) -> Value {
+    wait_job(db, "biz-a", "the job ends", |j| {
+        j["id"] == job["id"] && (j["status"] == "succeeded" || j["status"] == "failed")
+    })
+    .await
+}
+
 pub(crate) fn written(job: &Value) -> u64 {
     job["progress"]
         .as_object()
@@ -188,13 +208,7 @@ async fn postgres_killed_mid_sync_then_restarted() {
     // Slow Stripe down so the sync is still running when the database goes: a resource
     // requests its next page while it writes one, so after the first pages are written the
     // rest of a small account is a request or two away.
-    app.sim_control("/_sim/faults", json!({"latency_ms": 250}))
-        .await;
-    assert_eq!(app.connect("biz-a", &acct).await["stripe"], "connected");
-    let job = wait_job(&t.db, "biz-a", "first pages written", |j| {
-        j["status"] == "running" && written(j) > 0
-    })
-    .await;
+    let job = first_sync_under_way(&app, &t.db, &acct, 250).await;
 
     private.cluster.stop(StopMode::Immediate);
     let down = std::time::Instant::now();
@@ -232,10 +246,7 @@ async fn postgres_killed_mid_sync_then_restarted() {
     private.cluster.start_server();
 
     // The interrupted job ends on its own: never left running.
-    let ended = wait_job(&t.db, "biz-a", "the job ends after the restart", |j| {
-        j["id"] == job["id"] && (j["status"] == "succeeded" || j["status"] == "failed")
-    })
-    .await;
+    let ended = job_ended(&t.db, &job).await;
     // Pages committed just before the crash (without waiting for their WAL flush) may be
     // lost, so the interrupted run must not advance its cursors. It fails with `database`,
     // whether a statement was cut off or it reconnected and went on (its unlogged
@@ -352,13 +363,7 @@ async fn a_run_whose_canary_is_gone_fails_and_keeps_its_cursors() {
     let app = spawn_app(&t, 1).await;
     let acct = app.account(0);
     // Slow enough that the run is still listing when its canary goes.
-    app.sim_control("/_sim/faults", json!({"latency_ms": 500}))
-        .await;
-    assert_eq!(app.connect("biz-a", &acct).await["stripe"], "connected");
-    let job = wait_job(&t.db, "biz-a", "first pages written", |j| {
-        j["status"] == "running" && written(j) > 0
-    })
-    .await;
+    let job = first_sync_under_way(&app, &t.db, &acct, 500).await;
     let gone =
         t.db.conn()
             .execute_raw(Statement::from_string(
@@ -369,10 +374,7 @@ async fn a_run_whose_canary_is_gone_fails_and_keeps_its_cursors() {
             .unwrap();
     assert_eq!(gone.rows_affected(), 1, "the running job's canary: {job}");
     app.sim_control("/_sim/faults", json!({})).await;
-    let ended = wait_job(&t.db, "biz-a", "the job ends", |j| {
-        j["id"] == job["id"] && (j["status"] == "succeeded" || j["status"] == "failed")
-    })
-    .await;
+    let ended = job_ended(&t.db, &job).await;
     assert_eq!(
         (ended["status"].as_str(), ended["error_code"].as_str()),
         (Some("failed"), Some("database")),
