@@ -17,6 +17,7 @@ mod m20261123_000002_read_paths;
 mod m20261201_000003_sync_canaries;
 mod m20261201_000004_data_version;
 mod m20261202_000005_lz4_json;
+mod m20261207_000006_email_graph;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000003_sync_canaries::Migration),
             Box::new(m20261201_000004_data_version::Migration),
             Box::new(m20261202_000005_lz4_json::Migration),
+            Box::new(m20261207_000006_email_graph::Migration),
         ]
     }
 }

@@ -32,7 +32,7 @@ macro_rules! mirror_entity {
             use sea_orm::entity::prelude::*;
 
             /// One row: one Stripe object of one business.
-            #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize)]
+            #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
             #[sea_orm(table_name = $table)]
             pub struct Model {
                 /// The business (tenant) the object was mirrored for.

@@ -334,7 +334,7 @@ pub async fn all_spend<C: ConnectionTrait>(
 
 /// The mirror rows around one email: its customers and everything that can carry or link its
 /// money (see [`email_graph`]).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct EmailGraph {
     /// Customers, by id.
     pub customers: BTreeMap<String, stripe_customers::Model>,
@@ -489,7 +489,31 @@ pub async fn email_graph<C: ConnectionTrait>(
 /// The connected part of the link graph around `seed` (see [`email_graph`]): every object
 /// whose money could be attributed to the seed's emails, or that the seed's objects link to,
 /// with the customers and refunds of what it holds.
+///
+/// On PostgreSQL the whole walk is one statement ([`graph_in_one_statement`]): a webhook turn
+/// walks twice and `stripe-info` once, and round by round a walk was 10–20 round trips. On
+/// SQLite, which runs statements in process, it goes round by round ([`graph_in_rounds`]).
 pub async fn graph<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    seed: &GraphSeed,
+) -> Result<EmailGraph, PersistenceError> {
+    if seed.is_empty() {
+        return Ok(EmailGraph::default());
+    }
+    match conn.get_database_backend() {
+        sea_orm::DbBackend::Postgres => graph_in_one_statement(conn, business, seed).await,
+        _ => graph_in_rounds(conn, business, seed).await,
+    }
+}
+
+/// [`graph`] round by round, a few index lookups a round (the reads of a round side by side
+/// on a pool): the customers of the seed's emails and ids; the payments, invoices and sessions
+/// naming those emails or customers or seeded by id, and the invoice payments of the seeded
+/// payments and invoices; then each round follows every §7 link from what the last one found,
+/// until a round finds nothing new; last, the refunds of the payments found and the customers
+/// the found objects name. Any backend; [`graph`] uses it on SQLite.
+pub async fn graph_in_rounds<C: ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
     seed: &GraphSeed,
@@ -571,7 +595,8 @@ pub async fn graph<C: ConnectionTrait>(
     let mut seen_invoices = BTreeSet::new();
     let mut seen_sessions = BTreeSet::new();
     let mut seen_ips = BTreeSet::new();
-    for _ in 0..16 {
+    // Each round finds something new or ends the walk: at most one round per object.
+    loop {
         let new_orders: Vec<String> = g
             .orders
             .keys()
@@ -722,6 +747,112 @@ pub async fn graph<C: ConnectionTrait>(
         g.customers.insert(c.stripe_id.clone(), c);
     }
     Ok(g)
+}
+
+/// [`graph`] on PostgreSQL in one statement ([`graph_sql`]): the same walk as
+/// [`graph_in_rounds`], run inside PostgreSQL, whose rows come back as JSON text (the lean
+/// columns, `raw` as `null`), each tagged with its table.
+pub async fn graph_in_one_statement<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    seed: &GraphSeed,
+) -> Result<EmailGraph, PersistenceError> {
+    let list =
+        |ids: &BTreeSet<String>| sea_orm::Value::from(ids.iter().cloned().collect::<Vec<_>>());
+    let statement = sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        graph_sql(),
+        [
+            business.as_str().into(),
+            list(&seed.emails),
+            list(&seed.customers),
+            list(&seed.orders),
+            list(&seed.invoices),
+            list(&seed.sessions),
+        ],
+    );
+    let mut g = EmailGraph::default();
+    for row in conn.query_all_raw(statement).await? {
+        let kind: String = row.try_get("", "kind")?;
+        let obj: String = row.try_get("", "obj")?;
+        fn parse<M: serde::de::DeserializeOwned>(obj: &str) -> Result<M, PersistenceError> {
+            serde_json::from_str(obj).map_err(|e| {
+                PersistenceError::Corrupt(format!("a link-graph row did not parse: {e}"))
+            })
+        }
+        match kind.as_str() {
+            "c" => {
+                let m: stripe_customers::Model = parse(&obj)?;
+                g.customers.insert(m.stripe_id.clone(), m);
+            }
+            "o" => {
+                let m: stripe_orders::Model = parse(&obj)?;
+                g.orders.insert(m.stripe_id.clone(), m);
+            }
+            "i" => {
+                let m: stripe_invoices::Model = parse(&obj)?;
+                g.invoices.insert(m.stripe_id.clone(), m);
+            }
+            "p" => {
+                let m: stripe_invoice_payments::Model = parse(&obj)?;
+                g.invoice_payments.insert(m.stripe_id.clone(), m);
+            }
+            "s" => {
+                let m: stripe_checkout_sessions::Model = parse(&obj)?;
+                g.checkout_sessions.insert(m.stripe_id.clone(), m);
+            }
+            "r" => {
+                let m: stripe_refunds::Model = parse(&obj)?;
+                g.refunds.insert(m.stripe_id.clone(), m);
+            }
+            other => {
+                return Err(PersistenceError::Corrupt(format!(
+                    "a link-graph row of unknown kind {other:?}"
+                )));
+            }
+        }
+    }
+    Ok(g)
+}
+
+/// The text of [`graph_in_one_statement`]'s statement (built once: the lean column lists come
+/// from the entities). Parameters: `$1` the business, `$2`–`$6` the seed's emails, customers,
+/// orders, invoices and sessions (text arrays).
+///
+/// The walk itself is the function `tributary_email_graph` (migration
+/// `m20261207_000006_email_graph`): the steps of [`graph_in_rounds`] in PL/pgSQL, each a
+/// statement per table with array parameters, returning the ids reached; this statement
+/// calls it once and reads each table's rows by those ids, as JSON text tagged with the table.
+pub fn graph_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        fn rows<E: EntityTrait>(kind: &str, table: &str, ids: &str) -> String {
+            use sea_orm::{IdenStatic, Iterable};
+            let columns = E::Column::iter()
+                .map(|c| match c.as_str() {
+                    "raw" => "NULL AS raw".to_owned(),
+                    name => format!("t.\"{name}\""),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "SELECT '{kind}' AS kind, row_to_json(x)::text AS obj FROM (SELECT {columns} \
+                 FROM {table} t WHERE t.business_id = $1 AND t.stripe_id = ANY((SELECT {ids} FROM g)::text[])) x"
+            )
+        }
+        let out = [
+            rows::<stripe_customers::Entity>("c", "stripe_customers", "customers"),
+            rows::<stripe_orders::Entity>("o", "stripe_orders", "orders"),
+            rows::<stripe_invoices::Entity>("i", "stripe_invoices", "invoices"),
+            rows::<stripe_checkout_sessions::Entity>("s", "stripe_checkout_sessions", "sessions"),
+            rows::<stripe_invoice_payments::Entity>("p", "stripe_invoice_payments", "invoice_payments"),
+            rows::<stripe_refunds::Entity>("r", "stripe_refunds", "refunds"),
+        ]
+        .join("\nUNION ALL\n");
+        format!(
+            "WITH g AS (SELECT * FROM tributary_email_graph($1, $2, $3, $4, $5, $6))\n{out}"
+        )
+    })
 }
 
 impl EmailGraph {

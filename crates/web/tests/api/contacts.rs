@@ -739,12 +739,11 @@ db_test!(
     }
 );
 
-db_test!(email_graphs_agree_on_a_generated_account, |t| {
-    // A realistic generated account (every link type the simulator produces): for every email,
-    // stripe-info's index-served load attributes exactly what the whole mirror does, and its
-    // summary equals the grid's.
+/// A business synced from a realistic generated account (every link type the simulator
+/// produces, `small` scale).
+async fn generated_account(t: &TestDbRef) -> (TestApp, BusinessId) {
     let app = TestApp::spawn_with(
-        &t,
+        t,
         crate::Opts {
             accounts: 1,
             scale: tributary_stripe_sim::Scale::Small,
@@ -776,6 +775,13 @@ db_test!(email_graphs_agree_on_a_generated_account, |t| {
         .await
         .unwrap();
     assert!(report.succeeded(), "{report:?}");
+    (app, business)
+}
+
+db_test!(email_graphs_agree_on_a_generated_account, |t| {
+    // For every email, stripe-info's index-served load attributes exactly what the whole
+    // mirror does, and its summary equals the grid's.
+    let (app, business) = generated_account(&t).await;
     let conn = t.db.conn();
     let (facts, _) = tributary_sync::readmodel::load_facts(conn, &business)
         .await
@@ -826,6 +832,159 @@ db_test!(email_graphs_agree_on_a_generated_account, |t| {
     assert_eq!(sorted, emails.into_iter().collect::<Vec<_>>());
     app.stop().await;
 });
+
+db_test!(
+    the_walk_in_one_statement_reaches_what_the_rounds_reach,
+    |t| {
+        // PostgreSQL walks the link graph in one recursive statement, SQLite round by round: from
+        // seeds of every kind, alone and together, on a generated account (deleted objects
+        // included), the statement returns exactly the rows the rounds find.
+        use tributary_persistence::entities::*;
+        use tributary_persistence::sea_orm::DbBackend;
+        let (app, business) = generated_account(&t).await;
+        let conn = t.db.conn();
+        let b = || stripe_orders::Column::BusinessId.eq(BIZ);
+        let customers = stripe_customers::Entity::find()
+            .filter(stripe_customers::Column::BusinessId.eq(BIZ))
+            .all(conn)
+            .await
+            .unwrap();
+        let orders = stripe_orders::Entity::find()
+            .filter(b())
+            .all(conn)
+            .await
+            .unwrap();
+        let invoices = stripe_invoices::Entity::find()
+            .filter(stripe_invoices::Column::BusinessId.eq(BIZ))
+            .all(conn)
+            .await
+            .unwrap();
+        let sessions = stripe_checkout_sessions::Entity::find()
+            .filter(stripe_checkout_sessions::Column::BusinessId.eq(BIZ))
+            .all(conn)
+            .await
+            .unwrap();
+        let payments = stripe_invoice_payments::Entity::find()
+            .filter(stripe_invoice_payments::Column::BusinessId.eq(BIZ))
+            .all(conn)
+            .await
+            .unwrap();
+        let emails: Vec<String> = customers
+            .iter()
+            .filter_map(|c| c.email.clone())
+            .chain(orders.iter().filter_map(|o| o.email.clone()))
+            .chain(sessions.iter().filter_map(|s| s.email.clone()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let set = |ids: &[String]| {
+            ids.iter()
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let mut seeds = Vec::new();
+        for (i, email) in emails.iter().enumerate() {
+            seeds.push(reads::GraphSeed {
+                emails: set(std::slice::from_ref(email)),
+                ..Default::default()
+            });
+            // Every third email with a few objects of each kind: a webhook turn's seed.
+            if i % 3 == 0 {
+                let pick = |ids: Vec<String>| -> std::collections::BTreeSet<String> {
+                    ids.into_iter().skip(i).step_by(17).take(3).collect()
+                };
+                seeds.push(reads::GraphSeed {
+                    emails: set(&emails[i..emails.len().min(i + 4)]),
+                    customers: pick(customers.iter().map(|c| c.stripe_id.clone()).collect()),
+                    orders: pick(orders.iter().map(|o| o.stripe_id.clone()).collect()),
+                    invoices: pick(invoices.iter().map(|i| i.stripe_id.clone()).collect()),
+                    sessions: pick(sessions.iter().map(|s| s.stripe_id.clone()).collect()),
+                });
+            }
+        }
+        let one = |ids: &[String], f: fn(String) -> reads::GraphSeed| -> Vec<reads::GraphSeed> {
+            ids.iter().step_by(5).cloned().map(f).collect()
+        };
+        seeds.extend(one(
+            &customers
+                .iter()
+                .map(|c| c.stripe_id.clone())
+                .collect::<Vec<_>>(),
+            |id| reads::GraphSeed {
+                customers: [id].into(),
+                ..Default::default()
+            },
+        ));
+        seeds.extend(one(
+            &orders
+                .iter()
+                .map(|o| o.stripe_id.clone())
+                .collect::<Vec<_>>(),
+            |id| reads::GraphSeed {
+                orders: [id].into(),
+                ..Default::default()
+            },
+        ));
+        seeds.extend(one(
+            &invoices
+                .iter()
+                .map(|i| i.stripe_id.clone())
+                .collect::<Vec<_>>(),
+            |id| reads::GraphSeed {
+                invoices: [id].into(),
+                ..Default::default()
+            },
+        ));
+        seeds.extend(one(
+            &sessions
+                .iter()
+                .map(|s| s.stripe_id.clone())
+                .collect::<Vec<_>>(),
+            |id| reads::GraphSeed {
+                sessions: [id].into(),
+                ..Default::default()
+            },
+        ));
+        // The payments an invoice payment names, seeded as orders whether mirrored or not.
+        seeds.extend(one(
+            &payments
+                .iter()
+                .filter_map(|p| p.payment_intent.clone().or(p.charge.clone()))
+                .collect::<Vec<_>>(),
+            |id| reads::GraphSeed {
+                orders: [id].into(),
+                ..Default::default()
+            },
+        ));
+        // Ids nothing holds reach nothing.
+        seeds.push(reads::GraphSeed {
+            emails: ["nobody@example.com".to_owned()].into(),
+            orders: ["pi_missing".to_owned()].into(),
+            invoices: ["in_missing".to_owned()].into(),
+            ..Default::default()
+        });
+        assert!(seeds.len() > 100, "{}", seeds.len());
+        let postgres = conn.get_database_backend() == DbBackend::Postgres;
+        let mut linked = 0;
+        for seed in &seeds {
+            let rounds = reads::graph_in_rounds(conn, &business, seed).await.unwrap();
+            let walked = reads::graph(conn, &business, seed).await.unwrap();
+            assert_eq!(walked, rounds, "{seed:?}");
+            if postgres {
+                let statement = reads::graph_in_one_statement(conn, &business, seed)
+                    .await
+                    .unwrap();
+                assert_eq!(statement, rounds, "{seed:?}");
+            }
+            // Seeds that reach a payment, its invoice and the invoice's payment.
+            if !rounds.invoice_payments.is_empty() && !rounds.orders.is_empty() {
+                linked += 1;
+            }
+        }
+        assert!(linked > 10, "{linked} seeds reached linked invoices");
+        app.stop().await;
+    }
+);
 
 db_test!(dashboards_reproduce_the_worked_example, |t| {
     let (app, c, _ctx) = seeded(&t).await;
@@ -1372,6 +1531,56 @@ db_test!(contacts_read_paths_use_indexes, |t| {
         );
         out.push_str(&format!("-- {name}\n{sql}\n{plan}\n\n"));
     }
+    // The whole walk in one statement, as the lookups pool and a webhook turn plan it: once,
+    // for any arrays (a generic plan).
+    let txn = tributary_persistence::sea_orm::TransactionTrait::begin(conn)
+        .await
+        .unwrap();
+    txn.execute_unprepared("SET LOCAL plan_cache_mode = force_generic_plan")
+        .await
+        .unwrap();
+    txn.execute_unprepared(&format!(
+        "PREPARE walk(text, text[], text[], text[], text[], text[]) AS {}",
+        reads::graph_sql()
+    ))
+    .await
+    .unwrap();
+    let rows = txn
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "EXPLAIN (COSTS OFF) EXECUTE walk('biz-07', ARRAY['user27@example.com'], \
+             ARRAY['cus_27'], ARRAY['pi_26'], ARRAY['in_26'], ARRAY['cs_26'])",
+        ))
+        .await
+        .unwrap();
+    txn.rollback().await.unwrap();
+    let plan: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get::<String>("", "QUERY PLAN").unwrap())
+        .collect();
+    let plan = plan.join("\n");
+    assert!(
+        !plan.contains("Seq Scan"),
+        "the walk scans a table:\n{plan}"
+    );
+    for table in [
+        "stripe_customers",
+        "stripe_orders",
+        "stripe_invoices",
+        "stripe_invoice_payments",
+        "stripe_checkout_sessions",
+        "stripe_refunds",
+    ] {
+        assert!(
+            plan.contains(&format!("Index Scan using {table}_pkey"))
+                || plan.contains(&format!("Bitmap Index Scan on idx_{table}_")),
+            "the walk reads {table} through no index:\n{plan}"
+        );
+    }
+    out.push_str(&format!(
+        "-- stripe-info and the spend refresh: the link graph in one statement (generic plan)\n{}\n{plan}\n\n",
+        reads::graph_sql()
+    ));
     if let Ok(path) = std::env::var("TRIBUTARY_WRITE_PLANS") {
         std::fs::write(path, out).unwrap();
     }
