@@ -23,7 +23,7 @@ impl MigrationName for Migration {
 }
 
 /// The function's name.
-pub const FUNCTION: &str = "tributary_email_graph";
+const FUNCTION: &str = "tributary_email_graph";
 
 const CREATE: &str = r#"
 CREATE OR REPLACE FUNCTION tributary_email_graph(

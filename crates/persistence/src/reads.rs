@@ -771,40 +771,28 @@ pub async fn graph_in_one_statement<C: ConnectionTrait>(
             list(&seed.sessions),
         ],
     );
+    /// Adds a row given as JSON text to `into`, by its Stripe id.
+    fn put<M>(into: &mut BTreeMap<String, M>, obj: &str) -> Result<(), PersistenceError>
+    where
+        M: serde::de::DeserializeOwned + MirrorModel,
+    {
+        let m: M = serde_json::from_str(obj).map_err(|e| {
+            PersistenceError::Corrupt(format!("a link-graph row did not parse: {e}"))
+        })?;
+        into.insert(m.stripe_id().to_owned(), m);
+        Ok(())
+    }
     let mut g = EmailGraph::default();
     for row in conn.query_all_raw(statement).await? {
         let kind: String = row.try_get("", "kind")?;
         let obj: String = row.try_get("", "obj")?;
-        fn parse<M: serde::de::DeserializeOwned>(obj: &str) -> Result<M, PersistenceError> {
-            serde_json::from_str(obj).map_err(|e| {
-                PersistenceError::Corrupt(format!("a link-graph row did not parse: {e}"))
-            })
-        }
         match kind.as_str() {
-            "c" => {
-                let m: stripe_customers::Model = parse(&obj)?;
-                g.customers.insert(m.stripe_id.clone(), m);
-            }
-            "o" => {
-                let m: stripe_orders::Model = parse(&obj)?;
-                g.orders.insert(m.stripe_id.clone(), m);
-            }
-            "i" => {
-                let m: stripe_invoices::Model = parse(&obj)?;
-                g.invoices.insert(m.stripe_id.clone(), m);
-            }
-            "p" => {
-                let m: stripe_invoice_payments::Model = parse(&obj)?;
-                g.invoice_payments.insert(m.stripe_id.clone(), m);
-            }
-            "s" => {
-                let m: stripe_checkout_sessions::Model = parse(&obj)?;
-                g.checkout_sessions.insert(m.stripe_id.clone(), m);
-            }
-            "r" => {
-                let m: stripe_refunds::Model = parse(&obj)?;
-                g.refunds.insert(m.stripe_id.clone(), m);
-            }
+            "c" => put(&mut g.customers, &obj)?,
+            "o" => put(&mut g.orders, &obj)?,
+            "i" => put(&mut g.invoices, &obj)?,
+            "p" => put(&mut g.invoice_payments, &obj)?,
+            "s" => put(&mut g.checkout_sessions, &obj)?,
+            "r" => put(&mut g.refunds, &obj)?,
             other => {
                 return Err(PersistenceError::Corrupt(format!(
                     "a link-graph row of unknown kind {other:?}"
@@ -815,8 +803,7 @@ pub async fn graph_in_one_statement<C: ConnectionTrait>(
     Ok(g)
 }
 
-/// The text of [`graph_in_one_statement`]'s statement (built once: the lean column lists come
-/// from the entities). Parameters: `$1` the business, `$2`–`$6` the seed's emails, customers,
+/// The text of [`graph_in_one_statement`]'s statement (built once, from [`lean`] selects). Parameters: `$1` the business, `$2`–`$6` the seed's emails, customers,
 /// orders, invoices and sessions (text arrays).
 ///
 /// The walk itself is the function `tributary_email_graph` (migration
@@ -826,32 +813,30 @@ pub async fn graph_in_one_statement<C: ConnectionTrait>(
 pub fn graph_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
-        fn rows<E: EntityTrait>(kind: &str, table: &str, ids: &str) -> String {
-            use sea_orm::{IdenStatic, Iterable};
-            let columns = E::Column::iter()
-                .map(|c| match c.as_str() {
-                    "raw" => "NULL AS raw".to_owned(),
-                    name => format!("t.\"{name}\""),
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!(
-                "SELECT '{kind}' AS kind, row_to_json(x)::text AS obj FROM (SELECT {columns} \
-                 FROM {table} t WHERE t.business_id = $1 AND t.stripe_id = ANY((SELECT {ids} FROM g)::text[])) x"
-            )
+        // Each table's lean columns ([`lean`]) of the rows whose ids the function returned
+        // under `ids`, as JSON text tagged with `kind`.
+        fn rows<E: EntityTrait>(kind: &str, ids: &str) -> String {
+            use sea_orm::QueryTrait;
+            let table = E::default().table_name().to_owned();
+            let lean = lean::<E>(sea_orm::DbBackend::Postgres)
+                .filter(Expr::cust(format!(
+                    "\"{table}\".\"business_id\" = $1 \
+                     AND \"{table}\".\"stripe_id\" = ANY((SELECT {ids} FROM g)::text[])"
+                )))
+                .build(sea_orm::DbBackend::Postgres)
+                .sql;
+            format!("SELECT '{kind}' AS kind, row_to_json(x)::text AS obj FROM ({lean}) x")
         }
         let out = [
-            rows::<stripe_customers::Entity>("c", "stripe_customers", "customers"),
-            rows::<stripe_orders::Entity>("o", "stripe_orders", "orders"),
-            rows::<stripe_invoices::Entity>("i", "stripe_invoices", "invoices"),
-            rows::<stripe_checkout_sessions::Entity>("s", "stripe_checkout_sessions", "sessions"),
-            rows::<stripe_invoice_payments::Entity>("p", "stripe_invoice_payments", "invoice_payments"),
-            rows::<stripe_refunds::Entity>("r", "stripe_refunds", "refunds"),
+            rows::<stripe_customers::Entity>("c", "customers"),
+            rows::<stripe_orders::Entity>("o", "orders"),
+            rows::<stripe_invoices::Entity>("i", "invoices"),
+            rows::<stripe_checkout_sessions::Entity>("s", "sessions"),
+            rows::<stripe_invoice_payments::Entity>("p", "invoice_payments"),
+            rows::<stripe_refunds::Entity>("r", "refunds"),
         ]
         .join("\nUNION ALL\n");
-        format!(
-            "WITH g AS (SELECT * FROM tributary_email_graph($1, $2, $3, $4, $5, $6))\n{out}"
-        )
+        format!("WITH g AS (SELECT * FROM tributary_email_graph($1, $2, $3, $4, $5, $6))\n{out}")
     })
 }
 
