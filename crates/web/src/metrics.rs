@@ -26,6 +26,10 @@ pub const WEBHOOK_DELIVERIES: &str = "tributary_webhook_deliveries_total";
 /// Histogram: deliveries of one business written in one transaction (group commit; see
 /// `routes::webhooks::Ingest`).
 pub const WEBHOOK_BATCH: &str = "tributary_webhook_batch_deliveries";
+/// Histogram: seconds of each `phase` of a webhook turn's transaction: `lock` (begin, lock the
+/// business), `apply` (claim the records, apply the events, write the outcomes; beside it, the
+/// walk before the write), `spend` (the spend refresh and the MRR snapshot), `commit`.
+pub const WEBHOOK_TURN: &str = "tributary_webhook_turn_seconds";
 
 /// Upper bounds of the latency buckets of HTTP answers and Stripe attempts, in seconds.
 const FAST_BUCKETS: &[f64] = &[
@@ -35,6 +39,10 @@ const FAST_BUCKETS: &[f64] = &[
 /// many minutes.
 const RUN_BUCKETS: &[f64] = &[
     1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+];
+/// Upper bounds of the webhook turn phase buckets, in seconds: a phase takes milliseconds.
+const TURN_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 /// Upper bounds of the webhook batch buckets, in deliveries.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
@@ -65,7 +73,8 @@ fn build() -> Option<PrometheusHandle> {
                 RUN_BUCKETS,
             )
         })
-        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(WEBHOOK_BATCH.into()), BATCH_BUCKETS));
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(WEBHOOK_BATCH.into()), BATCH_BUCKETS))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(WEBHOOK_TURN.into()), TURN_BUCKETS));
     let handle = match builder.and_then(PrometheusBuilder::install_recorder) {
         Ok(handle) => handle,
         Err(e) => {
@@ -111,6 +120,11 @@ fn describe() {
     describe_histogram!(
         WEBHOOK_BATCH,
         "Webhook deliveries of one business written in one transaction."
+    );
+    describe_histogram!(
+        WEBHOOK_TURN,
+        metrics::Unit::Seconds,
+        "Time of each phase (lock, apply, spend, commit) of a webhook turn's transaction."
     );
     describe_counter!(sync::RUNS, "Finished sync runs, by outcome and trigger.");
     describe_histogram!(

@@ -700,11 +700,13 @@ async fn write(
     on_stripe: &AtomicBool,
 ) -> Result<Vec<Applied>, Interrupt> {
     let beside = state.db.reading_beside().await;
+    let mut phase = Phases::start();
     let txn = state.db.begin_write().await.map_err(ApiError::internal)?;
     let (mut batch, connection) = EventBatch::lock(&txn, business, items.iter().map(|p| &p.event))
         .await
         .map_err(ApiError::internal)?;
     let touched = batch.touched().clone();
+    phase.done("lock");
     // Where the transaction cannot read beside itself (SQLite), the walk comes first, in it.
     let early = match beside {
         Some(_) => None,
@@ -740,13 +742,34 @@ async fn write(
         }
         Err(e) => return Err(e),
     };
+    phase.done("apply");
     batch.before(before);
     batch
         .finish(&txn, tributary_persistence::now())
         .await
         .map_err(ApiError::internal)?;
+    phase.done("spend");
     txn.commit().await.map_err(ApiError::internal)?;
+    phase.done("commit");
     Ok(out)
+}
+
+/// Times the phases of a turn's transaction, one after another, into
+/// [`metrics::WEBHOOK_TURN`]. A phase that fails is not recorded, nor those after it.
+struct Phases(Instant);
+
+impl Phases {
+    fn start() -> Self {
+        Self(Instant::now())
+    }
+
+    /// Records the phase that ends now; the next one starts.
+    fn done(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        ::metrics::histogram!(metrics::WEBHOOK_TURN, "phase" => phase)
+            .record(now.duration_since(self.0).as_secs_f64());
+        self.0 = now;
+    }
 }
 
 /// Inside a turn's transaction: records every delivery not recorded before (the others are

@@ -192,6 +192,25 @@ async fn storm(backend: Backend) {
         };
         let (turns, written) = (batches("count"), batches("sum"));
         assert!(written > turns, "no turn wrote two deliveries: {written} in {turns} turns");
+        // Each turn's phases are timed in order, so (whatever other tests run meanwhile) no
+        // phase has more samples than the one before it, and this storm committed some turns.
+        let phase = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!(
+                        "tributary_webhook_turn_seconds_count{{phase=\"{name}\"}} "
+                    ))
+                })
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no turn phase {name} in /metrics"))
+        };
+        let phases: Vec<f64> = ["lock", "apply", "spend", "commit"].map(phase).to_vec();
+        assert!(phases[3] >= 1.0, "no turn committed: {phases:?}");
+        assert!(
+            phases.windows(2).all(|w| w[0] >= w[1]),
+            "turn phases out of order: {phases:?}"
+        );
         let _ = writeln_notice(&format!(
             "webhook storm ({backend:?}): {written} deliveries written in {turns} transactions;"
         ));
