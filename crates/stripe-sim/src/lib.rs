@@ -142,6 +142,10 @@ impl SimServer {
                 .configure(routes)
         })
         .workers(2)
+        // Longer than any client's idle pool timeout (reqwest's default 90 s, Tributary's 60 s):
+        // with actix's default of 5 s, a client could send on a connection the simulator was
+        // closing at that moment, and fail with an incomplete message (seen once in CI).
+        .keep_alive(std::time::Duration::from_secs(120))
         .disable_signals()
         .shutdown_timeout(1)
         .on_connect(move |conn, ext| {
