@@ -491,7 +491,8 @@ pub async fn email_graph<C: ConnectionTrait>(
 /// with the customers and refunds of what it holds.
 ///
 /// On PostgreSQL the whole walk is one statement ([`graph_in_one_statement`]): a webhook turn
-/// walks twice and `stripe-info` once, and round by round a walk was 10–20 round trips. On
+/// walks two or three times and `stripe-info` once, and round by round a walk was 10–20 round
+/// trips. On
 /// SQLite, which runs statements in process, it goes round by round ([`graph_in_rounds`]).
 pub async fn graph<C: ConnectionTrait>(
     conn: &C,
@@ -803,8 +804,9 @@ pub async fn graph_in_one_statement<C: ConnectionTrait>(
     Ok(g)
 }
 
-/// The text of [`graph_in_one_statement`]'s statement (built once, from [`lean`] selects). Parameters: `$1` the business, `$2`–`$6` the seed's emails, customers,
-/// orders, invoices and sessions (text arrays).
+/// The text of [`graph_in_one_statement`]'s statement, built once from [`lean`] selects.
+/// Parameters: `$1` the business, `$2`–`$6` the seed's emails, customers, orders, invoices and
+/// sessions (text arrays).
 ///
 /// The walk itself is the function `tributary_email_graph` (migration
 /// `m20261207_000006_email_graph`): the steps of [`graph_in_rounds`] in PL/pgSQL, each a

@@ -183,29 +183,24 @@ async fn storm(backend: Backend) {
         // Concurrent deliveries of one business shared transactions (group commit): some
         // turn wrote more than one (the histogram is the process's, so only "some" is sure).
         let metrics = app.get("/metrics", "").await.text;
-        let batches = |suffix: &str| {
+        // The value of one series (name and labels, as Prometheus' text format writes them).
+        let series = |name: &str| {
             metrics
                 .lines()
-                .find_map(|l| l.strip_prefix(&format!("tributary_webhook_batch_deliveries_{suffix} ")))
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
                 .and_then(|v| v.trim().parse::<f64>().ok())
-                .unwrap_or_else(|| panic!("no batch {suffix} in /metrics"))
+                .unwrap_or_else(|| panic!("no {name} in /metrics"))
         };
-        let (turns, written) = (batches("count"), batches("sum"));
+        let (turns, written) = (
+            series("tributary_webhook_batch_deliveries_count"),
+            series("tributary_webhook_batch_deliveries_sum"),
+        );
         assert!(written > turns, "no turn wrote two deliveries: {written} in {turns} turns");
         // Each turn's phases are timed in order, so (whatever other tests run meanwhile) no
         // phase has more samples than the one before it, and this storm committed some turns.
-        let phase = |name: &str| {
-            metrics
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix(&format!(
-                        "tributary_webhook_turn_seconds_count{{phase=\"{name}\"}} "
-                    ))
-                })
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .unwrap_or_else(|| panic!("no turn phase {name} in /metrics"))
-        };
-        let phases: Vec<f64> = ["lock", "apply", "spend", "commit"].map(phase).to_vec();
+        let phases: Vec<f64> = ["lock", "apply", "spend", "commit"]
+            .map(|p| series(&format!("tributary_webhook_turn_seconds_count{{phase=\"{p}\"}}")))
+            .to_vec();
         assert!(phases[3] >= 1.0, "no turn committed: {phases:?}");
         assert!(
             phases.windows(2).all(|w| w[0] >= w[1]),
