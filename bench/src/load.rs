@@ -1011,6 +1011,7 @@ async fn run_webhooks(bench: &Bench, args: &LoadArgs) -> anyhow::Result<()> {
         *outcomes.entry(key).or_default() += 1;
     }
 
+    let turns = turn_phases(bench).await?;
     // Every event id recorded exactly once: the rows of the Connect endpoint are the ids sent.
     let conn = bench.test_db.db.conn();
     let rows = webhook_events::Entity::find()
@@ -1068,6 +1069,7 @@ async fn run_webhooks(bench: &Bench, args: &LoadArgs) -> anyhow::Result<()> {
             "webhook_events_rows": rows, "missing": missing, "unexpected": unexpected,
             "recorded_once": once, "outcomes": outcomes, "event_types": types,
             "stripe_latency_ms": latency, "accounts": bench.sim.accounts.len(),
+            "turns": turns,
         }),
     };
     row.print();
@@ -1091,6 +1093,60 @@ async fn run_webhooks(bench: &Bench, args: &LoadArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    println!(
+        "turns: {} of {:.1} deliveries on average; a turn's phases, mean ms: {}",
+        turns["turns"],
+        turns["deliveries_per_turn"].as_f64().unwrap_or_default(),
+        TURN_PHASES
+            .iter()
+            .map(|p| format!(
+                "{p} {:.2}",
+                turns["mean_ms"][p].as_f64().unwrap_or_default()
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     append_json(args.json.as_deref(), &row.json(bench, "webhooks"))?;
     Ok(())
+}
+
+/// The phases of `tributary_webhook_turn_seconds`, in a turn's order.
+const TURN_PHASES: [&str; 4] = ["lock", "apply", "spend", "commit"];
+
+/// The webhook turns of the run from the API's `/metrics` (the process's counters, which
+/// start at zero with the bench's server): how many, their mean number of deliveries
+/// (`tributary_webhook_batch_deliveries`) and the mean milliseconds of each phase
+/// (`tributary_webhook_turn_seconds`).
+async fn turn_phases(bench: &Bench) -> anyhow::Result<Value> {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", bench.base))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    // The value of the sample line `name` (its labels included) exactly.
+    let sample = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let turns = sample("tributary_webhook_batch_deliveries_count");
+    let deliveries = sample("tributary_webhook_batch_deliveries_sum");
+    let mut mean_ms = serde_json::Map::new();
+    for phase in TURN_PHASES {
+        let sum = sample(&format!(
+            "tributary_webhook_turn_seconds_sum{{phase=\"{phase}\"}}"
+        ));
+        let count = sample(&format!(
+            "tributary_webhook_turn_seconds_count{{phase=\"{phase}\"}}"
+        ));
+        let mean = if count > 0.0 { sum / count * 1e3 } else { 0.0 };
+        mean_ms.insert(phase.to_owned(), json!((mean * 100.0).round() / 100.0));
+    }
+    Ok(json!({
+        "turns": turns as u64,
+        "deliveries_per_turn": if turns > 0.0 { ((deliveries / turns) * 10.0).round() / 10.0 } else { 0.0 },
+        "mean_ms": mean_ms,
+    }))
 }

@@ -22,10 +22,13 @@ impl MigrationName for Migration {
     }
 }
 
-/// The function's name.
-const FUNCTION: &str = "tributary_email_graph";
+/// The function's signature, for `DROP FUNCTION` (also by `m20261208_000007_link_graph`, which
+/// replaces it).
+pub(crate) const SIGNATURE: &str =
+    "tributary_email_graph(text, text[], text[], text[], text[], text[])";
 
-const CREATE: &str = r#"
+/// Creates the function (also the way back from `m20261208_000007_link_graph`).
+pub(crate) const CREATE: &str = r#"
 CREATE OR REPLACE FUNCTION tributary_email_graph(
     b text, seed_emails text[], seed_customers text[], seed_orders text[],
     seed_invoices text[], seed_sessions text[],
@@ -133,9 +136,7 @@ impl MigrationTrait for Migration {
         }
         manager
             .get_connection()
-            .execute_unprepared(&format!(
-                "DROP FUNCTION IF EXISTS {FUNCTION}(text, text[], text[], text[], text[], text[])"
-            ))
+            .execute_unprepared(&format!("DROP FUNCTION IF EXISTS {SIGNATURE}"))
             .await?;
         Ok(())
     }

@@ -392,9 +392,12 @@ pub fn one_of<C: ColumnTrait, S: AsRef<str>>(
 }
 
 /// The rows of one mirror table of the business (live ones only with `$live`) whose `$col`
-/// is one of `$ids`, for each `($col, $ids)` given, without `raw`. Up to [`CHUNK`] ids in all
-/// are asked in one statement (`col1 IN (…) OR col2 IN (…)`), so a graph round costs one round
-/// trip per table, not one per link; more are asked list by list, `CHUNK` at a time. A row
+/// is one of `$ids`, for each `($col, $ids)` given, without `raw`. On PostgreSQL up to
+/// [`CHUNK`] ids in all are asked in one statement (`col1 = ANY(…) OR col2 = ANY(…)`), so a
+/// graph round costs one round trip per table, not one per link; more are asked list by list,
+/// `CHUNK` at a time. SQLite, which has no round trip to save, is asked list by list: for an
+/// `OR` of several lists its planner may read every row of the business instead of each
+/// list's index (see `sqlite_walks_the_links_through_their_indexes`). A row
 /// matching several lists may come back more than once: callers key rows by id. A future, so
 /// the independent reads of a graph round can be joined.
 macro_rules! fetch_any {
@@ -415,7 +418,9 @@ macro_rules! fetch_any {
         };
         let backend = $conn.get_database_backend();
         let mut found = Vec::new();
-        if lists.iter().map(|(_, ids)| ids.len()).sum::<usize>() <= CHUNK {
+        if backend == sea_orm::DbBackend::Postgres
+            && lists.iter().map(|(_, ids)| ids.len()).sum::<usize>() <= CHUNK
+        {
             if !lists.is_empty() {
                 let any = lists
                     .iter()
@@ -467,6 +472,15 @@ impl GraphSeed {
             && self.invoices.is_empty()
             && self.sessions.is_empty()
     }
+
+    /// Adds `other`'s emails and ids (the walk from both seeds).
+    pub fn extend(&mut self, other: GraphSeed) {
+        self.emails.extend(other.emails);
+        self.customers.extend(other.customers);
+        self.orders.extend(other.orders);
+        self.invoices.extend(other.invoices);
+        self.sessions.extend(other.sessions);
+    }
 }
 
 /// Loads the email's customers, the payments, invoices and sessions that name them or the
@@ -487,13 +501,12 @@ pub async fn email_graph<C: ConnectionTrait>(
 }
 
 /// The connected part of the link graph around `seed` (see [`email_graph`]): every object
-/// whose money could be attributed to the seed's emails, or that the seed's objects link to,
-/// with the customers and refunds of what it holds.
+/// whose money could be attributed to the seed's emails, or that the seed's objects link to
+/// (or that link to them, deleted or not), with the customers and refunds of what it holds.
 ///
-/// On PostgreSQL the whole walk is one statement ([`graph_in_one_statement`]): a webhook turn
-/// walks two or three times and `stripe-info` once, and round by round a walk was 10–20 round
-/// trips. On
-/// SQLite, which runs statements in process, it goes round by round ([`graph_in_rounds`]).
+/// On PostgreSQL the whole walk is one statement ([`graph_in_one_statement`]): round by round a
+/// walk was 10–20 round trips. On SQLite, which runs statements in process, it goes round by
+/// round ([`graph_in_rounds`]).
 pub async fn graph<C: ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
@@ -503,15 +516,124 @@ pub async fn graph<C: ConnectionTrait>(
         return Ok(EmailGraph::default());
     }
     match conn.get_database_backend() {
-        sea_orm::DbBackend::Postgres => graph_in_one_statement(conn, business, seed).await,
+        sea_orm::DbBackend::Postgres => {
+            Ok(graph_in_one_statement(conn, business, seed, false).await?.0)
+        }
         _ => graph_in_rounds(conn, business, seed).await,
     }
 }
 
+/// What a spend refresh from `seed` reads: the [`graph`] of the seed together with the graph
+/// of every email the seed's graph meets outside the seed, and the emails whose spend it
+/// holds in full — the seed's and those its graph meets (not those only the second walk
+/// meets). The union of the two walks is the walk from both seeds, so each of those emails
+/// has all its objects in it.
+///
+/// On PostgreSQL both walks are one statement (the second skips what the first found, whose
+/// links it has followed); on SQLite, two walks round by round ([`spend_graph_in_rounds`]).
+pub async fn spend_graph<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    seed: &GraphSeed,
+) -> Result<(EmailGraph, BTreeSet<String>), PersistenceError> {
+    if seed.is_empty() {
+        return Ok(Default::default());
+    }
+    match conn.get_database_backend() {
+        sea_orm::DbBackend::Postgres => graph_in_one_statement(conn, business, seed, true).await,
+        _ => spend_graph_in_rounds(conn, business, seed).await,
+    }
+}
+
+/// [`spend_graph`] as two walks round by round ([`graph_in_rounds`]). Any backend;
+/// [`spend_graph`] uses it on SQLite.
+pub async fn spend_graph_in_rounds<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    seed: &GraphSeed,
+) -> Result<(EmailGraph, BTreeSet<String>), PersistenceError> {
+    let mut graph = graph_in_rounds(conn, business, seed).await?;
+    let mut emails = graph.emails();
+    let met = GraphSeed {
+        emails: emails.difference(&seed.emails).cloned().collect(),
+        ..GraphSeed::default()
+    };
+    if !met.is_empty() {
+        graph.merge(graph_in_rounds(conn, business, &met).await?);
+    }
+    emails.extend(seed.emails.iter().cloned());
+    Ok((graph, emails))
+}
+
+/// What the stored rows of `seed`'s objects link to: the emails of its customers; the
+/// customers, emails, invoices, payment intents and charges its payments, invoices and
+/// sessions name; the payments of its invoices' invoice payments. Deleted rows included.
+///
+/// Read before a write of those objects (and of their invoices' payments, which a write of an
+/// invoice reads again), and added to the seed of the walk after it, these lead that walk to
+/// everything a walk from the objects before the write reached: a link between two objects
+/// the write leaves alone is still there, and any other was named by a row the write changed
+/// (read here) or leads to one of its objects (which the walk follows from a seeded id, live
+/// or deleted). So one walk, after the write, finds every email the write may take money from
+/// as well as those it gives money to.
+pub async fn stored_links<C: ConnectionTrait>(
+    conn: &C,
+    business: &BusinessId,
+    seed: &GraphSeed,
+) -> Result<GraphSeed, PersistenceError> {
+    let b = business;
+    let (customers, orders, invoices, sessions, payments) = futures::try_join!(
+        fetch_in!(conn, b, stripe_customers, StripeId, seed.customers, false),
+        fetch_in!(conn, b, stripe_orders, StripeId, seed.orders, false),
+        fetch_in!(conn, b, stripe_invoices, StripeId, seed.invoices, false),
+        fetch_in!(
+            conn,
+            b,
+            stripe_checkout_sessions,
+            StripeId,
+            seed.sessions,
+            false
+        ),
+        fetch_in!(
+            conn,
+            b,
+            stripe_invoice_payments,
+            Invoice,
+            seed.invoices,
+            false
+        ),
+    )?;
+    let mut out = GraphSeed::default();
+    out.emails
+        .extend(customers.into_iter().filter_map(|c| c.email));
+    for o in orders {
+        out.customers.extend(o.customer);
+        out.emails.extend(o.email);
+        out.invoices.extend(o.invoice);
+    }
+    for i in invoices {
+        out.customers.extend(i.customer);
+        out.emails.extend(i.email);
+        out.orders.extend(i.payment_intent);
+        out.orders.extend(i.charge);
+    }
+    for s in sessions {
+        out.customers.extend(s.customer);
+        out.emails.extend(s.email);
+        out.orders.extend(s.payment_intent);
+        out.invoices.extend(s.invoice);
+    }
+    for p in payments {
+        out.orders.extend(p.payment_intent);
+        out.orders.extend(p.charge);
+    }
+    Ok(out)
+}
+
 /// [`graph`] round by round, a few index lookups a round (the reads of a round side by side
-/// on a pool): the customers of the seed's emails and ids; the payments, invoices and sessions
-/// naming those emails or customers or seeded by id, and the invoice payments of the seeded
-/// payments and invoices; then each round follows every §7 link from what the last one found,
+/// on a pool): the customers of the seed's emails and ids; the payments, invoices, sessions
+/// and invoice payments naming those emails or customers, seeded by id, or naming a seeded
+/// payment or invoice (mirrored or not, deleted or not); then each round follows every §7 link from what the last one found,
 /// until a round finds nothing new; last, the refunds of the payments found and the customers
 /// the found objects name. Any backend; [`graph`] uses it on SQLite.
 pub async fn graph_in_rounds<C: ConnectionTrait>(
@@ -542,21 +664,38 @@ pub async fn graph_in_rounds<C: ConnectionTrait>(
             b,
             stripe_orders,
             true,
-            [(Email, e), (Customer, cus), (StripeId, seed.orders)]
+            [
+                (Email, e),
+                (Customer, cus),
+                (StripeId, seed.orders),
+                (Invoice, seed.invoices)
+            ]
         ),
         fetch_any!(
             conn,
             b,
             stripe_invoices,
             true,
-            [(Email, e), (Customer, cus), (StripeId, seed.invoices)]
+            [
+                (Email, e),
+                (Customer, cus),
+                (StripeId, seed.invoices),
+                (PaymentIntent, seed.orders),
+                (Charge, seed.orders)
+            ]
         ),
         fetch_any!(
             conn,
             b,
             stripe_checkout_sessions,
             true,
-            [(Email, e), (Customer, cus), (StripeId, seed.sessions)]
+            [
+                (Email, e),
+                (Customer, cus),
+                (StripeId, seed.sessions),
+                (PaymentIntent, seed.orders),
+                (Invoice, seed.invoices)
+            ]
         ),
     )?;
     for o in orders {
@@ -568,21 +707,14 @@ pub async fn graph_in_rounds<C: ConnectionTrait>(
     for s in sessions {
         g.checkout_sessions.insert(s.stripe_id.clone(), s);
     }
-    // Payments of a seeded id that is not mirrored (yet) still lead to their invoices.
-    let seed_orders: Vec<String> = seed
-        .orders
-        .iter()
-        .filter(|o| !g.orders.contains_key(*o))
-        .cloned()
-        .collect();
     for p in fetch_any!(
         conn,
         b,
         stripe_invoice_payments,
         true,
         [
-            (PaymentIntent, seed_orders),
-            (Charge, seed_orders),
+            (PaymentIntent, seed.orders),
+            (Charge, seed.orders),
             (Invoice, seed.invoices)
         ]
     )
@@ -752,12 +884,15 @@ pub async fn graph_in_rounds<C: ConnectionTrait>(
 
 /// [`graph`] on PostgreSQL in one statement ([`graph_sql`]): the same walk as
 /// [`graph_in_rounds`], run inside PostgreSQL, whose rows come back as JSON text (the lean
-/// columns, `raw` as `null`), each tagged with its table.
+/// columns, `raw` as `null`), each tagged with its table. With `second_level`, [`spend_graph`]
+/// (as [`spend_graph_in_rounds`]): the walk goes on from the emails it meets, and the emails
+/// come back too (empty without).
 pub async fn graph_in_one_statement<C: ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
     seed: &GraphSeed,
-) -> Result<EmailGraph, PersistenceError> {
+    second_level: bool,
+) -> Result<(EmailGraph, BTreeSet<String>), PersistenceError> {
     let list =
         |ids: &BTreeSet<String>| sea_orm::Value::from(ids.iter().cloned().collect::<Vec<_>>());
     let statement = sea_orm::Statement::from_sql_and_values(
@@ -770,6 +905,7 @@ pub async fn graph_in_one_statement<C: ConnectionTrait>(
             list(&seed.orders),
             list(&seed.invoices),
             list(&seed.sessions),
+            second_level.into(),
         ],
     );
     /// Adds a row given as JSON text to `into`, by its Stripe id.
@@ -784,6 +920,7 @@ pub async fn graph_in_one_statement<C: ConnectionTrait>(
         Ok(())
     }
     let mut g = EmailGraph::default();
+    let mut emails = BTreeSet::new();
     for row in conn.query_all_raw(statement).await? {
         let kind: String = row.try_get("", "kind")?;
         let obj: String = row.try_get("", "obj")?;
@@ -794,6 +931,11 @@ pub async fn graph_in_one_statement<C: ConnectionTrait>(
             "p" => put(&mut g.invoice_payments, &obj)?,
             "s" => put(&mut g.checkout_sessions, &obj)?,
             "r" => put(&mut g.refunds, &obj)?,
+            "e" => {
+                emails = serde_json::from_str(&obj).map_err(|e| {
+                    PersistenceError::Corrupt(format!("a link-graph email list did not parse: {e}"))
+                })?;
+            }
             other => {
                 return Err(PersistenceError::Corrupt(format!(
                     "a link-graph row of unknown kind {other:?}"
@@ -801,17 +943,18 @@ pub async fn graph_in_one_statement<C: ConnectionTrait>(
             }
         }
     }
-    Ok(g)
+    Ok((g, emails))
 }
 
 /// The text of [`graph_in_one_statement`]'s statement, built once from [`lean`] selects.
 /// Parameters: `$1` the business, `$2`–`$6` the seed's emails, customers, orders, invoices and
-/// sessions (text arrays).
+/// sessions (text arrays), `$7` whether to walk the second level ([`spend_graph`]).
 ///
-/// The walk itself is the function `tributary_email_graph` (migration
-/// `m20261207_000006_email_graph`): the steps of [`graph_in_rounds`] in PL/pgSQL, each a
-/// statement per table with array parameters, returning the ids reached; this statement
-/// calls it once and reads each table's rows by those ids, as JSON text tagged with the table.
+/// The walk itself is the function `tributary_link_graph` (migration
+/// `m20261208_000007_link_graph`): the steps of [`graph_in_rounds`] in PL/pgSQL, each a
+/// statement per table with array parameters, returning the ids reached (and, with the second
+/// level, the emails of [`spend_graph`]); this statement calls it once and reads each table's
+/// rows by those ids, as JSON text tagged with the table (`e`: the emails, a JSON array).
 pub fn graph_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
@@ -838,7 +981,11 @@ pub fn graph_sql() -> &'static str {
             rows::<stripe_refunds::Entity>("r", "refunds"),
         ]
         .join("\nUNION ALL\n");
-        format!("WITH g AS (SELECT * FROM tributary_email_graph($1, $2, $3, $4, $5, $6))\n{out}")
+        format!(
+            "WITH g AS (SELECT * FROM tributary_link_graph($1, $2, $3, $4, $5, $6, $7))\n{out}\n\
+             UNION ALL\nSELECT 'e' AS kind, to_json(emails)::text AS obj FROM g \
+             WHERE emails IS NOT NULL"
+        )
     })
 }
 

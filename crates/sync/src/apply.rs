@@ -477,19 +477,21 @@ pub(crate) async fn at_once<'a, T>(
 
 /// Several events of one business applied in one transaction (webhook deliveries that
 /// arrived together, a page of the sync's events), with the read models brought up to date
-/// once for all of them: [`EventBatch::begin`] locks the business and notes the emails the
-/// events may take money from, [`EventBatch::apply`] applies them (a caller whose event fails
+/// once for all of them: [`EventBatch::begin`] locks the business and notes what the events'
+/// objects link to before them, [`EventBatch::apply`] applies them (a caller whose event fails
 /// on Stripe rolls the transaction back and starts again without it), [`EventBatch::finish`]
 /// recomputes the spend of every email touched before or after, and the MRR snapshots of the
 /// changed subscriptions.
 ///
 /// The emails linked to the touched objects before the first event and after the last are
-/// all whose spend can differ between the two states, as for a page of objects.
+/// all whose spend can differ between the two states, as for a page of objects: one walk
+/// after the last event, seeded with the objects and what they linked to before the first,
+/// finds both ([`crate::readmodel::refresh_after`]).
 #[derive(Debug)]
 pub struct EventBatch<'a> {
     business: &'a BusinessId,
     touched: crate::readmodel::Touched,
-    emails: std::collections::BTreeSet<String>,
+    before: crate::readmodel::Touched,
     changed: bool,
     subscriptions: std::collections::BTreeSet<String>,
 }
@@ -584,8 +586,8 @@ pub async fn prefetch(
 }
 
 impl<'a> EventBatch<'a> {
-    /// Locks the business for writing (exclusively: bumping its data version) and notes the
-    /// emails the `events` may take money from. Returns the connection row the lock read
+    /// Locks the business for writing (exclusively: bumping its data version) and notes what
+    /// the objects of the `events` link to now. Returns the connection row the lock read
     /// (`None`: the business has none).
     pub async fn begin<'e, C: sea_orm::ConnectionTrait>(
         conn: &C,
@@ -593,15 +595,15 @@ impl<'a> EventBatch<'a> {
         events: impl IntoIterator<Item = &'e EventEnvelope>,
     ) -> Result<(Self, Option<stripe_access::Model>), SyncError> {
         let (mut batch, connection) = Self::lock(conn, business, events).await?;
-        batch.emails = crate::readmodel::affected_emails(conn, business, &batch.touched).await?;
+        batch.before = crate::readmodel::linked_before(conn, business, &batch.touched).await?;
         Ok((batch, connection))
     }
 
-    /// [`EventBatch::begin`] without noting the emails. The rest of the transaction plans
+    /// [`EventBatch::begin`] without noting the links. The rest of the transaction plans
     /// each statement once ([`tributary_persistence::plan_once`]): a batch is many small
-    /// lookups by arrays of ids (stored versions, link-graph walks, the spend refresh). The
-    /// caller reads the emails with
-    /// [`crate::readmodel::affected_emails`] of [`EventBatch::touched`] and hands them to
+    /// lookups by arrays of ids (stored versions, the link-graph walk, the spend refresh). The
+    /// caller reads the links with
+    /// [`crate::readmodel::linked_before`] of [`EventBatch::touched`] and hands them to
     /// [`EventBatch::before`] before [`EventBatch::finish`]. While the lock is held no other
     /// writer of the business commits, so that read may run on another connection, beside
     /// this transaction's own work, and still see the state before the first event (what
@@ -622,21 +624,21 @@ impl<'a> EventBatch<'a> {
         let batch = Self {
             business,
             touched,
-            emails: Default::default(),
+            before: Default::default(),
             changed: false,
             subscriptions: Default::default(),
         };
         Ok((batch, connection))
     }
 
-    /// The objects the batch's events name (what [`EventBatch::lock`] did not walk from).
+    /// The objects the batch's events name (whose links [`EventBatch::lock`] did not read).
     pub fn touched(&self) -> &crate::readmodel::Touched {
         &self.touched
     }
 
-    /// Adds emails linked to the touched objects before the first event.
-    pub fn before(&mut self, emails: std::collections::BTreeSet<String>) {
-        self.emails.extend(emails);
+    /// Adds what the touched objects linked to before the first event.
+    pub fn before(&mut self, links: crate::readmodel::Touched) {
+        self.before.extend(links);
     }
 
     /// Applies `events` (each with the time it was received; all of them given to
@@ -777,7 +779,7 @@ impl<'a> EventBatch<'a> {
             return Ok(());
         }
         let business = self.business;
-        let before = std::mem::take(&mut self.emails);
+        let before = std::mem::take(&mut self.before);
         crate::readmodel::refresh_after(conn, business, &self.touched, before, now).await?;
         let day = crate::readmodel::day_of(now);
         let subscriptions: Vec<&str> = self.subscriptions.iter().map(String::as_str).collect();

@@ -862,7 +862,7 @@ impl Run {
             tributary_persistence::plan_once(&txn).await?;
             // Spend moves with the page: the emails it takes money from (before) and gives
             // money to (after) are recomputed in the same transaction.
-            let before = readmodel::affected_emails(&txn, &self.business, &touched).await?;
+            let before = readmodel::linked_before(&txn, &self.business, &touched).await?;
             let written = write.commit(&txn, &self.business).await?;
             if incremental {
                 let now = self.ctx.now();

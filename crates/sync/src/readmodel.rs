@@ -404,49 +404,38 @@ pub fn touch(touched: &mut Touched, object: &serde_json::Value) {
     }
 }
 
-/// The emails whose spend a change of `touched` may affect (as the mirror stands now). Call
-/// it before a write too, to catch emails the change takes money away from.
-pub async fn affected_emails<C: ConnectionTrait>(
+/// What the `touched` objects link to as the mirror stands now ([`reads::stored_links`]): read
+/// before a write of them and handed to [`refresh_after`], it leads the walk after the write
+/// to the emails the write may take money away from.
+pub async fn linked_before<C: ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
     touched: &Touched,
-) -> Result<BTreeSet<String>, SyncError> {
+) -> Result<Touched, SyncError> {
     if touched.is_empty() {
-        return Ok(BTreeSet::new());
+        return Ok(Touched::default());
     }
-    let mut emails = reads::graph(conn, business, touched).await?.emails();
-    emails.extend(touched.emails.iter().cloned());
-    Ok(emails)
+    Ok(reads::stored_links(conn, business, touched).await?)
 }
 
 /// After a write of the `touched` objects, inside its transaction: recomputes the spend of
-/// every email they may have taken money from (`before`: [`affected_emails`] read before the
-/// write) or given money to (found now). One walk of the link graph, seeded with the objects
-/// and those emails, finds both the emails and the facts; a second walk runs only for emails
-/// the first one met that were not in its seed (the union of two walks is the walk from both
-/// seeds, so every refreshed email has all its facts).
+/// every email they may have taken money from or given money to. `before` is what they
+/// linked to before the write ([`linked_before`]): seeded with both, one walk of the link
+/// graph, on from the emails it meets ([`reads::spend_graph`]), finds the emails and all
+/// their facts.
 pub async fn refresh_after<C: ConnectionTrait>(
     conn: &C,
     business: &BusinessId,
     touched: &Touched,
-    before: BTreeSet<String>,
+    before: Touched,
     now: i64,
 ) -> Result<usize, SyncError> {
-    let mut seed = touched.clone();
-    seed.emails.extend(before);
+    let mut seed = before;
+    seed.extend(touched.clone());
     if seed.is_empty() {
         return Ok(0);
     }
-    let mut graph = reads::graph(conn, business, &seed).await?;
-    let mut emails = graph.emails();
-    let new = Touched {
-        emails: emails.difference(&seed.emails).cloned().collect(),
-        ..Touched::default()
-    };
-    if !new.is_empty() {
-        graph.merge(reads::graph(conn, business, &new).await?);
-    }
-    emails.extend(seed.emails);
+    let (graph, emails) = reads::spend_graph(conn, business, &seed).await?;
     replace_spend(conn, business, &graph, &emails, now).await
 }
 

@@ -28,7 +28,8 @@ pub const WEBHOOK_DELIVERIES: &str = "tributary_webhook_deliveries_total";
 pub const WEBHOOK_BATCH: &str = "tributary_webhook_batch_deliveries";
 /// Histogram: seconds of each `phase` of a webhook turn's transaction: `lock` (begin, lock the
 /// business), `apply` (claim the records, apply the events, write the outcomes; beside it, the
-/// walk before the write), `spend` (the spend refresh and the MRR snapshot), `commit`.
+/// reads of what the events' objects linked to before), `spend` (the spend refresh and the MRR
+/// snapshot), `commit`.
 pub const WEBHOOK_TURN: &str = "tributary_webhook_turn_seconds";
 
 /// Upper bounds of the latency buckets of HTTP answers and Stripe attempts, in seconds.

@@ -1,9 +1,12 @@
 //! A batch of events applied together (`EventBatch::apply`: a webhook turn, a page of the
 //! sync's events) leaves the mirror, the spend read model and the outcomes exactly as the same
-//! events applied one at a time. The batch decides each event from the stored versions read
+//! events applied one at a time, and each way the spend is what the whole mirror implies
+//! (the one walk after each write found every email the write took money from or gave it
+//! to). The batch decides each event from the stored versions read
 //! once and the events before it, and writes each table once; one at a time, each event reads
 //! what the one before wrote. A small world (three objects of each type, four seconds, three
-//! emails) makes ties, stale events, deletions and re-creations collide inside a batch.
+//! emails; payments, invoices and sessions linking each other) makes ties, stale events,
+//! deletions, re-creations and moved links collide inside a batch.
 //! On SQLite and PostgreSQL (`name::sqlite`, `name::postgres`).
 
 use proptest::prelude::*;
@@ -21,7 +24,7 @@ const T: i64 = 1_700_000_000;
 /// `(type, object)` of one event of the small world.
 fn event() -> impl Strategy<Value = (String, Value, i64)> {
     (
-        0..4_u8,
+        0..6_u8,
         0..3_u8,
         0..3_u8,
         0..3_u8,
@@ -54,6 +57,34 @@ fn event() -> impl Strategy<Value = (String, Value, i64)> {
                         "created": T, "status": "succeeded", "amount": amount * 10,
                         "currency": "usd", "payment_intent": format!("pi_{k}")});
                     ("refund.created".to_owned(), object)
+                }
+                // Invoices paid through a payment, paid out of band, or deleted: a deleted
+                // one still leads to the sessions that name it.
+                4 => {
+                    let ty = ["invoice.paid", "invoice.updated", "invoice.deleted"]
+                        [variant as usize];
+                    let object = json!({"id": format!("in_{i}"), "object": "invoice",
+                        "created": T, "livemode": false, "status": "paid",
+                        "amount_due": amount * 100, "amount_paid": amount * 100,
+                        "total": amount * 100, "currency": "usd",
+                        "customer": if variant == 1 { Value::Null } else { json!(format!("cus_{k}")) },
+                        "customer_email": email,
+                        "payment_intent": if variant == 0 { json!(format!("pi_{k}")) } else { Value::Null },
+                        "lines": {"object": "list", "data": [], "has_more": false}});
+                    (ty.to_owned(), object)
+                }
+                // Sessions with no customer: their email names the money of the payment or
+                // invoice they link, or their own.
+                5 => {
+                    let object = json!({"id": format!("cs_{i}"), "object": "checkout.session",
+                        "created": T, "livemode": false, "mode": "payment",
+                        "status": "complete", "payment_status": "paid",
+                        "amount_total": amount * 100, "currency": "usd", "customer": null,
+                        "customer_details": {"email": email},
+                        "payment_intent": if variant == 0 { json!(format!("pi_{k}")) } else { Value::Null },
+                        "invoice": if variant == 2 { json!(format!("in_{k}")) } else { Value::Null },
+                        "line_items": {"object": "list", "data": [], "has_more": false}});
+                    ("checkout.session.completed".to_owned(), object)
                 }
                 _ => {
                     let ty =
@@ -119,6 +150,8 @@ async fn state(t: &TestDbRef, b: &BusinessId) -> Value {
         "orders": rows::<stripe_orders::Entity>(t, b).await,
         "refunds": rows::<stripe_refunds::Entity>(t, b).await,
         "products": rows::<stripe_products::Entity>(t, b).await,
+        "invoices": rows::<stripe_invoices::Entity>(t, b).await,
+        "sessions": rows::<stripe_checkout_sessions::Entity>(t, b).await,
         "spend": spend,
     })
 }
@@ -144,7 +177,7 @@ async fn batch_equals_one_at_a_time(backend: Backend) {
                 let one = BusinessId::parse(&format!("biz_one_{}", case.get())).unwrap();
                 let all = BusinessId::parse(&format!("biz_all_{}", case.get())).unwrap();
                 let ahead = BusinessId::parse(&format!("biz_ahead_{}", case.get())).unwrap();
-                let (singly, together, made_ahead, before, after, after_ahead) =
+                let (singly, together, made_ahead, before, after, after_ahead, exact) =
                     tokio::task::block_in_place(|| {
                         handle.block_on(async {
                             let singly_events = envelopes(&events, "one");
@@ -200,6 +233,14 @@ async fn batch_equals_one_at_a_time(backend: Backend) {
                                 .unwrap();
                             batch.finish(&txn, T + 9).await.unwrap();
                             txn.commit().await.unwrap();
+                            // Each business's spend against the whole mirror's.
+                            let mut exact = Vec::new();
+                            for b in [&one, &all, &ahead] {
+                                let check = tributary_sync::verify::verify_spend(t.db.conn(), b)
+                                    .await
+                                    .unwrap();
+                                exact.push(check.is_consistent().then_some(()).ok_or(check));
+                            }
                             (
                                 singly,
                                 together,
@@ -207,6 +248,7 @@ async fn batch_equals_one_at_a_time(backend: Backend) {
                                 state(&t, &one).await,
                                 state(&t, &all).await,
                                 state(&t, &ahead).await,
+                                exact,
                             )
                         })
                     });
@@ -217,6 +259,9 @@ async fn batch_equals_one_at_a_time(backend: Backend) {
                 prop_assert_eq!(&singly, &made_ahead, "outcomes ahead of {:?}", events);
                 prop_assert_eq!(&before, &after, "rows after {:?}", events);
                 prop_assert_eq!(&before, &after_ahead, "rows ahead of {:?}", events);
+                for check in exact {
+                    prop_assert!(check.is_ok(), "{:?} after {:?}", check, events);
+                }
                 Ok(())
             })
             .unwrap();
@@ -238,5 +283,68 @@ mod batch_equals_one_at_a_time {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres() {
         super::batch_equals_one_at_a_time(super::Backend::Postgres).await;
+    }
+}
+
+/// A deleted object's row leads the spend refresh nowhere (walks follow live rows), and may
+/// name nothing that names the email its money was attributed to: an invoice paid out of band,
+/// with no customer, whose money is the email of the checkout session that names it. Deleting
+/// the invoice moves that money (the session becomes a movement of its own), and the refresh
+/// still finds the session's email, through the session's link to the seeded invoice.
+async fn a_deleted_object_still_leads_to_what_named_it(backend: Backend) {
+    run(backend, |t| async move {
+        let b = BusinessId::parse("biz_deleted_link").unwrap();
+        let invoice = json!({"id": "in_x", "object": "invoice", "created": T,
+            "livemode": false, "status": "paid", "amount_due": 5_000, "amount_paid": 5_000,
+            "total": 5_000, "currency": "usd", "customer": null,
+            "customer_email": "invoice@x.io", "payment_intent": null,
+            "lines": {"object": "list", "data": [], "has_more": false}});
+        let session = json!({"id": "cs_x", "object": "checkout.session", "created": T,
+            "livemode": false, "mode": "payment", "status": "complete",
+            "payment_status": "paid", "amount_total": 7_000, "currency": "usd",
+            "customer": null, "customer_details": {"email": "session@x.io"},
+            "payment_intent": null, "invoice": "in_x",
+            "line_items": {"object": "list", "data": [], "has_more": false}});
+        let deleted = json!({"id": "in_x", "object": "invoice", "deleted": true});
+        let events = [
+            ("invoice.paid".to_owned(), invoice, T),
+            ("checkout.session.completed".to_owned(), session, T),
+            ("invoice.deleted".to_owned(), deleted, T + 1),
+        ];
+        let spend = || async {
+            tributary_persistence::reads::all_spend(t.db.conn(), &b)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.email, r.gross, r.order_count))
+                .collect::<Vec<_>>()
+        };
+        let mut seen = Vec::new();
+        for e in envelopes(&events, "link") {
+            let txn = t.db.begin_write().await.unwrap();
+            apply_event(&txn, &b, &e, T + 9, None).await.unwrap();
+            txn.commit().await.unwrap();
+            let check = tributary_sync::verify::verify_spend(t.db.conn(), &b)
+                .await
+                .unwrap();
+            assert!(check.is_consistent(), "after {}: {check:?}", e.event_type);
+            seen.push(spend().await);
+        }
+        // The invoice's money is the session's email's, then the session's own.
+        assert_eq!(seen[1], [("session@x.io".to_owned(), 5_000, 1)]);
+        assert_eq!(seen[2], [("session@x.io".to_owned(), 7_000, 1)]);
+    })
+    .await;
+}
+
+mod a_deleted_object_still_leads_to_what_named_it {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::a_deleted_object_still_leads_to_what_named_it(super::Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::a_deleted_object_still_leads_to_what_named_it(super::Backend::Postgres).await;
     }
 }

@@ -690,9 +690,10 @@ fn again(e: &ApiError) -> ApiError {
 
 /// The transaction of one turn: the business locked once, the deliveries' duplicates found in
 /// one query, each event applied, every record written in one statement, the spend of all the
-/// emails touched refreshed once, one commit. The emails the events may take money from are
-/// read on another pooled connection meanwhile (see [`EventBatch::lock`]): that graph walk
-/// and the transaction's own reads and writes overlap instead of following each other.
+/// emails touched refreshed once, one commit. What the events' objects link to before the
+/// write (which leads the spend refresh to the emails they may take money from) is read on
+/// other pooled connections meanwhile (see [`EventBatch::lock`]): those reads and the
+/// transaction's own overlap instead of following each other.
 async fn write(
     state: &AppState,
     business: &BusinessId,
@@ -707,19 +708,19 @@ async fn write(
         .map_err(ApiError::internal)?;
     let touched = batch.touched().clone();
     phase.done("lock");
-    // Where the transaction cannot read beside itself (SQLite), the walk comes first, in it.
+    // Where the transaction cannot read beside itself (SQLite), the links come first, in it.
     let early = match beside {
         Some(_) => None,
         None => Some(
-            readmodel::affected_emails(&txn, business, &touched)
+            readmodel::linked_before(&txn, business, &touched)
                 .await
                 .map_err(ApiError::internal)?,
         ),
     };
     let before = async {
         match early {
-            Some(emails) => Ok(emails),
-            None => readmodel::affected_emails(state.db.lookups(), business, &touched)
+            Some(links) => Ok(links),
+            None => readmodel::linked_before(state.db.lookups(), business, &touched)
                 .await
                 .map_err(|e| Interrupt::Database(ApiError::internal(e))),
         }

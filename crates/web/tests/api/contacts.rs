@@ -833,9 +833,10 @@ db_test!(email_graphs_agree_on_a_generated_account, |t| {
     app.stop().await;
 });
 
-/// PostgreSQL walks the link graph in one statement (`tributary_email_graph`), SQLite round by
+/// PostgreSQL walks the link graph in one statement (`tributary_link_graph`), SQLite round by
 /// round: from seeds of every kind, alone and together, on a generated account (deleted objects
-/// included), the statement returns exactly the rows the rounds find. PostgreSQL only (skipped
+/// included), the statement returns exactly the rows the rounds find, and so it does with the
+/// second level of a spend refresh (`spend_graph`), with the same emails. PostgreSQL only (skipped
 /// with a notice where none is configured, required with `CI=true`): SQLite has the rounds
 /// only, which `email_graphs_agree_on_a_generated_account` checks on both databases.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -922,18 +923,37 @@ async fn the_walk_in_one_statement_reaches_what_the_rounds_reach() {
         });
         assert!(seeds.len() > 100, "{}", seeds.len());
         let mut linked = 0;
+        let mut second = 0;
         for seed in &seeds {
             let rounds = reads::graph_in_rounds(conn, &business, seed).await.unwrap();
-            let statement = reads::graph_in_one_statement(conn, &business, seed)
+            let (statement, none) = reads::graph_in_one_statement(conn, &business, seed, false)
                 .await
                 .unwrap();
             assert_eq!(statement, rounds, "{seed:?}");
+            assert!(none.is_empty(), "{seed:?}: {none:?}");
+            let (two_rounds, emails) = reads::spend_graph_in_rounds(conn, &business, seed)
+                .await
+                .unwrap();
+            let (two_levels, emails_too) =
+                reads::graph_in_one_statement(conn, &business, seed, true)
+                    .await
+                    .unwrap();
+            assert_eq!(two_levels, two_rounds, "{seed:?}");
+            assert_eq!(emails_too, emails, "{seed:?}");
+            assert!(emails.is_superset(&seed.emails), "{seed:?}");
+            if two_rounds != rounds {
+                second += 1;
+            }
             // Seeds that reach a payment, its invoice and the invoice's payment.
             if !rounds.invoice_payments.is_empty() && !rounds.orders.is_empty() {
                 linked += 1;
             }
         }
         assert!(linked > 10, "{linked} seeds reached linked invoices");
+        assert!(
+            second > 10,
+            "{second} seeds reached more at the second level"
+        );
         app.stop().await;
     })
     .await;
@@ -1485,8 +1505,9 @@ db_test!(contacts_read_paths_use_indexes, |t| {
         out.push_str(&format!("-- {name}\n{sql}\n{plan}\n\n"));
     }
     // The walk in one statement, as the lookups pool and a webhook turn plan it: once, for any
-    // arrays (a generic plan). Its plan shows the rows read by the ids `tributary_email_graph`
-    // returns; the function's own steps are the link-round lookups above, planned inside it.
+    // arrays (a generic plan), with the second level of the spend refresh. Its plan shows the
+    // rows read by the ids `tributary_link_graph` returns; the function's own steps are the
+    // link-round lookups above, planned inside it.
     let txn = tributary_persistence::sea_orm::TransactionTrait::begin(conn)
         .await
         .unwrap();
@@ -1494,7 +1515,7 @@ db_test!(contacts_read_paths_use_indexes, |t| {
         .await
         .unwrap();
     txn.execute_unprepared(&format!(
-        "PREPARE walk(text, text[], text[], text[], text[], text[]) AS {}",
+        "PREPARE walk(text, text[], text[], text[], text[], text[], boolean) AS {}",
         reads::graph_sql()
     ))
     .await
@@ -1503,7 +1524,7 @@ db_test!(contacts_read_paths_use_indexes, |t| {
         .query_all_raw(Statement::from_string(
             DbBackend::Postgres,
             "EXPLAIN (COSTS OFF) EXECUTE walk('biz-07', ARRAY['user27@example.com'], \
-             ARRAY['cus_27'], ARRAY['pi_26'], ARRAY['in_26'], ARRAY['cs_26'])",
+             ARRAY['cus_27'], ARRAY['pi_26'], ARRAY['in_26'], ARRAY['cs_26'], true)",
         ))
         .await
         .unwrap();
