@@ -19,6 +19,7 @@ mod m20261201_000004_data_version;
 mod m20261202_000005_lz4_json;
 mod m20261207_000006_email_graph;
 mod m20261208_000007_link_graph;
+mod m20261208_000008_sqlite_partial_links;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000005_lz4_json::Migration),
             Box::new(m20261207_000006_email_graph::Migration),
             Box::new(m20261208_000007_link_graph::Migration),
+            Box::new(m20261208_000008_sqlite_partial_links::Migration),
         ]
     }
 }

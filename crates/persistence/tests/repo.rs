@@ -1215,9 +1215,10 @@ db_test!(idle_connections_are_pinged_and_busy_ones_are_not, |t| {
 /// invoice IN (…)`, one statement per list on SQLite: `reads::graph_in_rounds`) takes its
 /// own index, on a connection that read the schema before the analysis as on one after it.
 /// A bounded analysis made a business look like a thousand rows
-/// (`Database::refresh_statistics`), and an `OR` of the lists was planned as a read of the
-/// business's rows through `idx_stripe_orders_created` (27,939 payments at `bench` scale:
-/// 100–300 ms a walk, 20–25 webhook events/s).
+/// (`Database::refresh_statistics`), whole link indexes counted their `NULL`s as one key of
+/// thousands of rows (migration `m20261208_000008_sqlite_partial_links`), and an `OR` of the
+/// lists was planned as a read of the business's rows through `idx_stripe_orders_created`
+/// (27,939 payments at `bench` scale: 100–300 ms a walk, 20–25 webhook events/s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_walks_the_links_through_their_indexes() {
     tributary_persistence::testing::run(Backend::Sqlite, |t| async move {
@@ -1263,6 +1264,24 @@ async fn sqlite_walks_the_links_through_their_indexes() {
         )
         .await;
         assert_eq!(stat, ["3000 3000 1"], "the business's rows miscounted");
+        // The link indexes count only the payments that have the link: 150 have a customer,
+        // 60 an email, none an invoice. Whole indexes counted 3,000
+        // entries each, the `NULL`s as one key of thousands of rows.
+        let links = scalar_on(
+            conn,
+            "SELECT idx || ' ' || stat FROM sqlite_stat1 \
+             WHERE idx IN ('idx_stripe_orders_customer', 'idx_stripe_orders_email', \
+                           'idx_stripe_orders_invoice') ORDER BY idx",
+        )
+        .await;
+        assert_eq!(
+            links,
+            [
+                "idx_stripe_orders_customer 150 150 1",
+                "idx_stripe_orders_email 60 60 1",
+                "idx_stripe_orders_invoice 0 0 0"
+            ]
+        );
         for (col, plan) in unanalysed.into_iter().chain(plans().await) {
             assert!(
                 plan.contains(&format!("USING INDEX idx_stripe_orders_{col} ")),
